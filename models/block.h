@@ -1,0 +1,38 @@
+// Pre-norm Transformer encoder block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+// The MLP's Linear layers (mlp.fc1, mlp.fc2) are models::Linear, so adapters can target them.
+#pragma once
+#include <torch/torch.h>
+
+#include "models/attention.h"
+#include "models/linear.h"
+
+namespace tunekit::models {
+
+struct BlockOptions {
+  BlockOptions(int64_t dim, int64_t heads) : dim_(dim), heads_(heads) {}
+  TORCH_ARG(int64_t, dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(double, mlp_ratio) = 4.0;
+  TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(double, norm_eps) = 1e-5;
+};
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  explicit BlockImpl(BlockOptions options);
+  void reset();
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  BlockOptions options;
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attention attn{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(Block);
+
+// TorchScript form of a torch::nn::LayerNorm over the last dimension.
+torch::jit::Module layer_norm_script(const ScriptUnit& unit, const torch::nn::LayerNorm& norm);
+
+}  // namespace tunekit::models

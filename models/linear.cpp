@@ -1,0 +1,85 @@
+#include "models/linear.h"
+
+#include <cmath>
+
+#include "src/util/error.h"
+
+namespace tunekit::models {
+
+LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }
+
+void LinearImpl::reset() {
+  weight = register_parameter("weight",
+                              torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}));
+  reset_parameters();
+}
+
+void LinearImpl::reset_parameters() {
+  // Same initialisation as torch.nn.Linear.
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (adapter_ && !merged_) return adapter_->forward(x, weight, bias);
+  return torch::linear(x, weight, bias);
+}
+
+void LinearImpl::attach(std::shared_ptr<adapters::Adapter> adapter) {
+  if (adapter_) throw Error("this Linear already has an adapter attached");
+  adapter_ = register_module("adapter", std::move(adapter));
+}
+
+void LinearImpl::detach() {
+  if (merged_) unmerge();
+  if (!adapter_) return;
+  unregister_module("adapter");
+  adapter_.reset();
+}
+
+void LinearImpl::merge() {
+  if (!adapter_ || merged_) return;
+  torch::NoGradGuard no_grad;
+  unmerged_weight_ = weight.detach().clone();
+  weight.copy_(adapter_->merged_weight(weight));
+  merged_ = true;
+}
+
+void LinearImpl::unmerge() {
+  if (!merged_) return;
+  torch::NoGradGuard no_grad;
+  weight.copy_(unmerged_weight_);
+  unmerged_weight_ = torch::Tensor();
+  merged_ = false;
+}
+
+torch::Tensor LinearImpl::effective_weight() const {
+  torch::NoGradGuard no_grad;
+  if (adapter_ && !merged_) return adapter_->merged_weight(weight).detach();
+  return weight.detach();
+}
+
+torch::jit::Module LinearImpl::to_script(const ScriptUnit& unit) const {
+  auto m = unit.module("Linear");
+  m.register_parameter("weight", effective_weight().clone(), false);
+  if (bias.defined()) {
+    m.register_parameter("bias", bias.detach().clone(), false);
+    m.define(R"(
+def forward(self, x: Tensor) -> Tensor:
+    return torch.linear(x, self.weight, self.bias)
+)");
+  } else {
+    m.define(R"(
+def forward(self, x: Tensor) -> Tensor:
+    return torch.linear(x, self.weight)
+)");
+  }
+  return m;
+}
+
+}  // namespace tunekit::models

@@ -1,0 +1,51 @@
+// models::Linear: the one Linear layer every adaptable projection uses. It owns the base
+// weight and bias and optionally an attached adapter (LoRA, ...), so adapters are added,
+// merged and removed without module surgery (ARCHITECTURE.md, "Adapters without surgery").
+#pragma once
+#include <torch/torch.h>
+
+#include "adapters/adapter.h"
+#include "models/script.h"
+
+namespace tunekit::models {
+
+struct LinearOptions {
+  LinearOptions(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+};
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  explicit LinearImpl(LinearOptions options);
+  LinearImpl(int64_t in, int64_t out) : LinearImpl(LinearOptions(in, out)) {}
+  void reset();
+  void reset_parameters();
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Attaches (registers as child "adapter") or detaches the adapter.
+  void attach(std::shared_ptr<adapters::Adapter> adapter);
+  void detach();
+  const std::shared_ptr<adapters::Adapter>& adapter() const { return adapter_; }
+  // Folds the adapter into `weight` (keeping the original for unmerge) and back.
+  void merge();
+  void unmerge();
+  bool merged() const { return merged_; }
+  // The weight the layer currently computes with (adapter folded in).
+  torch::Tensor effective_weight() const;
+
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  LinearOptions options;
+  torch::Tensor weight, bias;
+
+ private:
+  std::shared_ptr<adapters::Adapter> adapter_;
+  torch::Tensor unmerged_weight_;
+  bool merged_ = false;
+};
+TORCH_MODULE(Linear);
+
+}  // namespace tunekit::models

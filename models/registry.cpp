@@ -1,0 +1,27 @@
+#include "models/registry.h"
+
+#include "models/vit.h"
+#include "src/util/error.h"
+
+namespace tunekit::models {
+
+std::shared_ptr<Model> build_model(const ModelConfig& c) {
+  if (c.kind == "vit")
+    return std::make_shared<ViTImpl>(ViTOptions()
+                                         .image_size(c.image_size)
+                                         .channels(c.channels)
+                                         .patch(c.patch)
+                                         .dim(c.dim)
+                                         .depth(c.depth)
+                                         .heads(c.heads)
+                                         .mlp_ratio(c.mlp_ratio)
+                                         .num_classes(c.num_classes)
+                                         .dropout(c.dropout));
+  throw Error("model.kind: unknown model '" + c.kind + "'");
+}
+
+std::vector<RegistryEntry> known_models() {
+  return {{"vit", "Vision Transformer: conv patches, class token, pre-norm blocks, softmax attention"}};
+}
+
+}  // namespace tunekit::models

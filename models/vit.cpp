@@ -1,0 +1,91 @@
+#include "models/vit.h"
+
+#include <fmt/format.h>
+
+#include "src/util/error.h"
+
+namespace tunekit::models {
+
+ViTImpl::ViTImpl(ViTOptions options_) : options(std::move(options_)) { reset(); }
+
+int64_t ViTImpl::num_patches() const {
+  int64_t side = options.image_size() / options.patch();
+  return side * side;
+}
+
+void ViTImpl::reset() {
+  const auto& o = options;
+  if (o.patch() <= 0 || o.image_size() % o.patch() != 0)
+    throw Error(fmt::format("vit: image_size {} is not a multiple of patch {}", o.image_size(),
+                            o.patch()));
+  patch_embed = register_module(
+      "patch_embed",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(o.channels(), o.dim(), o.patch()).stride(o.patch())));
+  cls_token = register_parameter("cls_token", torch::zeros({1, 1, o.dim()}));
+  pos_embed = register_parameter("pos_embed", torch::randn({1, num_patches() + 1, o.dim()}) * 0.02);
+  auto list = register_module("blocks", std::make_shared<torch::nn::Module>());
+  blocks.clear();
+  for (int64_t i = 0; i < o.depth(); ++i)
+    blocks.push_back(list->register_module(
+        std::to_string(i),
+        Block(BlockOptions(o.dim(), o.heads()).mlp_ratio(o.mlp_ratio()).dropout(o.dropout()))));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()})));
+  head = register_module("head", Linear(o.dim(), o.num_classes()));
+}
+
+torch::Tensor ViTImpl::forward(const torch::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != options.channels() || x.size(2) != options.image_size() ||
+      x.size(3) != options.image_size())
+    throw Error(fmt::format("vit: expected input [B, {}, {}, {}], got {}", options.channels(),
+                            options.image_size(), options.image_size(), c10::str(x.sizes())));
+  auto h = patch_embed(x).flatten(2).transpose(1, 2);
+  h = torch::cat({cls_token.expand({h.size(0), -1, -1}), h}, 1) + pos_embed;
+  for (auto& b : blocks) h = b(h);
+  return head(norm(h).select(1, 0));
+}
+
+torch::jit::Module ViTImpl::to_script(const ScriptUnit& unit) const {
+  auto m = unit.module("ViT");
+  m.register_parameter("patch_weight", patch_embed->weight.detach().clone(), false);
+  m.register_parameter("patch_bias", patch_embed->bias.detach().clone(), false);
+  m.register_parameter("cls_token", cls_token.detach().clone(), false);
+  m.register_parameter("pos_embed", pos_embed.detach().clone(), false);
+  std::string calls;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    m.register_module(fmt::format("block{}", i), blocks[i]->to_script(unit));
+    calls += fmt::format("    h = self.block{}.forward(h)\n", i);
+  }
+  m.register_module("norm", layer_norm_script(unit, norm));
+  m.register_module("head", head->to_script(unit));
+  const int64_t p = options.patch();
+  m.define(fmt::format(R"(
+def forward(self, x: Tensor) -> Tensor:
+    h = torch.conv2d(x, self.patch_weight, self.patch_bias, [{p}, {p}])
+    h = h.flatten(2).transpose(1, 2)
+    h = torch.cat([self.cls_token.expand(h.size(0), -1, -1), h], 1) + self.pos_embed
+{calls}    return self.head.forward(self.norm.forward(h).select(1, 0))
+)",
+                       fmt::arg("p", p), fmt::arg("calls", calls)));
+  return m;
+}
+
+double ViTImpl::flops_per_sample() const {
+  const double d = options.dim(), n = num_patches() + 1;
+  const double hidden = static_cast<double>(static_cast<int64_t>(d * options.mlp_ratio()));
+  const double patch_in = options.channels() * options.patch() * options.patch();
+  double f = 2 * num_patches() * patch_in * d;               // patch embedding
+  double per_block = 2 * n * (4 * d * d)                      // q, k, v, o
+                     + 2 * 2 * n * n * d                      // QK^T and AV
+                     + 2 * n * (2 * d * hidden);              // MLP
+  f += options.depth() * per_block + 2 * d * options.num_classes();
+  return f;
+}
+
+std::string ViTImpl::describe() const {
+  const auto& o = options;
+  return fmt::format("ViT(image {}x{}x{}, patch {}, dim {}, depth {}, heads {}, mlp x{}, classes {})",
+                     o.channels(), o.image_size(), o.image_size(), o.patch(), o.dim(), o.depth(),
+                     o.heads(), o.mlp_ratio(), o.num_classes());
+}
+
+}  // namespace tunekit::models

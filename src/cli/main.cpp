@@ -1,0 +1,182 @@
+// The `tunekit` command line: train, eval, export, validate, ls, prepare, report.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "adapters/attach.h"
+#include "data/fashion_mnist.h"
+#include "models/registry.h"
+#include "src/cli/report.h"
+#include "src/eval/evaluator.h"
+#include "src/export/export.h"
+#include "src/io/checkpoint.h"
+#include "src/train/setup.h"
+#include "src/train/trainer.h"
+#include "src/util/error.h"
+#include "src/util/text.h"
+
+namespace fs = std::filesystem;
+using namespace tunekit;
+
+namespace {
+
+// Errors from LibTorch can span many lines; the CLI prints the first meaningful one.
+std::string first_line(const std::string& msg) {
+  size_t start = msg.find_first_not_of("\n ");
+  if (start == std::string::npos) return msg;
+  return msg.substr(start, msg.find('\n', start) - start);
+}
+
+int cmd_train(const std::string& recipe_path, const std::vector<std::string>& overrides, bool resume, bool quiet) {
+  Recipe recipe = load_recipe(recipe_path, overrides);
+  TrainResult r = train(recipe, {resume, quiet, 0});
+  std::cout << fmt::format("trained {}: {} steps, best val accuracy {:.4f}, {:.0f} samples/s, {} trainable params\n",
+                           r.run_dir, r.steps, r.best_val_accuracy, r.samples_per_second, with_commas(r.trainable));
+  std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}\n", r.run_dir, r.run_dir);
+  return 0;
+}
+
+int cmd_eval(const std::string& run_dir, const std::string& split, const std::string& checkpoint) {
+  LoadedRun run = load_run(run_dir, checkpoint);
+  apply_thread_policy(run.recipe.threads);
+  auto splits = load_data(run.recipe);
+  const data::LabelledDataset* d = split == "test" ? &splits.test : split == "val" ? &splits.val : &splits.train;
+  if (d->size() == 0) throw Error(fmt::format("eval: the {} split is empty for this recipe", split));
+  EvalResult ev = evaluate(*run.run.model, *d, run.recipe.data.eval_batch_size);
+  std::cout << fmt::format("{} ({} split, {} checkpoint)\n", run_dir, split, checkpoint) << ev.report();
+  std::string out = (fs::path(run_dir) / fmt::format("eval_{}.json", split)).string();
+  io::write_file_atomic(out, ev.json() + "\n");
+  std::cout << "wrote " << out << "\n";
+  return 0;
+}
+
+int cmd_export(const std::string& run_dir, std::string out, const std::string& checkpoint, int64_t batch) {
+  LoadedRun run = load_run(run_dir, checkpoint);
+  apply_thread_policy(run.recipe.threads);
+  if (out.empty()) out = (fs::path(run_dir) / "export" / "model.pt").string();
+  auto splits = load_data(run.recipe);
+  if (batch <= 0 || batch > splits.test.size()) throw Error(fmt::format("export: --batch must be in 1..{}", splits.test.size()));
+  auto sample = splits.test.inputs.slice(0, 0, batch);
+  ExportResult r = export_torchscript(*run.run.model, sample, out);
+  std::cout << fmt::format("exported {} ({} parameters, adapters merged)\n", r.path, with_commas(r.parameters));
+  std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} test images: max abs diff {:.3g} (<= {:.0e}) OK\n",
+                           batch, r.max_abs_diff, kExportTolerance);
+  std::cout << fmt::format("sample input/output: {} (torch.jit.load(...).input / .output)\n", r.sample_path);
+  return 0;
+}
+
+int cmd_validate(const std::string& recipe_path, const std::vector<std::string>& overrides, bool print) {
+  Recipe recipe = load_recipe(recipe_path, overrides);
+  RunModel rm = build_run_model(recipe, /*load_init=*/false);
+  std::cout << fmt::format("{}: OK\n  model: {}\n  adapter {}: {}\n  run dir: {}\n", recipe_path, rm.model->describe(),
+                           to_string(recipe.adapter.kind), rm.report.summary(), recipe.run_dir());
+  if (!recipe.init_from.run.empty()) {
+    std::string dir = recipe.init_from.run + "/checkpoints/" + recipe.init_from.checkpoint;
+    std::cout << fmt::format("  init_from: {} ({})\n", dir, io::checkpoint_exists(dir) ? "present" : "not trained yet");
+  }
+  if (print) std::cout << "---\n" << recipe.resolved_yaml;
+  return 0;
+}
+
+int cmd_ls() {
+  std::cout << "recipes:\n";
+  std::vector<std::string> recipes;
+  for (const char* dir : {"recipes", "recipes/experiments"})
+    if (fs::is_directory(dir))
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".yaml") recipes.push_back(e.path().string());
+  std::sort(recipes.begin(), recipes.end());
+  if (recipes.empty()) std::cout << "  (none under ./recipes; run tunekit from the repository root)\n";
+  for (const auto& r : recipes) std::cout << "  " << r << "\n";
+  std::cout << "models:\n";
+  for (const auto& m : models::known_models()) std::cout << fmt::format("  {:<14} {}\n", m.name, m.description);
+  std::cout << "adapters:\n"
+            << "  none           full fine-tuning: every parameter trains\n"
+            << "  linear_probe   only adapter.modules_to_save train (e.g. a new head)\n"
+            << "  lora           low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)\n";
+  std::cout << "datasets:\n";
+  std::string root = data::default_fashion_mnist_root();
+  std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,
+                           fs::exists(root) ? "" : " (missing: apt-get install dataset-fashion-mnist)");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tunekit: parameter-efficient fine-tuning of Transformers on LibTorch"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tunekit 0.1.0");
+
+  std::string recipe, run_dir, split = "test", checkpoint = "best", out, dataset = "fashion_mnist";
+  std::string source = data::kDebianFashionMnist, dest = data::kPreparedFashionMnist;
+  std::vector<std::string> overrides, runs;
+  bool resume = false, quiet = false, print = false;
+  int64_t batch = 8;
+
+  auto* train_cmd = app.add_subcommand("train", "Train a recipe: tunekit train RECIPE [key.path=value ...]");
+  train_cmd->add_option("recipe", recipe, "Recipe YAML file")->required();
+  train_cmd->add_option("overrides", overrides, "Overrides, e.g. train.epochs=3 optimizer.lr=1e-3");
+  train_cmd->add_flag("--resume", resume, "Continue from the run directory's last checkpoint");
+  train_cmd->add_flag("-q,--quiet", quiet, "No progress output");
+
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a run: accuracy, loss, per-class accuracy, confusion matrix");
+  eval_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
+  eval_cmd->add_option("--split", split, "test | val | train")->check(CLI::IsMember({"test", "val", "train"}));
+  eval_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+
+  auto* export_cmd = app.add_subcommand("export", "Merge adapters and write a TorchScript model, checked against eager");
+  export_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
+  export_cmd->add_option("--out", out, "Output .pt file (default RUN_DIR/export/model.pt)");
+  export_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  export_cmd->add_option("--batch", batch, "Test images used for the parity check");
+
+  auto* validate_cmd = app.add_subcommand("validate", "Parse and check a recipe without running it");
+  validate_cmd->add_option("recipe", recipe, "Recipe YAML file")->required();
+  validate_cmd->add_option("overrides", overrides, "Overrides, e.g. train.epochs=3");
+  validate_cmd->add_flag("--print", print, "Print the resolved recipe");
+
+  auto* ls_cmd = app.add_subcommand("ls", "List the recipes, models, adapters and datasets tunekit knows");
+
+  auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it uncompressed under .data/");
+  prepare_cmd->add_option("dataset", dataset, "fashion_mnist")->check(CLI::IsMember({"fashion_mnist"}));
+  prepare_cmd->add_option("--source", source, "Directory with the IDX files");
+  prepare_cmd->add_option("--dest", dest, "Cache directory");
+
+  auto* report_cmd = app.add_subcommand("report", "One table over finished runs (params, test accuracy, speed, outputs)");
+  report_cmd->add_option("run_dirs", runs, "Run directories")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train_cmd) return cmd_train(recipe, overrides, resume, quiet);
+    if (*eval_cmd) return cmd_eval(run_dir, split, checkpoint);
+    if (*export_cmd) return cmd_export(run_dir, out, checkpoint, batch);
+    if (*validate_cmd) return cmd_validate(recipe, overrides, print);
+    if (*ls_cmd) return cmd_ls();
+    if (*prepare_cmd) {
+      std::cout << data::prepare_fashion_mnist(source, dest) << "\n";
+      return 0;
+    }
+    if (*report_cmd) {
+      std::cout << report_table(runs);
+      return 0;
+    }
+  } catch (const tunekit::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << first_line(e.what_without_backtrace()) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << first_line(e.what()) << "\n";
+    return 1;
+  }
+  return 0;
+}

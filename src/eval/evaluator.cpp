@@ -1,0 +1,77 @@
+#include "src/eval/evaluator.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+namespace tunekit {
+
+EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) {
+  auto t0 = std::chrono::steady_clock::now();
+  torch::NoGradGuard no_grad;
+  bool was_training = model.is_training();
+  model.eval();
+  const int64_t n = data.size();
+  const int64_t k = static_cast<int64_t>(data.class_names.size());
+  EvalResult r;
+  r.n = n;
+  r.class_names = data.class_names;
+  r.confusion = torch::zeros({k, k}, torch::kLong);
+  double loss_sum = 0;
+  for (int64_t i = 0; i < n; i += batch_size) {
+    int64_t j = std::min(n, i + batch_size);
+    auto logits = model.forward(data.inputs.slice(0, i, j));
+    auto y = data.labels.slice(0, i, j);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    auto pred = logits.argmax(-1);
+    r.confusion.view(-1).index_add_(0, y * k + pred, torch::ones_like(y));
+  }
+  model.train(was_training);
+  auto conf = r.confusion.to(torch::kDouble);
+  auto correct = conf.diagonal();
+  r.loss = n ? loss_sum / n : 0;
+  r.accuracy = n ? correct.sum().item<double>() / n : 0;
+  auto row = conf.sum(1), col = conf.sum(0);
+  auto recall = correct / row.clamp_min(1), precision = correct / col.clamp_min(1);
+  auto f1 = (2 * precision * recall / (precision + recall).clamp_min(1e-12));
+  r.macro_f1 = k ? f1.mean().item<double>() : 0;
+  for (int64_t c = 0; c < k; ++c) r.per_class_accuracy.push_back(recall[c].item<double>());
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::string EvalResult::report() const {
+  std::string s = fmt::format("samples {}  loss {:.4f}  accuracy {:.4f}  macro-F1 {:.4f}\n", n, loss, accuracy, macro_f1);
+  s += "per-class accuracy:\n";
+  for (size_t c = 0; c < class_names.size(); ++c)
+    s += fmt::format("  {:>2} {:<12} {:.4f}\n", c, class_names[c], per_class_accuracy[c]);
+  s += "confusion matrix (rows: true, columns: predicted):\n      ";
+  const int64_t k = confusion.size(0);
+  for (int64_t c = 0; c < k; ++c) s += fmt::format("{:>6}", c);
+  s += "\n";
+  for (int64_t i = 0; i < k; ++i) {
+    s += fmt::format("  {:>2}  ", i);
+    for (int64_t j = 0; j < k; ++j) s += fmt::format("{:>6}", confusion[i][j].item<int64_t>());
+    s += "\n";
+  }
+  return s;
+}
+
+std::string EvalResult::json() const {
+  nlohmann::json conf = nlohmann::json::array();
+  for (int64_t i = 0; i < confusion.size(0); ++i) {
+    std::vector<int64_t> row;
+    for (int64_t j = 0; j < confusion.size(1); ++j) row.push_back(confusion[i][j].item<int64_t>());
+    conf.push_back(row);
+  }
+  nlohmann::json j{{"samples", n},       {"loss", loss},
+                   {"accuracy", accuracy}, {"macro_f1", macro_f1},
+                   {"per_class_accuracy", per_class_accuracy}, {"class_names", class_names},
+                   {"confusion", conf},  {"seconds", seconds}};
+  return j.dump();
+}
+
+}  // namespace tunekit

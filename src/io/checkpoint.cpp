@@ -1,0 +1,162 @@
+#include "src/io/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "src/util/error.h"
+#include "src/util/text.h"
+
+namespace fs = std::filesystem;
+
+namespace tunekit::io {
+
+namespace {
+std::string backup_of(const std::string& dir) {
+  fs::path p(dir);
+  return (p.parent_path() / ("." + p.filename().string() + ".old")).string();
+}
+std::string temp_of(const std::string& dir) {
+  fs::path p(dir);
+  return (p.parent_path() / ("." + p.filename().string() + ".tmp")).string();
+}
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out) throw Error(fmt::format("{}: write failed", tmp));
+  }
+  fs::rename(tmp, path);
+}
+
+void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+                     const TrainState& s) {
+  const std::string tmp = temp_of(dir), old = backup_of(dir);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  {
+    torch::serialize::OutputArchive archive;
+    for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach(), false);
+    for (const auto& b : model.named_buffers()) archive.write(b.key(), b.value(), true);
+    archive.save_to((fs::path(tmp) / "model.pt").string());
+  }
+  if (optimizer) {
+    torch::serialize::OutputArchive archive;
+    optimizer->save(archive);
+    archive.save_to((fs::path(tmp) / "optimizer.pt").string());
+    torch::serialize::OutputArchive rng;
+    rng.write("cpu", at::detail::getDefaultCPUGenerator().get_state(), true);
+    rng.save_to((fs::path(tmp) / "rng.pt").string());
+  }
+  nlohmann::json j{{"epoch", s.epoch},           {"batch_in_epoch", s.batch_in_epoch},
+                   {"step", s.step},             {"samples", s.samples},
+                   {"best_metric", s.best_metric}, {"best_epoch", s.best_epoch},
+                   {"train_seconds", s.train_seconds}};
+  std::ofstream(fs::path(tmp) / "state.json") << j.dump(2) << "\n";
+  // Swap in: dir -> backup, tmp -> dir, drop backup. A crash in between leaves the backup,
+  // which existing_checkpoint() falls back to.
+  fs::remove_all(old);
+  if (fs::exists(dir)) fs::rename(dir, old);
+  fs::rename(tmp, dir);
+  fs::remove_all(old);
+}
+
+bool checkpoint_exists(const std::string& dir) {
+  return fs::exists(fs::path(dir) / "state.json") || fs::exists(fs::path(backup_of(dir)) / "state.json");
+}
+
+std::string existing_checkpoint(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "state.json")) return dir;
+  if (fs::exists(fs::path(backup_of(dir)) / "state.json")) return backup_of(dir);
+  throw Error(fmt::format("{}: no checkpoint here", dir));
+}
+
+TrainState load_train_state(const std::string& dir_) {
+  std::string dir = existing_checkpoint(dir_);
+  std::ifstream in(fs::path(dir) / "state.json");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}/state.json: unreadable ({})", dir, e.what()));
+  }
+  TrainState s;
+  s.epoch = j.value("epoch", 0);
+  s.batch_in_epoch = j.value("batch_in_epoch", 0);
+  s.step = j.value("step", 0);
+  s.samples = j.value("samples", 0);
+  s.best_metric = j.value("best_metric", -1.0);
+  s.best_epoch = j.value("best_epoch", -1);
+  s.train_seconds = j.value("train_seconds", 0.0);
+  return s;
+}
+
+int64_t load_weights(const std::string& dir_, torch::nn::Module& model, const std::vector<std::string>& exclude,
+                     bool strict, bool allow_missing_adapters) {
+  std::string dir = existing_checkpoint(dir_);
+  std::string file = (fs::path(dir) / "model.pt").string();
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file);
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: cannot read checkpoint ({})", file, e.what_without_backtrace()));
+  }
+  auto keys = archive.keys();
+  std::set<std::string> available(keys.begin(), keys.end());
+  auto excluded = [&](const std::string& name) {
+    return std::any_of(exclude.begin(), exclude.end(), [&](const std::string& p) { return glob_match(p, name); });
+  };
+  int64_t loaded = 0;
+  torch::NoGradGuard no_grad;
+  auto load_one = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
+    if (excluded(name)) return;
+    if (!available.count(name)) {
+      bool adapter_param = name.find(".adapter.") != std::string::npos;
+      if (strict && !(allow_missing_adapters && adapter_param))
+        throw Error(fmt::format("{}: checkpoint has no tensor '{}' (exclude it with init_from.exclude, or "
+                                "check that the model section matches the run it came from)",
+                                file, name));
+      return;
+    }
+    torch::Tensor value;
+    archive.read(name, value, is_buffer);
+    if (value.sizes() != target.sizes())
+      throw Error(fmt::format("{}: tensor '{}' has shape {} in the checkpoint but {} in the model{}", file, name,
+                              c10::str(value.sizes()), c10::str(target.sizes()),
+                              name.rfind("head.", 0) == 0 ? " (a new head? add \"head.*\" to init_from.exclude)" : ""));
+    target.copy_(value);
+    ++loaded;
+  };
+  for (auto& p : model.named_parameters()) load_one(p.key(), p.value(), false);
+  for (auto& b : model.named_buffers()) load_one(b.key(), b.value(), true);
+  return loaded;
+}
+
+void load_optimizer(const std::string& dir_, torch::optim::Optimizer& optimizer) {
+  std::string file = (fs::path(existing_checkpoint(dir_)) / "optimizer.pt").string();
+  if (!fs::exists(file)) throw Error(fmt::format("{}: missing (this checkpoint cannot resume training)", file));
+  torch::serialize::InputArchive archive;
+  archive.load_from(file);
+  optimizer.load(archive);
+}
+
+void load_rng(const std::string& dir_) {
+  std::string file = (fs::path(existing_checkpoint(dir_)) / "rng.pt").string();
+  if (!fs::exists(file)) return;
+  torch::serialize::InputArchive archive;
+  archive.load_from(file);
+  torch::Tensor state;
+  archive.read("cpu", state, true);
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(state);
+}
+
+}  // namespace tunekit::io

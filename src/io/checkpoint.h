@@ -1,0 +1,46 @@
+// Checkpoints: a run's weights, optimizer state, RNG state and progress, written to a
+// temporary directory and renamed into place so a killed run never leaves a torn checkpoint.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace tunekit::io {
+
+struct TrainState {
+  int64_t epoch = 0;          // epoch in progress (0-based)
+  int64_t batch_in_epoch = 0; // batches of that epoch already consumed
+  int64_t step = 0;           // optimizer steps taken
+  int64_t samples = 0;        // training samples seen
+  double best_metric = -1.0;  // best validation accuracy so far
+  int64_t best_epoch = -1;
+  double train_seconds = 0;   // wall time spent training so far
+};
+
+// Writes all named parameters and buffers of `model` (+ optimizer and RNG when given) and
+// state.json into `dir`, atomically.
+void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+                     const TrainState& state);
+
+// The checkpoint directory to read for `dir`: `dir` itself or, after a crash between the two
+// renames of save_checkpoint, its backup. Throws if neither exists.
+std::string existing_checkpoint(const std::string& dir);
+bool checkpoint_exists(const std::string& dir);
+
+TrainState load_train_state(const std::string& dir);
+
+// Loads weights from `dir`/model.pt into `model`. Names matching an `exclude` glob are
+// skipped. With `strict`, every model tensor must be present (adapter tensors may be absent
+// when `allow_missing_adapters`); shapes must match. Returns the number of tensors loaded.
+int64_t load_weights(const std::string& dir, torch::nn::Module& model, const std::vector<std::string>& exclude,
+                     bool strict, bool allow_missing_adapters);
+
+void load_optimizer(const std::string& dir, torch::optim::Optimizer& optimizer);
+// Restores the global RNG saved with the checkpoint.
+void load_rng(const std::string& dir);
+
+// Writes `text` to `path` via a temporary file and rename.
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace tunekit::io

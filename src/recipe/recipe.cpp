@@ -1,0 +1,388 @@
+#include "src/recipe/recipe.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "src/util/error.h"
+#include "src/util/text.h"
+
+namespace tunekit {
+namespace {
+
+// Where a value came from: a file position, or the command-line override that set it.
+struct Origin {
+  std::string file;
+  std::map<std::string, std::string> overrides;  // key path -> "key.path=value"
+
+  std::string where(const YAML::Node& node, const std::string& path) const {
+    // Values set on the command line are reported by their override (their own marks point
+    // into the override's text, not the file).
+    for (std::string p = path;;) {
+      auto it = overrides.find(p);
+      if (it != overrides.end()) return fmt::format("override '{}'", it->second);
+      auto dot = p.rfind('.');
+      if (dot == std::string::npos) break;
+      p = p.substr(0, dot);
+    }
+    if (node.IsDefined()) {
+      YAML::Mark m = node.Mark();
+      if (m.line >= 0) return fmt::format("{}:{}:{}", file, m.line + 1, m.column + 1);
+    }
+    return file;
+  }
+};
+
+// A mapping section of the recipe that remembers which keys were read, so keys nobody
+// read are reported as unknown (with a suggestion) by finish().
+class Section {
+ public:
+  Section(YAML::Node node, std::string path, const Origin& origin)
+      : node_(std::move(node)), path_(std::move(path)), origin_(origin) {
+    if (node_.IsDefined() && !node_.IsNull() && !node_.IsMap())
+      throw Error(fmt::format("{}: {}: expected a mapping", origin_.where(node_, path_), label()));
+  }
+
+  bool has(const std::string& key) const {
+    return node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull();
+  }
+
+  Section section(const std::string& key) {
+    known_.insert(key);
+    return Section(node_.IsMap() ? node_[key] : YAML::Node(), child(key), origin_);
+  }
+
+  template <typename T>
+  void read(const std::string& key, T& out) {
+    known_.insert(key);
+    if (!has(key)) return;
+    out = convert<T>(node_[key], child(key));
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const {
+    YAML::Node n = node_.IsMap() ? node_[key] : YAML::Node();
+    throw Error(fmt::format("{}: {}: {}", origin_.where(n, child(key)), child(key), message));
+  }
+
+  // Reads an enum-like string that must be one of `choices`.
+  std::string choice(const std::string& key, const std::string& fallback,
+                     const std::vector<std::string>& choices) {
+    std::string v = fallback;
+    read(key, v);
+    for (const auto& c : choices)
+      if (c == v) return v;
+    fail(key, fmt::format("'{}' is not one of: {}{}", v, join(choices, ", "), did_you_mean(v, choices)));
+  }
+
+  void finish() const {
+    if (!node_.IsMap()) return;
+    std::vector<std::string> known(known_.begin(), known_.end());
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      std::string key = it->first.as<std::string>();
+      if (known_.count(key)) continue;
+      throw Error(fmt::format("{}: {}: unknown key{}", origin_.where(it->first, child(key)),
+                              child(key), did_you_mean(key, known)));
+    }
+  }
+
+ private:
+  std::string label() const { return path_.empty() ? "recipe" : path_; }
+  std::string child(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  [[noreturn]] void type_error(const YAML::Node& n, const std::string& path, const char* what) const {
+    std::string got = n.IsScalar() ? fmt::format("'{}'", n.Scalar())
+                      : n.IsSequence() ? std::string("a list")
+                      : n.IsMap() ? std::string("a mapping")
+                                  : std::string("nothing");
+    throw Error(fmt::format("{}: {}: expected {}, got {}", origin_.where(n, path), path, what, got));
+  }
+
+  template <typename T>
+  T convert(const YAML::Node& n, const std::string& path) const {
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!n.IsScalar()) type_error(n, path, "a string");
+      return n.Scalar();
+    } else if constexpr (std::is_same_v<T, bool>) {
+      static const std::set<std::string> yes{"true", "True", "yes", "on"}, no{"false", "False", "no", "off"};
+      if (n.IsScalar() && yes.count(n.Scalar())) return true;
+      if (n.IsScalar() && no.count(n.Scalar())) return false;
+      type_error(n, path, "true or false");
+    } else if constexpr (std::is_integral_v<T>) {
+      if (n.IsScalar()) {
+        const std::string& s = n.Scalar();
+        char* end = nullptr;
+        errno = 0;
+        long long v = std::strtoll(s.c_str(), &end, 10);
+        if (!s.empty() && *end == '\0' && errno == 0) return static_cast<T>(v);
+      }
+      type_error(n, path, "an integer");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (n.IsScalar()) {
+        const std::string& s = n.Scalar();
+        char* end = nullptr;
+        double v = std::strtod(s.c_str(), &end);
+        if (!s.empty() && *end == '\0') return v;
+      }
+      type_error(n, path, "a number");
+    } else {  // std::vector<U> or std::array<U, N>
+      using U = typename T::value_type;
+      if (!n.IsSequence()) type_error(n, path, "a list");
+      std::vector<U> items;
+      for (size_t i = 0; i < n.size(); ++i)
+        items.push_back(convert<U>(n[i], fmt::format("{}[{}]", path, i)));
+      if constexpr (std::is_same_v<T, std::vector<U>>) {
+        return items;
+      } else {
+        T arr{};
+        if (items.size() != arr.size())
+          throw Error(fmt::format("{}: {}: expected a list of {} numbers, got {}", origin_.where(n, path),
+                                  path, arr.size(), items.size()));
+        std::copy(items.begin(), items.end(), arr.begin());
+        return arr;
+      }
+    }
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  const Origin& origin_;
+  std::set<std::string> known_;
+};
+
+void apply_override(YAML::Node& root, const std::string& text, Origin& origin) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw Error(fmt::format("override '{}': expected key.path=value", text));
+  std::string path = text.substr(0, eq), value_text = text.substr(eq + 1);
+  YAML::Node value;
+  try {
+    value = YAML::Load(value_text);
+  } catch (const YAML::Exception& e) {
+    throw Error(fmt::format("override '{}': {}: cannot parse value: {}", text, path, e.msg));
+  }
+  std::vector<std::string> keys;
+  std::stringstream ss(path);
+  for (std::string k; std::getline(ss, k, '.');) {
+    if (k.empty()) throw Error(fmt::format("override '{}': empty key in '{}'", text, path));
+    keys.push_back(k);
+  }
+  YAML::Node cur;
+  cur.reset(root);
+  std::string at;
+  for (size_t i = 0; i + 1 < keys.size(); ++i) {
+    at += (i ? "." : "") + keys[i];
+    YAML::Node next = cur[keys[i]];
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap())
+      throw Error(fmt::format("override '{}': {} is a value, not a section", text, at));
+    if (!next.IsDefined() || next.IsNull()) cur[keys[i]] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node child = cur[keys[i]];
+    cur.reset(child);
+  }
+  cur[keys.back()] = value;
+  origin.overrides[path] = text;
+}
+
+
+}  // namespace
+
+std::string to_string(AdapterKind k) {
+  switch (k) {
+    case AdapterKind::None: return "none";
+    case AdapterKind::LinearProbe: return "linear_probe";
+    case AdapterKind::Lora: return "lora";
+  }
+  return "?";
+}
+std::string to_string(ScheduleKind k) {
+  switch (k) {
+    case ScheduleKind::Constant: return "constant";
+    case ScheduleKind::Cosine: return "cosine";
+    case ScheduleKind::Linear: return "linear";
+  }
+  return "?";
+}
+std::string to_string(OptimizerKind k) { return k == OptimizerKind::AdamW ? "adamw" : "sgd"; }
+
+Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  Origin origin{source, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw Error(fmt::format("{}:{}:{}: invalid YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw Error(fmt::format("{}: the recipe must be a YAML mapping", source));
+  for (const auto& o : overrides) apply_override(root, o, origin);
+
+  Recipe r;
+  r.source = source;
+  Section top(root, "", origin);
+  top.read("seed", r.seed);
+
+  // threads: a number (BLAS threads, LibTorch at 1) or {torch: N, blas: N}
+  if (top.has("threads") && root["threads"].IsScalar()) {
+    top.read("threads", r.threads.blas);
+  } else {
+    Section t = top.section("threads");
+    t.read("torch", r.threads.torch);
+    t.read("blas", r.threads.blas);
+    t.finish();
+  }
+  if (r.threads.torch < 0 || r.threads.blas < 0) top.fail("threads", "thread counts must be >= 0 (0 = all cores)");
+
+  {
+    Section m = top.section("model");
+    auto& c = r.model;
+    c.kind = m.choice("kind", c.kind, {"vit"});
+    m.read("image_size", c.image_size);
+    m.read("channels", c.channels);
+    m.read("patch", c.patch);
+    m.read("dim", c.dim);
+    m.read("depth", c.depth);
+    m.read("heads", c.heads);
+    m.read("mlp_ratio", c.mlp_ratio);
+    m.read("num_classes", c.num_classes);
+    m.read("dropout", c.dropout);
+    for (auto [key, v] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"channels", c.channels},
+                          {"patch", c.patch}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
+                          {"num_classes", c.num_classes}})
+      if (v <= 0) m.fail(key, fmt::format("must be positive, got {}", v));
+    if (c.dim % c.heads != 0) m.fail("heads", fmt::format("dim {} is not divisible by heads {}", c.dim, c.heads));
+    if (c.image_size % c.patch != 0)
+      m.fail("patch", fmt::format("image_size {} is not a multiple of patch {}", c.image_size, c.patch));
+    if (c.mlp_ratio <= 0) m.fail("mlp_ratio", "must be positive");
+    if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
+    m.finish();
+  }
+  {
+    Section s = top.section("init_from");
+    auto& c = r.init_from;
+    s.read("run", c.run);
+    c.checkpoint = s.choice("checkpoint", c.checkpoint, {"best", "last"});
+    s.read("exclude", c.exclude);
+    s.finish();
+  }
+  {
+    Section a = top.section("adapter");
+    auto& c = r.adapter;
+    std::string kind = a.choice("kind", "none", {"none", "linear_probe", "lora"});
+    c.kind = kind == "lora" ? AdapterKind::Lora : kind == "linear_probe" ? AdapterKind::LinearProbe : AdapterKind::None;
+    a.read("r", c.r);
+    a.read("alpha", c.alpha);
+    a.read("dropout", c.dropout);
+    a.read("targets", c.targets);
+    a.read("modules_to_save", c.modules_to_save);
+    if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
+    if (c.alpha <= 0) a.fail("alpha", "must be positive");
+    if (c.dropout < 0 || c.dropout >= 1) a.fail("dropout", "must be in [0, 1)");
+    if (c.kind == AdapterKind::Lora && c.targets.empty())
+      a.fail("targets", "lora needs at least one target pattern, e.g. [\"blocks.*.attn.q\", \"blocks.*.attn.v\"]");
+    if (c.kind == AdapterKind::LinearProbe && c.modules_to_save.empty())
+      a.fail("modules_to_save", "linear_probe trains only modules_to_save; name at least one, e.g. [head]");
+    a.finish();
+  }
+  {
+    Section d = top.section("data");
+    auto& c = r.data;
+    c.dataset = d.choice("dataset", c.dataset, {"fashion_mnist"});
+    d.read("root", c.root);
+    d.read("classes", c.classes);
+    d.read("val_fraction", c.val_fraction);
+    d.read("batch_size", c.batch_size);
+    d.read("eval_batch_size", c.eval_batch_size);
+    d.read("limit_train", c.limit_train);
+    std::set<int64_t> seen;
+    for (auto cls : c.classes) {
+      if (cls < 0 || cls > 9) d.fail("classes", fmt::format("class {} is outside 0..9", cls));
+      if (!seen.insert(cls).second) d.fail("classes", fmt::format("class {} is listed twice", cls));
+    }
+    if (c.val_fraction < 0 || c.val_fraction >= 1) d.fail("val_fraction", "must be in [0, 1)");
+    if (c.batch_size <= 0) d.fail("batch_size", "must be positive");
+    if (c.eval_batch_size <= 0) d.fail("eval_batch_size", "must be positive");
+    if (c.limit_train < 0) d.fail("limit_train", "must be >= 0 (0 = all)");
+    d.finish();
+    int64_t n_classes = c.classes.empty() ? 10 : static_cast<int64_t>(c.classes.size());
+    if (r.model.num_classes != n_classes)
+      top.section("model").fail("num_classes", fmt::format("is {} but data.classes selects {} classes",
+                                                          r.model.num_classes, n_classes));
+  }
+  {
+    Section o = top.section("optimizer");
+    auto& c = r.optimizer;
+    c.name = o.choice("name", "adamw", {"adamw", "sgd"}) == "sgd" ? OptimizerKind::SGD : OptimizerKind::AdamW;
+    o.read("lr", c.lr);
+    o.read("weight_decay", c.weight_decay);
+    o.read("betas", c.betas);
+    o.read("eps", c.eps);
+    o.read("momentum", c.momentum);
+    if (c.lr <= 0) o.fail("lr", "must be positive");
+    if (c.weight_decay < 0) o.fail("weight_decay", "must be >= 0");
+    o.finish();
+  }
+  {
+    Section s = top.section("schedule");
+    auto& c = r.schedule;
+    std::string kind = s.choice("kind", "cosine", {"constant", "cosine", "linear"});
+    c.kind = kind == "constant" ? ScheduleKind::Constant : kind == "linear" ? ScheduleKind::Linear : ScheduleKind::Cosine;
+    s.read("warmup_steps", c.warmup_steps);
+    s.read("min_lr_ratio", c.min_lr_ratio);
+    if (c.warmup_steps < 0) s.fail("warmup_steps", "must be >= 0");
+    if (c.min_lr_ratio < 0 || c.min_lr_ratio > 1) s.fail("min_lr_ratio", "must be in [0, 1]");
+    s.finish();
+  }
+  {
+    Section t = top.section("train");
+    auto& c = r.train;
+    t.read("epochs", c.epochs);
+    t.read("max_steps", c.max_steps);
+    t.read("grad_accum", c.grad_accum);
+    t.read("clip_grad_norm", c.clip_grad_norm);
+    t.read("log_every", c.log_every);
+    t.read("checkpoint_every", c.checkpoint_every);
+    if (c.epochs <= 0) t.fail("epochs", "must be positive");
+    if (c.max_steps < 0) t.fail("max_steps", "must be >= 0 (0 = no limit)");
+    if (c.grad_accum <= 0) t.fail("grad_accum", "must be positive");
+    if (c.clip_grad_norm < 0) t.fail("clip_grad_norm", "must be >= 0 (0 = off)");
+    if (c.log_every <= 0) t.fail("log_every", "must be positive");
+    if (c.checkpoint_every < 0) t.fail("checkpoint_every", "must be >= 0 (0 = at the end of each epoch)");
+    t.finish();
+  }
+  {
+    Section o = top.section("output");
+    auto& c = r.output;
+    o.read("dir", c.dir);
+    o.read("name", c.name);
+    if (c.name.empty()) c.name = std::filesystem::path(source).stem().string();
+    if (c.name.empty() || c.name.find('/') != std::string::npos)
+      o.fail("name", fmt::format("'{}' is not a valid run name", c.name));
+    o.finish();
+  }
+  top.finish();
+
+  // The resolved recipe names its run explicitly so `tunekit eval RUN_DIR` finds it again.
+  root["output"]["dir"] = r.output.dir;
+  root["output"]["name"] = r.output.name;
+  YAML::Emitter out;
+  out << root;
+  r.resolved_yaml = std::string(out.c_str()) + "\n";
+  return r;
+}
+
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot open recipe file", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_recipe(ss.str(), path, overrides);
+}
+
+}  // namespace tunekit

@@ -1,0 +1,108 @@
+// The typed recipe: everything a run needs, parsed from YAML plus `key.path=value`
+// overrides and validated up front. Past this point nothing reads YAML or strings-as-enums.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/util/threads.h"
+
+namespace tunekit {
+
+struct ModelConfig {
+  std::string kind = "vit";
+  int64_t image_size = 28, channels = 1, patch = 4, dim = 128, depth = 4, heads = 4;
+  double mlp_ratio = 2.0;
+  int64_t num_classes = 10;
+  double dropout = 0.0;
+};
+
+struct InitFromConfig {
+  std::string run;                   // run directory to start from; empty = random init
+  std::string checkpoint = "best";   // best | last
+  std::vector<std::string> exclude;  // parameter-name globs not loaded (e.g. "head.*")
+};
+
+enum class AdapterKind { None, LinearProbe, Lora };
+
+struct AdapterConfig {
+  AdapterKind kind = AdapterKind::None;
+  int64_t r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> targets;          // module-name globs, e.g. "blocks.*.attn.q"
+  std::vector<std::string> modules_to_save;  // trained in full beside the adapter, e.g. "head"
+};
+
+struct DataConfig {
+  std::string dataset = "fashion_mnist";
+  std::string root;              // default: .data/fashion-mnist if prepared, else the Debian path
+  std::vector<int64_t> classes;  // subset of labels, remapped to 0..k-1; empty = all
+  double val_fraction = 0.1;     // held out from train, stratified, seeded
+  int64_t batch_size = 64;
+  int64_t eval_batch_size = 512;
+  int64_t limit_train = 0;       // 0 = all
+};
+
+enum class OptimizerKind { AdamW, SGD };
+
+struct OptimizerConfig {
+  OptimizerKind name = OptimizerKind::AdamW;
+  double lr = 1e-3;
+  double weight_decay = 0.01;
+  std::array<double, 2> betas{0.9, 0.999};
+  double eps = 1e-8;
+  double momentum = 0.9;  // SGD only
+};
+
+enum class ScheduleKind { Constant, Cosine, Linear };
+
+struct ScheduleConfig {
+  ScheduleKind kind = ScheduleKind::Cosine;
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;  // final lr = lr * min_lr_ratio
+};
+
+struct TrainConfig {
+  int64_t epochs = 1;
+  int64_t max_steps = 0;  // optimizer steps; 0 = run all epochs
+  int64_t grad_accum = 1;
+  double clip_grad_norm = 1.0;  // 0 = off
+  int64_t log_every = 50;
+  int64_t checkpoint_every = 0;  // optimizer steps between mid-epoch checkpoints; 0 = per epoch
+};
+
+struct OutputConfig {
+  std::string dir = "runs";
+  std::string name;  // default: the recipe file's stem
+};
+
+struct Recipe {
+  std::string source;         // file the recipe came from ("<string>" in tests)
+  std::string resolved_yaml;  // the recipe with overrides applied, as written to the run dir
+  int64_t seed = 0;
+  ThreadPolicy threads;
+  ModelConfig model;
+  InitFromConfig init_from;
+  AdapterConfig adapter;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  OutputConfig output;
+
+  std::string run_dir() const { return output.dir + "/" + output.name; }
+};
+
+// Reads and validates a recipe file; overrides are "key.path=value" strings.
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same, from YAML text (`source` names it in error messages).
+Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+std::string to_string(AdapterKind k);
+std::string to_string(ScheduleKind k);
+std::string to_string(OptimizerKind k);
+
+}  // namespace tunekit

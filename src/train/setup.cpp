@@ -1,0 +1,50 @@
+#include "src/train/setup.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "models/registry.h"
+#include "src/io/checkpoint.h"
+#include "src/util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace tunekit {
+
+RunModel build_run_model(const Recipe& recipe, bool load_init) {
+  RunModel r;
+  r.model = models::build_model(recipe.model);
+  if (load_init && !recipe.init_from.run.empty()) {
+    std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / recipe.init_from.checkpoint).string();
+    if (!io::checkpoint_exists(dir))
+      throw Error(fmt::format("init_from.run: {}: no '{}' checkpoint (train that recipe first)", recipe.init_from.run,
+                              recipe.init_from.checkpoint));
+    int64_t n = io::load_weights(dir, *r.model, recipe.init_from.exclude, /*strict=*/true, false);
+    r.init_message = fmt::format("loaded {} tensors from {}", n, dir);
+    if (!recipe.init_from.exclude.empty())
+      r.init_message += fmt::format(" (kept fresh: {})", fmt::join(recipe.init_from.exclude, ", "));
+  }
+  r.report = adapters::attach_adapters(*r.model, recipe.adapter);
+  return r;
+}
+
+LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
+  std::string recipe_path = (fs::path(run_dir) / "recipe.yaml").string();
+  if (!fs::exists(recipe_path))
+    throw Error(fmt::format("{}: not a run directory (no recipe.yaml; run `tunekit train` first)", run_dir));
+  LoadedRun out{load_recipe(recipe_path), {}, {}};
+  out.run = build_run_model(out.recipe, /*load_init=*/false);
+  std::string dir = (fs::path(run_dir) / "checkpoints" / checkpoint).string();
+  if (!io::checkpoint_exists(dir))
+    throw Error(fmt::format("{}: no '{}' checkpoint in this run", run_dir, checkpoint));
+  out.checkpoint_dir = io::existing_checkpoint(dir);
+  io::load_weights(out.checkpoint_dir, *out.run.model, {}, /*strict=*/true, false);
+  return out;
+}
+
+data::ImageSplits load_data(const Recipe& recipe) {
+  return data::load_fashion_mnist(recipe.data, static_cast<uint64_t>(recipe.seed));
+}
+
+}  // namespace tunekit

@@ -1,0 +1,34 @@
+// Builds what every verb needs from a recipe: the model with its adapters attached and
+// (optionally) the weights of `init_from` or of a run's checkpoint loaded.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "adapters/attach.h"
+#include "data/fashion_mnist.h"
+#include "models/model.h"
+#include "src/recipe/recipe.h"
+
+namespace tunekit {
+
+struct RunModel {
+  std::shared_ptr<models::Model> model;
+  adapters::AttachReport report;
+  std::string init_message;  // what init_from loaded, for the log
+};
+
+// Model + adapters. With `load_init`, init_from's weights are loaded before the adapters are
+// attached (so adapters start at their documented initialisation).
+RunModel build_run_model(const Recipe& recipe, bool load_init);
+
+// Loads a run directory's recipe (recipe.yaml) and a checkpoint ("best" or "last") into a model.
+struct LoadedRun {
+  Recipe recipe;
+  RunModel run;
+  std::string checkpoint_dir;
+};
+LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint = "best");
+
+data::ImageSplits load_data(const Recipe& recipe);
+
+}  // namespace tunekit

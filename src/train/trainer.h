@@ -1,0 +1,34 @@
+// The training loop: batches -> forward/backward/step with AdamW, warm-up + cosine schedule,
+// clipping and accumulation; per-epoch validation, best/last checkpoints, metrics.jsonl,
+// progress output, and resume from the last checkpoint.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "src/recipe/recipe.h"
+
+namespace tunekit {
+
+struct TrainOptions {
+  bool resume = false;
+  bool quiet = false;            // no progress output (tests)
+  int64_t stop_after_steps = 0;  // stop abruptly after this many optimizer steps (tests: a "kill")
+};
+
+struct TrainResult {
+  std::string run_dir;
+  int64_t steps = 0, trainable = 0, total = 0;
+  double best_val_accuracy = -1, final_val_accuracy = -1;
+  double samples_per_second = 0;  // training throughput (excluding evaluation)
+  double train_seconds = 0, wall_seconds = 0;
+  double flops_per_sample = 0;    // forward FLOPs of the model, per sample
+  // (step, loss) for every optimizer step taken by this call, in order.
+  std::vector<std::pair<int64_t, double>> losses;
+};
+
+TrainResult train(const Recipe& recipe, const TrainOptions& options = {});
+
+// Learning rate at optimizer step `step` (0-based) of `total` under the recipe's schedule.
+double scheduled_lr(const ScheduleConfig& s, double base_lr, int64_t step, int64_t total);
+
+}  // namespace tunekit

@@ -1,0 +1,106 @@
+#include <gtest/gtest.h>
+
+#include "src/recipe/recipe.h"
+#include "src/util/error.h"
+#include "src/util/text.h"
+
+using namespace tunekit;
+
+namespace {
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_recipe(yaml, "r.yaml", overrides);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+}  // namespace
+
+TEST(Recipe, DefaultsAndValues) {
+  Recipe r = parse_recipe("seed: 5\nmodel: {dim: 64, heads: 2, num_classes: 3}\ndata: {classes: [1, 2, 3]}\n",
+                          "recipes/my_run.yaml");
+  EXPECT_EQ(r.seed, 5);
+  EXPECT_EQ(r.model.dim, 64);
+  EXPECT_EQ(r.output.name, "my_run");
+  EXPECT_EQ(r.run_dir(), "runs/my_run");
+  EXPECT_EQ(r.adapter.kind, AdapterKind::None);
+  EXPECT_EQ(r.threads.torch, 1);
+  EXPECT_EQ(r.threads.blas, 0);
+}
+
+TEST(Recipe, UnknownKeyWithSuggestion) {
+  EXPECT_EQ(error_of("model:\n  dimm: 64\n"), "r.yaml:2:3: model.dimm: unknown key (did you mean 'dim'?)");
+  EXPECT_EQ(error_of("optimiser: {lr: 1}\n"), "r.yaml:1:1: optimiser: unknown key (did you mean 'optimizer'?)");
+  EXPECT_EQ(error_of("zzz: 1\n"), "r.yaml:1:1: zzz: unknown key");
+}
+
+TEST(Recipe, WrongTypeNamesLineColumnAndPath) {
+  EXPECT_EQ(error_of("train:\n  epochs: three\n"), "r.yaml:2:11: train.epochs: expected an integer, got 'three'");
+  EXPECT_EQ(error_of("optimizer:\n  lr: [1, 2]\n"), "r.yaml:2:7: optimizer.lr: expected a number, got a list");
+  EXPECT_EQ(error_of("adapter:\n  kind: lora\n  targets: q\n"),
+            "r.yaml:3:12: adapter.targets: expected a list, got 'q'");
+  EXPECT_EQ(error_of("model: 3\n"), "r.yaml:1:8: model: expected a mapping");
+}
+
+TEST(Recipe, BadChoiceSuggests) {
+  EXPECT_EQ(error_of("adapter: {kind: lroa, targets: [x]}\n"),
+            "r.yaml:1:17: adapter.kind: 'lroa' is not one of: none, linear_probe, lora (did you mean 'lora'?)");
+}
+
+TEST(Recipe, SemanticChecks) {
+  EXPECT_EQ(error_of("model: {dim: 10, heads: 3}\n"), "r.yaml:1:25: model.heads: dim 10 is not divisible by heads 3");
+  EXPECT_EQ(error_of("model: {num_classes: 10}\ndata: {classes: [5, 6]}\n"),
+            "r.yaml:1:22: model.num_classes: is 10 but data.classes selects 2 classes");
+  EXPECT_EQ(error_of("adapter: {kind: lora}\n"),
+            "r.yaml: adapter.targets: lora needs at least one target pattern, e.g. [\"blocks.*.attn.q\", "
+            "\"blocks.*.attn.v\"]");
+}
+
+TEST(Recipe, InvalidYaml) {
+  EXPECT_EQ(error_of("model: {dim: 3\n"), "r.yaml:2:1: invalid YAML: end of map flow not found");
+}
+
+TEST(Recipe, OverridesApplyAndCreateSections) {
+  Recipe r = parse_recipe("train: {epochs: 2}\n", "r.yaml",
+                          {"train.epochs=7", "optimizer.lr=0.5", "adapter.kind=lora", "adapter.targets=[a, b]"});
+  EXPECT_EQ(r.train.epochs, 7);
+  EXPECT_DOUBLE_EQ(r.optimizer.lr, 0.5);
+  EXPECT_EQ(r.adapter.targets, (std::vector<std::string>{"a", "b"}));
+  EXPECT_NE(r.resolved_yaml.find("epochs: 7"), std::string::npos);
+  EXPECT_NE(r.resolved_yaml.find("name: r"), std::string::npos);
+}
+
+TEST(Recipe, BadOverrides) {
+  EXPECT_EQ(error_of("", {"train.epochs"}), "override 'train.epochs': expected key.path=value");
+  EXPECT_EQ(error_of("", {"train.epochs=many"}),
+            "override 'train.epochs=many': train.epochs: expected an integer, got 'many'");
+  EXPECT_EQ(error_of("", {"train.epoch=3"}),
+            "override 'train.epoch=3': train.epoch: unknown key (did you mean 'epochs'?)");
+  EXPECT_EQ(error_of("seed: 1\n", {"seed.x=3"}), "override 'seed.x=3': seed is a value, not a section");
+}
+
+TEST(Recipe, ThreadsShorthand) {
+  Recipe r = parse_recipe("threads: 2\n", "r.yaml");
+  EXPECT_EQ(r.threads.blas, 2);
+  EXPECT_EQ(r.threads.torch, 1);
+  EXPECT_EQ(error_of("threads: {torch: 1, blsa: 2}\n"),
+            "r.yaml:1:21: threads.blsa: unknown key (did you mean 'blas'?)");
+}
+
+TEST(Text, GlobMatch) {
+  EXPECT_TRUE(glob_match("blocks.*.attn.q", "blocks.0.attn.q"));
+  EXPECT_TRUE(glob_match("blocks.*.attn.q", "blocks.12.attn.q"));
+  EXPECT_FALSE(glob_match("blocks.*.attn.q", "blocks.0.attn.qq"));
+  EXPECT_FALSE(glob_match("blocks.*", "blocks.0.attn"));
+  EXPECT_TRUE(glob_match("blocks.**", "blocks.0.attn"));
+  EXPECT_TRUE(glob_match("**.fc?", "blocks.1.mlp.fc2"));
+  EXPECT_TRUE(glob_match("head", "head"));
+  EXPECT_FALSE(glob_match("head", "head.weight"));
+}
+
+TEST(Text, DidYouMean) {
+  EXPECT_EQ(closest_match("epohcs", {"epochs", "max_steps"}), "epochs");
+  EXPECT_EQ(closest_match("banana", {"epochs", "max_steps"}), "");
+  EXPECT_EQ(with_commas(1234567), "1,234,567");
+}

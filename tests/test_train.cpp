@@ -1,0 +1,118 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "src/io/checkpoint.h"
+#include "src/recipe/recipe.h"
+#include "src/train/setup.h"
+#include "src/train/trainer.h"
+#include "tests/helpers.h"
+
+using namespace tunekit;
+namespace fs = std::filesystem;
+
+class TinyTraining : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new testkit::TempDir();
+    testkit::write_synthetic_fmnist(data_->path(), 40, 10);
+  }
+  static void TearDownTestSuite() { delete data_; }
+  Recipe recipe(const std::vector<std::string>& overrides = {}, const std::string& extra = "") {
+    return parse_recipe(testkit::tiny_recipe_yaml(data_->path(), runs_.path(), extra), "tiny.yaml", overrides);
+  }
+  static testkit::TempDir* data_;
+  testkit::TempDir runs_;
+};
+testkit::TempDir* TinyTraining::data_ = nullptr;
+
+TEST_F(TinyTraining, LossFallsAndRunDirIsComplete) {
+  TrainResult r = train(recipe({"train.epochs=6"}), {false, true, 0});
+  ASSERT_GE(r.losses.size(), 20u);
+  double first = (r.losses[0].second + r.losses[1].second + r.losses[2].second) / 3;
+  double last = 0;
+  for (size_t i = r.losses.size() - 3; i < r.losses.size(); ++i) last += r.losses[i].second / 3;
+  EXPECT_LT(last, 0.7 * first) << "first " << first << " last " << last;
+  EXPECT_GT(r.best_val_accuracy, 0.5);
+  for (const char* f : {"recipe.yaml", "metrics.jsonl", "checkpoints/last/model.pt", "checkpoints/last/optimizer.pt",
+                        "checkpoints/last/state.json", "checkpoints/best/model.pt"})
+    EXPECT_TRUE(fs::exists(fs::path(r.run_dir) / f)) << f;
+}
+
+TEST_F(TinyTraining, SameSeedSameLossCurve) {
+  auto a = train(recipe({"output.name=a", "train.epochs=1"}), {false, true, 0});
+  auto b = train(recipe({"output.name=b", "train.epochs=1"}), {false, true, 0});
+  EXPECT_EQ(a.losses, b.losses);
+}
+
+TEST_F(TinyTraining, ResumeAfterAStopContinuesWithTheSameLosses) {
+  // Dropout makes the RNG state part of what a resume must restore.
+  auto base = std::vector<std::string>{"train.epochs=2", "train.checkpoint_every=3", "model.dropout=0.1",
+                                       "data.batch_size=8"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), base.begin(), base.end());
+    return more;
+  };
+  auto full = train(recipe(with({"output.name=full"})), {false, true, 0});
+  // 128 training images / batch 8 = 16 steps per epoch, 32 in all. Killed after step 23:
+  // the last checkpoint holds step 21 (mid-epoch 2).
+  ASSERT_EQ(full.losses.size(), 32u);
+  auto killed = train(recipe(with({"output.name=killed"})), {false, true, 23});
+  EXPECT_EQ(killed.steps, 23);
+  auto state = io::load_train_state(runs_ / "killed/checkpoints/last");
+  EXPECT_EQ(state.step, 21);
+  EXPECT_EQ(state.epoch, 1);
+  EXPECT_EQ(state.batch_in_epoch, 5);
+  auto resumed = train(recipe(with({"output.name=killed"})), {true, true, 0});
+  ASSERT_EQ(resumed.losses.size(), full.losses.size() - 21);
+  for (size_t i = 0; i < resumed.losses.size(); ++i) {
+    EXPECT_EQ(resumed.losses[i].first, full.losses[i + 21].first);
+    EXPECT_DOUBLE_EQ(resumed.losses[i].second, full.losses[i + 21].second) << "step " << resumed.losses[i].first;
+  }
+  EXPECT_DOUBLE_EQ(resumed.best_val_accuracy, full.best_val_accuracy);
+}
+
+TEST_F(TinyTraining, LoraFromPretrainedWithNewHead) {
+  train(recipe({"output.name=pre", "train.epochs=2"}), {false, true, 0});
+  auto r = recipe({"output.name=lora", "train.epochs=2", "data.classes=[4, 5, 6]", "model.num_classes=3"},
+                  "init_from: {run: \"" + runs_ / "pre" +
+                      "\", exclude: [\"head.*\"]}\nadapter: {kind: lora, r: 2, targets: [\"blocks.*.attn.q\", "
+                      "\"blocks.*.attn.v\"], modules_to_save: [head]}\n");
+  auto before = build_run_model(r, true);
+  // The pretrained weights were loaded, the head was not.
+  auto pre = load_run(runs_ / "pre");
+  EXPECT_TRUE(torch::equal(before.model->named_parameters()["blocks.0.attn.q.weight"],
+                           pre.run.model->named_parameters()["blocks.0.attn.q.weight"]));
+  auto result = train(r, {false, true, 0});
+  EXPECT_EQ(result.trainable, 4 * 2 * (16 + 16) + (16 * 3 + 3));  // 4 adapted layers, r = 2
+  auto after = load_run(runs_ / "lora");
+  // The base stayed frozen.
+  EXPECT_TRUE(torch::equal(after.run.model->named_parameters()["blocks.1.mlp.fc1.weight"],
+                           pre.run.model->named_parameters()["blocks.1.mlp.fc1.weight"]));
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  ScheduleConfig s;
+  s.warmup_steps = 10;
+  EXPECT_DOUBLE_EQ(scheduled_lr(s, 1.0, 0, 110), 0.1);
+  EXPECT_DOUBLE_EQ(scheduled_lr(s, 1.0, 9, 110), 1.0);
+  EXPECT_DOUBLE_EQ(scheduled_lr(s, 1.0, 10, 110), 1.0);
+  EXPECT_NEAR(scheduled_lr(s, 1.0, 60, 110), 0.5, 1e-12);
+  EXPECT_NEAR(scheduled_lr(s, 1.0, 110, 110), 0.0, 1e-12);
+  s.kind = ScheduleKind::Constant;
+  EXPECT_DOUBLE_EQ(scheduled_lr(s, 2.0, 50, 110), 2.0);
+}
+
+TEST(Checkpoint, InterruptedSwapFallsBackToBackup) {
+  testkit::TempDir dir;
+  torch::nn::Linear lin(3, 2);
+  io::TrainState s;
+  s.step = 4;
+  io::save_checkpoint(dir / "last", *lin, nullptr, s);
+  // Simulate a crash between the two renames: only the backup exists.
+  fs::rename(dir / "last", dir / ".last.old");
+  EXPECT_TRUE(io::checkpoint_exists(dir / "last"));
+  EXPECT_EQ(io::load_train_state(dir / "last").step, 4);
+  EXPECT_FALSE(fs::exists(dir / ".last.tmp"));
+}
