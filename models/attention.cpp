@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/attention_kernel.h"
 #include "src/util/error.h"
 
 namespace tunekit::models {
@@ -25,13 +26,15 @@ void AttentionImpl::reset() {
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = options.heads(), Dh = C / H;
+  const double scale = 1.0 / std::sqrt(double(Dh));
+  auto qx = q(x), kx = k(x), vx = v(x);
+  if (!mask.defined() && attention_kernel_available(qx))  // models/attention_kernel.h
+    return o(softmax_attention(qx, kx, vx, H, scale));
   auto split = [&](const torch::Tensor& t) { return t.view({B, N, H, Dh}).transpose(1, 2); };
-  auto qh = split(q(x)), kh = split(k(x)), vh = split(v(x));
-  auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(1.0 / std::sqrt(double(Dh)));
+  auto scores = torch::matmul(split(qx), split(kx).transpose(-2, -1)).mul_(scale);
   if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -INFINITY);
-  auto attn = torch::softmax(scores, -1);
-  auto out = torch::matmul(attn, vh).transpose(1, 2).reshape({B, N, C});
-  return o(out);
+  auto out = torch::matmul(torch::softmax(scores, -1), split(vx));
+  return o(out.transpose(1, 2).reshape({B, N, C}));
 }
 
 torch::jit::Module AttentionImpl::to_script(const ScriptUnit& unit) const {

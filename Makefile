@@ -1,0 +1,42 @@
+# tunekit: the two quick-start commands are `make demo` and `make test`.
+BUILD   ?= build
+JOBS    ?= $(shell nproc)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TUNEKIT := $(BUILD)/tunekit
+
+# Debian packages the build, the demo and the tests need.
+DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev libfmt-dev \
+                libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist \
+                python3-torch python3-numpy
+
+.PHONY: deps build data demo test bench clean
+
+# Installs only what is missing (idempotent; no apt-get at all when everything is there).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j$(JOBS)
+
+data: build
+	$(TUNEKIT) prepare fashion_mnist
+
+demo: data
+	bash scripts/demo.sh $(TUNEKIT)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+
+bench: data
+	bash bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) runs .data
