@@ -92,6 +92,27 @@ TEST_F(TinyTraining, LoraFromPretrainedWithNewHead) {
                            pre.run.model->named_parameters()["blocks.1.mlp.fc1.weight"]));
 }
 
+TEST_F(TinyTraining, GradAccumulationMatchesTheBigBatch) {
+  // Two micro-batches of 8 cover the same samples as one batch of 16 (same epoch permutation).
+  // SGD, not AdamW: Adam divides by |g|, which blows float noise on gradients that are exactly
+  // zero in theory (the attention key bias) up to full-size updates.
+  std::vector<std::string> common{"train.max_steps=1", "schedule.kind=constant", "schedule.warmup_steps=0",
+                                  "optimizer.name=sgd", "optimizer.momentum=0", "optimizer.lr=0.5"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.end(), common.begin(), common.end());
+    return more;
+  };
+  auto big = train(recipe(with({"output.name=big", "data.batch_size=16"})), {false, true, 0});
+  auto acc = train(recipe(with({"output.name=acc", "data.batch_size=8", "train.grad_accum=2"})), {false, true, 0});
+  ASSERT_EQ(big.losses.size(), 1u);
+  ASSERT_EQ(acc.losses.size(), 1u);
+  EXPECT_NEAR(big.losses[0].second, acc.losses[0].second, 1e-5);
+  auto a = load_run(runs_ / "big", "last"), b = load_run(runs_ / "acc", "last");
+  auto pa = a.run.model->named_parameters(), pb = b.run.model->named_parameters();
+  for (const auto& item : pa)
+    EXPECT_LT((item.value() - pb[item.key()]).abs().max().item<double>(), 1e-5) << item.key();
+}
+
 TEST(Schedule, WarmupThenCosine) {
   ScheduleConfig s;
   s.warmup_steps = 10;

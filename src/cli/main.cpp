@@ -61,7 +61,8 @@ int cmd_export(const std::string& run_dir, std::string out, const std::string& c
   if (batch <= 0 || batch > splits.test.size()) throw Error(fmt::format("export: --batch must be in 1..{}", splits.test.size()));
   auto sample = splits.test.inputs.slice(0, 0, batch);
   ExportResult r = export_torchscript(*run.run.model, sample, out);
-  std::cout << fmt::format("exported {} ({} parameters, adapters merged)\n", r.path, with_commas(r.parameters));
+  std::cout << fmt::format("exported {} ({} parameters{})\n", r.path, with_commas(r.parameters),
+                           run.run.report.adapted.empty() ? "" : ", adapters merged into the base weights");
   std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} test images: max abs diff {:.3g} (<= {:.0e}) OK\n",
                            batch, r.max_abs_diff, kExportTolerance);
   std::cout << fmt::format("sample input/output: {} (torch.jit.load(...).input / .output)\n", r.sample_path);
