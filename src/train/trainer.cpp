@@ -168,11 +168,12 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
       auto x = train_set.inputs.index_select(0, idx);
       auto y = train_set.labels.index_select(0, idx);
       auto loss = torch::nn::functional::cross_entropy(model.forward(x), y);
-      if (!std::isfinite(loss.item<double>()))
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value))
         throw Error(fmt::format("training diverged: loss is {} at step {} (lower optimizer.lr or set "
-                                "train.clip_grad_norm)", loss.item<double>(), state.step + 1));
+                                "train.clip_grad_norm)", loss_value, state.step + 1));
       (accum > 1 ? loss / double(accum) : loss).backward();
-      step_loss += loss.item<double>();
+      step_loss += loss_value;
       ++micro;
       state.samples += bs;
       samples_this_call += bs;
@@ -238,14 +239,14 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
         state.best_epoch = epoch + 1;
       }
     }
-    state.epoch = epoch + 1;
-    state.batch_in_epoch = 0;
-    if (stop) state.epoch = epoch;  // budget ended mid-epoch: a resume has nothing left to do anyway
+    if (!stop) {  // a step budget that ends mid-epoch leaves the position at its last batch
+      state.epoch = epoch + 1;
+      state.batch_in_epoch = 0;
+    }
     if (!has_val || state.best_epoch == epoch + 1) {
       state.train_seconds = train_seconds;
       io::save_checkpoint(best_dir, model, nullptr, state);
     }
-    if (stop) state.batch_in_epoch = batches_per_epoch;
     checkpoint_last();
   }
 
