@@ -9,55 +9,130 @@
 
 namespace tunekit::models {
 
-AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) {
-  reset();
+std::string to_string(Score s) { return s == Score::Softmax ? "softmax" : "sigmoid"; }
+
+std::string to_string(Gate g) {
+  switch (g) {
+    case Gate::None: return "none";
+    case Gate::SdpaElementwise: return "sdpa_elementwise";
+    case Gate::SdpaHeadwise: return "sdpa_headwise";
+    case Gate::Value: return "value";
+  }
+  return "?";
 }
 
+double default_sigmoid_bias(int64_t max_seq_len) { return -std::log(static_cast<double>(max_seq_len)); }
+
+AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }
+
 void AttentionImpl::reset() {
+  const auto& var = options.variant();
   if (options.heads() <= 0 || options.dim() % options.heads() != 0)
-    throw Error(fmt::format("attention: dim {} is not divisible by heads {}", options.dim(),
-                            options.heads()));
-  auto lin = [&] { return Linear(LinearOptions(options.dim(), options.dim()).bias(options.bias())); };
-  q = register_module("q", lin());
-  k = register_module("k", lin());
-  v = register_module("v", lin());
-  o = register_module("o", lin());
+    throw Error(fmt::format("attention: dim {} is not divisible by heads {}", options.dim(), options.heads()));
+  const int64_t d = options.dim(), H = options.heads(), Dh = d / H;
+  auto lin = [&](int64_t out) { return Linear(LinearOptions(d, out).bias(options.bias())); };
+  q = register_module("q", lin(d));
+  k = register_module("k", lin(d));
+  v = register_module("v", lin(d));
+  o = register_module("o", lin(d));
+  if (var.gate != Gate::None) {
+    // W_g as a normal Linear, b_g = 0 (METHODS.md §1, tunekit's choice).
+    gate = register_module("gate", Linear(d, var.gate == Gate::SdpaHeadwise ? H : d));
+    torch::NoGradGuard no_grad;
+    gate->bias.zero_();
+  }
+  if (var.qk_norm) {
+    q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({Dh})));
+    k_norm = register_module("k_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({Dh})));
+  }
+  if (var.score == Score::Sigmoid) {
+    if (var.bias_mode != SigmoidBias::Fixed && var.max_seq_len <= 0)
+      throw Error("attention: sigmoid bias -log(n) needs the maximum sequence length n");
+    double b = var.bias_mode == SigmoidBias::Fixed ? var.bias_value : default_sigmoid_bias(var.max_seq_len);
+    auto t = torch::full({}, b);
+    sigmoid_bias_ = var.bias_mode == SigmoidBias::Learnable ? register_parameter("sigmoid_bias", t)
+                                                            : register_buffer("sigmoid_bias", t);
+  }
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  const auto& var = options.variant();
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = options.heads(), Dh = C / H;
   const double scale = 1.0 / std::sqrt(double(Dh));
+  const bool sigmoid = var.score == Score::Sigmoid;
   auto qx = q(x), kx = k(x), vx = v(x);
-  if (!mask.defined() && attention_kernel_available(qx))  // models/attention_kernel.h
-    return o(softmax_attention(qx, kx, vx, H, scale));
-  auto split = [&](const torch::Tensor& t) { return t.view({B, N, H, Dh}).transpose(1, 2); };
-  auto scores = torch::matmul(split(qx), split(kx).transpose(-2, -1)).mul_(scale);
-  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -INFINITY);
-  auto out = torch::matmul(torch::softmax(scores, -1), split(vx));
-  return o(out.transpose(1, 2).reshape({B, N, C}));
+  torch::Tensor g;
+  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X_n W_g + b_g)
+  if (var.gate == Gate::Value) vx = vx * g;                  // V <- V (.) G
+  if (var.qk_norm) {
+    qx = q_norm(qx.view({B, N, H, Dh})).view({B, N, C});
+    kx = k_norm(kx.view({B, N, H, Dh})).view({B, N, C});
+  }
+  torch::Tensor out;  // [B, N, C], heads concatenated
+  if (!mask.defined() && attention_kernel_available(qx)) {  // models/attention_kernel.h
+    out = sigmoid ? sigmoid_attention(qx, kx, vx, sigmoid_bias_, H, scale) : softmax_attention(qx, kx, vx, H, scale);
+  } else {
+    auto split = [&](const torch::Tensor& t) { return t.view({B, N, H, Dh}).transpose(1, 2); };
+    auto scores = torch::matmul(split(qx), split(kx).transpose(-2, -1)).mul_(scale);
+    if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -INFINITY);
+    auto probs = sigmoid ? torch::sigmoid(scores + sigmoid_bias_) : torch::softmax(scores, -1);
+    out = torch::matmul(probs, split(vx)).transpose(1, 2).reshape({B, N, C});
+  }
+  if (var.gate == Gate::SdpaElementwise) out = out * g;
+  if (var.gate == Gate::SdpaHeadwise) out = (out.view({B, N, H, Dh}) * g.unsqueeze(-1)).view({B, N, C});
+  return o(out);
 }
 
 torch::jit::Module AttentionImpl::to_script(const ScriptUnit& unit) const {
+  const auto& var = options.variant();
   auto m = unit.module("Attention");
   m.register_module("q", q->to_script(unit));
   m.register_module("k", k->to_script(unit));
   m.register_module("v", v->to_script(unit));
   m.register_module("o", o->to_script(unit));
-  const int64_t H = options.heads(), Dh = options.dim() / H;
-  m.define(fmt::format(R"(
+  const int64_t H = options.heads(), Dh = options.dim() / H, C = options.dim();
+  std::string src = R"(
 def forward(self, x: Tensor) -> Tensor:
     B = x.size(0)
     N = x.size(1)
-    q = self.q.forward(x).view(B, N, {H}, {Dh}).transpose(1, 2)
-    k = self.k.forward(x).view(B, N, {H}, {Dh}).transpose(1, 2)
-    v = self.v.forward(x).view(B, N, {H}, {Dh}).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * {scale}
-    attn = torch.softmax(scores, -1)
-    out = torch.matmul(attn, v).transpose(1, 2).reshape(B, N, {C})
-    return self.o.forward(out)
-)",
-                       fmt::arg("H", H), fmt::arg("Dh", Dh), fmt::arg("C", options.dim()),
-                       fmt::arg("scale", py_float(1.0 / std::sqrt(double(Dh))))));
+    q = self.q.forward(x)
+    k = self.k.forward(x)
+    v = self.v.forward(x)
+)";
+  if (var.gate != Gate::None) {
+    m.register_module("gate", gate->to_script(unit));
+    src += "    g = torch.sigmoid(self.gate.forward(x))\n";
+  }
+  if (var.gate == Gate::Value) src += "    v = v * g\n";
+  src += fmt::format("    q = q.view(B, N, {H}, {Dh})\n    k = k.view(B, N, {H}, {Dh})\n", fmt::arg("H", H),
+                     fmt::arg("Dh", Dh));
+  if (var.qk_norm) {
+    for (const char* name : {"q_norm", "k_norm"}) {
+      const auto& ln = std::string(name) == "q_norm" ? q_norm : k_norm;
+      m.register_parameter(std::string(name) + "_weight", ln->weight.detach().clone(), false);
+      m.register_parameter(std::string(name) + "_bias", ln->bias.detach().clone(), false);
+    }
+    src += fmt::format(
+        "    q = torch.layer_norm(q, [{Dh}], self.q_norm_weight, self.q_norm_bias, {eps})\n"
+        "    k = torch.layer_norm(k, [{Dh}], self.k_norm_weight, self.k_norm_bias, {eps})\n",
+        fmt::arg("Dh", Dh), fmt::arg("eps", py_float(q_norm->options.eps())));
+  }
+  src += fmt::format(
+      "    q = q.transpose(1, 2)\n    k = k.transpose(1, 2)\n"
+      "    v = v.view(B, N, {H}, {Dh}).transpose(1, 2)\n"
+      "    scores = torch.matmul(q, k.transpose(-2, -1)) * {scale}\n",
+      fmt::arg("H", H), fmt::arg("Dh", Dh), fmt::arg("scale", py_float(1.0 / std::sqrt(double(Dh)))));
+  if (var.score == Score::Sigmoid) {
+    m.register_buffer("sigmoid_bias", sigmoid_bias_.detach().clone());
+    src += "    probs = torch.sigmoid(scores + self.sigmoid_bias)\n";
+  } else {
+    src += "    probs = torch.softmax(scores, -1)\n";
+  }
+  src += "    out = torch.matmul(probs, v).transpose(1, 2)\n";
+  if (var.gate == Gate::SdpaElementwise) src += fmt::format("    out = out * g.view(B, N, {}, {})\n", H, Dh);
+  if (var.gate == Gate::SdpaHeadwise) src += fmt::format("    out = out * g.view(B, N, {}, 1)\n", H);
+  src += fmt::format("    return self.o.forward(out.reshape(B, N, {}))\n", C);
+  m.define(src);
   return m;
 }
 

@@ -11,7 +11,8 @@ void BlockImpl::reset() {
   const int64_t hidden = static_cast<int64_t>(d * options.mlp_ratio());
   auto ln = torch::nn::LayerNormOptions({d}).eps(options.norm_eps());
   norm1 = register_module("norm1", torch::nn::LayerNorm(ln));
-  attn = register_module("attn", Attention(AttentionOptions(d, options.heads())));
+  attn = register_module("attn", Attention(AttentionOptions(d, options.heads()).variant(options.attention())));
+  if (options.post_attn_norm()) post_norm = register_module("post_norm", torch::nn::LayerNorm(ln));
   norm2 = register_module("norm2", torch::nn::LayerNorm(ln));
   // Registered under "mlp" so their names are blocks.N.mlp.fc1 / blocks.N.mlp.fc2.
   auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
@@ -21,7 +22,8 @@ void BlockImpl::reset() {
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
-  auto h = x + drop(attn(norm1(x), mask));
+  auto a = attn(norm1(x), mask);
+  auto h = x + drop(options.post_attn_norm() ? post_norm(a) : a);
   return h + drop(fc2(torch::gelu(fc1(norm2(h)))));
 }
 
@@ -43,13 +45,16 @@ torch::jit::Module BlockImpl::to_script(const ScriptUnit& unit) const {
   m.register_module("norm1", layer_norm_script(unit, norm1));
   m.register_module("attn", attn->to_script(unit));
   m.register_module("norm2", layer_norm_script(unit, norm2));
+  if (options.post_attn_norm()) m.register_module("post_norm", layer_norm_script(unit, post_norm));
   m.register_module("fc1", fc1->to_script(unit));
   m.register_module("fc2", fc2->to_script(unit));
-  m.define(R"(
+  m.define(fmt::format(R"(
 def forward(self, x: Tensor) -> Tensor:
-    h = x + self.attn.forward(self.norm1.forward(x))
+    h = x + {}
     return h + self.fc2.forward(torch.gelu(self.fc1.forward(self.norm2.forward(h))))
-)");
+)",
+                       options.post_attn_norm() ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x)))"
+                                                : "self.attn.forward(self.norm1.forward(x))"));
   return m;
 }
 

@@ -1,4 +1,5 @@
-// Pre-norm Transformer encoder block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+// Pre-norm Transformer encoder block: x + attn(norm1(x)), then x + mlp(norm2(x)); with
+// post_attn_norm ("hybrid norm", 2409.04431) the attention branch is x + post_norm(attn(norm1(x))).
 // The MLP's Linear layers (mlp.fc1, mlp.fc2) are models::Linear, so adapters can target them.
 #pragma once
 #include <torch/torch.h>
@@ -15,6 +16,8 @@ struct BlockOptions {
   TORCH_ARG(double, mlp_ratio) = 4.0;
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, norm_eps) = 1e-5;
+  TORCH_ARG(AttentionVariant, attention) = {};
+  TORCH_ARG(bool, post_attn_norm) = false;
 };
 
 class BlockImpl : public torch::nn::Module {
@@ -25,7 +28,7 @@ class BlockImpl : public torch::nn::Module {
   torch::jit::Module to_script(const ScriptUnit& unit) const;
 
   BlockOptions options;
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, post_norm{nullptr};
   Attention attn{nullptr};
   Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout drop{nullptr};

@@ -16,12 +16,15 @@ std::shared_ptr<Model> build_model(const ModelConfig& c) {
                                          .heads(c.heads)
                                          .mlp_ratio(c.mlp_ratio)
                                          .num_classes(c.num_classes)
-                                         .dropout(c.dropout));
+                                         .dropout(c.dropout)
+                                         .attention(c.attention)
+                                         .post_attn_norm(c.post_attn_norm));
   throw Error("model.kind: unknown model '" + c.kind + "'");
 }
 
 std::vector<RegistryEntry> known_models() {
-  return {{"vit", "Vision Transformer: conv patches, class token, pre-norm blocks, softmax attention"}};
+  return {{"vit", "Vision Transformer: conv patches, class token, pre-norm blocks; attention score softmax|sigmoid, "
+                  "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"}};
 }
 
 }  // namespace tunekit::models

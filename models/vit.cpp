@@ -23,12 +23,18 @@ void ViTImpl::reset() {
       torch::nn::Conv2d(torch::nn::Conv2dOptions(o.channels(), o.dim(), o.patch()).stride(o.patch())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, o.dim()}));
   pos_embed = register_parameter("pos_embed", torch::randn({1, num_patches() + 1, o.dim()}) * 0.02);
+  AttentionVariant variant = o.attention();
+  if (variant.max_seq_len <= 0) variant.max_seq_len = num_patches() + 1;
   auto list = register_module("blocks", std::make_shared<torch::nn::Module>());
   blocks.clear();
   for (int64_t i = 0; i < o.depth(); ++i)
     blocks.push_back(list->register_module(
         std::to_string(i),
-        Block(BlockOptions(o.dim(), o.heads()).mlp_ratio(o.mlp_ratio()).dropout(o.dropout()))));
+        Block(BlockOptions(o.dim(), o.heads())
+                  .mlp_ratio(o.mlp_ratio())
+                  .dropout(o.dropout())
+                  .attention(variant)
+                  .post_attn_norm(o.post_attn_norm()))));
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()})));
   head = register_module("head", Linear(o.dim(), o.num_classes()));
 }
@@ -77,15 +83,22 @@ double ViTImpl::flops_per_sample() const {
   double per_block = 2 * n * (4 * d * d)                      // q, k, v, o
                      + 2 * 2 * n * n * d                      // QK^T and AV
                      + 2 * n * (2 * d * hidden);              // MLP
+  const Gate gate = options.attention().gate;
+  if (gate != Gate::None) per_block += 2 * n * d * (gate == Gate::SdpaHeadwise ? options.heads() : d);
   f += options.depth() * per_block + 2 * d * options.num_classes();
   return f;
 }
 
 std::string ViTImpl::describe() const {
   const auto& o = options;
-  return fmt::format("ViT(image {}x{}x{}, patch {}, dim {}, depth {}, heads {}, mlp x{}, classes {})",
-                     o.channels(), o.image_size(), o.image_size(), o.patch(), o.dim(), o.depth(),
-                     o.heads(), o.mlp_ratio(), o.num_classes());
+  const auto& a = o.attention();
+  std::string attn = to_string(a.score);
+  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate);
+  if (a.qk_norm) attn += ", qk_norm";
+  if (o.post_attn_norm()) attn += ", post_attn_norm";
+  return fmt::format("ViT(image {}x{}x{}, patch {}, dim {}, depth {}, heads {}, mlp x{}, classes {}; attention {})",
+                     o.channels(), o.image_size(), o.image_size(), o.patch(), o.dim(), o.depth(), o.heads(),
+                     o.mlp_ratio(), o.num_classes(), attn);
 }
 
 }  // namespace tunekit::models

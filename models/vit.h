@@ -19,6 +19,8 @@ struct ViTOptions {
   TORCH_ARG(double, mlp_ratio) = 2.0;
   TORCH_ARG(int64_t, num_classes) = 10;
   TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(AttentionVariant, attention) = {};  // max_seq_len 0 = patches + 1
+  TORCH_ARG(bool, post_attn_norm) = false;
 };
 
 class ViTImpl : public Model {

@@ -252,6 +252,35 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     m.read("mlp_ratio", c.mlp_ratio);
     m.read("num_classes", c.num_classes);
     m.read("dropout", c.dropout);
+    m.read("post_attn_norm", c.post_attn_norm);
+    {
+      Section a = m.section("attention");
+      auto& v = c.attention;
+      v.score = a.choice("score", "softmax", {"softmax", "sigmoid"}) == "sigmoid" ? models::Score::Sigmoid
+                                                                                 : models::Score::Softmax;
+      std::string gate = a.choice("gate", "none", {"none", "sdpa_elementwise", "sdpa_headwise", "value"});
+      v.gate = gate == "sdpa_elementwise" ? models::Gate::SdpaElementwise
+               : gate == "sdpa_headwise"  ? models::Gate::SdpaHeadwise
+               : gate == "value"          ? models::Gate::Value
+                                          : models::Gate::None;
+      a.read("qk_norm", v.qk_norm);
+      std::string bias = "auto";
+      a.read("sigmoid_bias", bias);
+      if (bias == "auto") {
+        v.bias_mode = models::SigmoidBias::Auto;
+      } else if (bias == "learnable") {
+        v.bias_mode = models::SigmoidBias::Learnable;
+      } else {
+        char* end = nullptr;
+        v.bias_value = std::strtod(bias.c_str(), &end);
+        if (bias.empty() || *end != '\0')
+          a.fail("sigmoid_bias", fmt::format("expected auto, learnable or a number, got '{}'", bias));
+        v.bias_mode = models::SigmoidBias::Fixed;
+      }
+      if (a.has("sigmoid_bias") && v.score != models::Score::Sigmoid)
+        a.fail("sigmoid_bias", "only applies to score: sigmoid");
+      a.finish();
+    }
     for (auto [key, v] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"channels", c.channels},
                           {"patch", c.patch}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
                           {"num_classes", c.num_classes}})

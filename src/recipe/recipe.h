@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "models/attention_variant.h"
 #include "src/util/threads.h"
 
 namespace tunekit {
@@ -16,6 +17,8 @@ struct ModelConfig {
   double mlp_ratio = 2.0;
   int64_t num_classes = 10;
   double dropout = 0.0;
+  models::AttentionVariant attention;  // model.attention: score, sigmoid_bias, gate, qk_norm
+  bool post_attn_norm = false;
 };
 
 struct InitFromConfig {
