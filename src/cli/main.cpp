@@ -13,6 +13,7 @@
 #include "src/eval/evaluator.h"
 #include "src/export/export.h"
 #include "src/io/checkpoint.h"
+#include "src/sweep/sweep.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "src/util/error.h"
@@ -147,6 +148,17 @@ int main(int argc, char** argv) {
   prepare_cmd->add_option("--source", source, "Directory with the IDX files");
   prepare_cmd->add_option("--dest", dest, "Cache directory");
 
+  SweepOptions sweep;
+  std::string seeds_text;
+  auto* sweep_cmd = app.add_subcommand("sweep", "Run a recipe over a grid of key values and seeds; CSV, table, plots");
+  sweep_cmd->add_option("recipe", sweep.recipe_path, "Recipe YAML file (its sweep: section gives a default grid)")->required();
+  sweep_cmd->add_option("overrides", sweep.overrides, "Overrides applied to every cell");
+  sweep_cmd->add_option("--grid", sweep.grid, "key.path=v1,v2,... (repeatable)");
+  sweep_cmd->add_option("--seeds", seeds_text, "Comma-separated seeds, e.g. 0,1,2");
+  sweep_cmd->add_option("--name", sweep.name, "Sweep name (default: the recipe's file name)");
+  sweep_cmd->add_option("--dir", sweep.dir, "Where sweeps live (default runs/sweeps)");
+  sweep_cmd->add_flag("-v,--verbose", sweep.verbose, "Show each cell's training progress");
+
   auto* report_cmd = app.add_subcommand("report", "One table over finished runs (params, test accuracy, speed, outputs)");
   report_cmd->add_option("run_dirs", runs, "Run directories")->required();
 
@@ -163,6 +175,20 @@ int main(int argc, char** argv) {
     if (*ls_cmd) return cmd_ls();
     if (*prepare_cmd) {
       std::cout << data::prepare_fashion_mnist(source, dest) << "\n";
+      return 0;
+    }
+    if (*sweep_cmd) {
+      for (const auto& s : split_grid_values(seeds_text.empty() ? std::string() : seeds_text)) {
+        if (s.empty()) continue;
+        char* end = nullptr;
+        long long v = std::strtoll(s.c_str(), &end, 10);
+        if (*end != '\0') throw Error(fmt::format("--seeds: '{}' is not an integer", s));
+        sweep.seeds.push_back(v);
+      }
+      SweepResult r = run_sweep(sweep);
+      std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,
+                                          r.skipped, r.csv, r.summary);
+      for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
       return 0;
     }
     if (*report_cmd) {

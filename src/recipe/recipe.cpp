@@ -81,6 +81,33 @@ class Section {
     fail(key, fmt::format("'{}' is not one of: {}{}", v, join(choices, ", "), did_you_mean(v, choices)));
   }
 
+  // A mapping of arbitrary keys to lists of scalars (e.g. sweep.grid), in file order.
+  std::vector<std::pair<std::string, std::vector<std::string>>> string_lists(const std::string& key) {
+    known_.insert(key);
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    if (!has(key)) return out;
+    YAML::Node n = node_[key];
+    if (!n.IsMap()) type_error(n, child(key), "a mapping of key paths to lists");
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      std::string k = it->first.as<std::string>();
+      YAML::Node values = it->second;
+      std::vector<std::string> list;
+      if (values.IsScalar()) {
+        list.push_back(values.Scalar());
+      } else if (values.IsSequence()) {
+        for (size_t i = 0; i < values.size(); ++i) {
+          if (!values[i].IsScalar()) type_error(values[i], fmt::format("{}.{}[{}]", child(key), k, i), "a value");
+          list.push_back(values[i].Scalar());
+        }
+      } else {
+        type_error(values, child(key) + "." + k, "a list of values");
+      }
+      if (list.empty()) throw Error(fmt::format("{}: {}.{}: empty list", origin_.where(values, child(key)), child(key), k));
+      out.emplace_back(k, list);
+    }
+    return out;
+  }
+
   void finish() const {
     if (!node_.IsMap()) return;
     std::vector<std::string> known(known_.begin(), known_.end());
@@ -384,6 +411,12 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     if (c.log_every <= 0) t.fail("log_every", "must be positive");
     if (c.checkpoint_every < 0) t.fail("checkpoint_every", "must be >= 0 (0 = at the end of each epoch)");
     t.finish();
+  }
+  {
+    Section w = top.section("sweep");
+    r.sweep.grid = w.string_lists("grid");
+    w.read("seeds", r.sweep.seeds);
+    w.finish();
   }
   {
     Section o = top.section("output");

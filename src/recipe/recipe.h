@@ -81,6 +81,12 @@ struct OutputConfig {
   std::string name;  // default: the recipe file's stem
 };
 
+// `sweep:` — a grid over recipe keys (each value applied as an override) times seeds.
+struct SweepConfig {
+  std::vector<std::pair<std::string, std::vector<std::string>>> grid;  // key path -> values, in file order
+  std::vector<int64_t> seeds;                                         // empty = the recipe's seed
+};
+
 struct Recipe {
   std::string source;         // file the recipe came from ("<string>" in tests)
   std::string resolved_yaml;  // the recipe with overrides applied, as written to the run dir
@@ -94,6 +100,7 @@ struct Recipe {
   ScheduleConfig schedule;
   TrainConfig train;
   OutputConfig output;
+  SweepConfig sweep;
 
   std::string run_dir() const { return output.dir + "/" + output.name; }
 };
