@@ -37,6 +37,7 @@ test: build
 
 bench: data
 	bash bench/run.sh $(BUILD)
+	bash bench/run_attention.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) runs .data

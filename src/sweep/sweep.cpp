@@ -286,7 +286,9 @@ SweepResult run_sweep(const SweepOptions& opt) {
         "set terminal {}\nset output '{}'\nset title 'sweep {}'\nset xlabel '{}'\nset ylabel 'test accuracy'\n"
         "set key bottom right\nset grid\n{}{}plot {}\n",
         std::string(ext) == "png" ? "pngcairo noenhanced size 900,600" : "svg noenhanced size 900,600", out_path, name, grid[xk].first,
-        numeric && hi >= 10 * lo && lo > 0 ? "set logscale x\n" : "", numeric ? "set offsets graph 0.05, graph 0.05\n" : "set offsets 0.5, 0.5\n",
+        numeric && hi >= 10 * lo && lo > 0 ? fmt::format("set logscale x\nset xrange [{}:{}]\n", lo / 1.5, hi * 1.5)
+                                           : std::string(),
+        !numeric ? "set offsets 0.5, 0.5\n" : hi >= 10 * lo && lo > 0 ? "" : "set offsets graph 0.05, graph 0.05\n",
         plot_cmds);
     std::string script_path = fmt::format("{}/plot_{}.gp", res.dir, ext);
     std::ofstream(script_path) << script;
