@@ -127,20 +127,24 @@ bool attention_kernel_available(const torch::Tensor& t) {
   return (t.scalar_type() == torch::kFloat && gemm<float>()) || (t.scalar_type() == torch::kDouble && gemm<double>());
 }
 
+namespace {
+void check_inputs(const char* op, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads) {
+  TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes() && q.size(2) % heads == 0, op,
+              ": q, k, v must be [B, N, heads * Dh] of one shape");
+  TORCH_CHECK(attention_kernel_available(q), op, ": no CBLAS GEMM for this dtype");
+}
+}  // namespace
+
 torch::Tensor softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
                                 double scale) {
-  TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes() && q.size(2) % heads == 0,
-              "softmax_attention: q, k, v must be [B, N, heads * Dh] of one shape");
-  TORCH_CHECK(attention_kernel_available(q), "softmax_attention: no CBLAS GEMM for this dtype");
+  check_inputs("softmax_attention", q, k, v, heads);
   return AttentionCore::apply(q, k, v, torch::zeros({}, q.options()), heads, scale, false);
 }
 
 torch::Tensor sigmoid_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const torch::Tensor& bias, int64_t heads, double scale) {
-  TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes() && q.size(2) % heads == 0,
-              "sigmoid_attention: q, k, v must be [B, N, heads * Dh] of one shape");
+  check_inputs("sigmoid_attention", q, k, v, heads);
   TORCH_CHECK(bias.defined() && bias.numel() == 1, "sigmoid_attention: the bias must be a scalar tensor");
-  TORCH_CHECK(attention_kernel_available(q), "sigmoid_attention: no CBLAS GEMM for this dtype");
   return AttentionCore::apply(q, k, v, bias, heads, scale, true);
 }
 

@@ -149,12 +149,11 @@ int main(int argc, char** argv) {
   prepare_cmd->add_option("--dest", dest, "Cache directory");
 
   SweepOptions sweep;
-  std::string seeds_text;
   auto* sweep_cmd = app.add_subcommand("sweep", "Run a recipe over a grid of key values and seeds; CSV, table, plots");
   sweep_cmd->add_option("recipe", sweep.recipe_path, "Recipe YAML file (its sweep: section gives a default grid)")->required();
   sweep_cmd->add_option("overrides", sweep.overrides, "Overrides applied to every cell");
   sweep_cmd->add_option("--grid", sweep.grid, "key.path=v1,v2,... (repeatable)");
-  sweep_cmd->add_option("--seeds", seeds_text, "Comma-separated seeds, e.g. 0,1,2");
+  sweep_cmd->add_option("--seeds", sweep.seeds, "Comma-separated seeds, e.g. 0,1,2")->delimiter(',');
   sweep_cmd->add_option("--name", sweep.name, "Sweep name (default: the recipe's file name)");
   sweep_cmd->add_option("--dir", sweep.dir, "Where sweeps live (default runs/sweeps)");
   sweep_cmd->add_flag("-v,--verbose", sweep.verbose, "Show each cell's training progress");
@@ -178,13 +177,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*sweep_cmd) {
-      for (const auto& s : split_grid_values(seeds_text.empty() ? std::string() : seeds_text)) {
-        if (s.empty()) continue;
-        char* end = nullptr;
-        long long v = std::strtoll(s.c_str(), &end, 10);
-        if (*end != '\0') throw Error(fmt::format("--seeds: '{}' is not an integer", s));
-        sweep.seeds.push_back(v);
-      }
       SweepResult r = run_sweep(sweep);
       std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,
                                           r.skipped, r.csv, r.summary);
