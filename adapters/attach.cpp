@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include "adapters/dora.h"
+#include "adapters/doran.h"
+#include "adapters/hora.h"
+#include "adapters/hypernet.h"
 #include "adapters/lora.h"
 #include "models/linear.h"
 #include "src/util/error.h"
@@ -18,6 +22,44 @@ std::vector<std::string> module_names(torch::nn::Module& model) {
   std::vector<std::string> names;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) names.push_back(item.key());
   return names;
+}
+
+// The generator group a target belongs to under `share` (hypernet.h).
+std::string generator_group(const std::string& name, HypernetShare share) {
+  if (share == HypernetShare::Model) return "model";
+  if (share == HypernetShare::Target) return name;
+  auto dot = name.rfind('.');
+  return dot == std::string::npos ? "model" : name.substr(0, dot);
+}
+
+HypernetOptions hypernet_options(const AdapterConfig& cfg) {
+  const auto& h = cfg.hypernet;
+  return HypernetOptions()
+      .r(cfg.r)
+      .embed(h.embed)
+      .hidden(h.hidden)
+      .act(h.act == HypernetActivation::Relu   ? Activation::Relu
+           : h.act == HypernetActivation::Gelu ? Activation::Gelu
+                                               : Activation::Tanh)
+      .share_seeds(h.share_seeds);
+}
+
+std::shared_ptr<Adapter> make_adapter(const AdapterConfig& cfg, const std::string& name, models::LinearImpl& lin,
+                                      AdapterSetImpl* set) {
+  auto opts = LoraOptions(lin.options.in_features(), lin.options.out_features()).r(cfg.r).alpha(cfg.alpha).dropout(cfg.dropout);
+  switch (cfg.kind) {
+    case AdapterKind::Lora: return std::make_shared<LoraImpl>(opts);
+    case AdapterKind::Dora: return std::make_shared<DoraImpl>(opts, lin.weight, cfg.detach_norm);
+    case AdapterKind::Hora:
+    case AdapterKind::Doran: {
+      auto gen = set->generator(generator_group(name, cfg.hypernet.share), hypernet_options(cfg));
+      int64_t slot = gen->add_target(name, lin.options.in_features(), lin.options.out_features());
+      if (cfg.kind == AdapterKind::Hora) return std::make_shared<HoraImpl>(opts, gen, slot);
+      return std::make_shared<DoranImpl>(opts, gen, slot, lin.weight, cfg.tau_init, cfg.detach_norm);
+    }
+    default: break;
+  }
+  throw Error("internal: no adapter for kind " + to_string(cfg.kind));
 }
 
 template <typename F>
@@ -44,18 +86,20 @@ AttachReport attach_adapters(torch::nn::Module& model, const AdapterConfig& cfg)
   AttachReport report;
   if (cfg.kind != AdapterKind::None) set_trainable(model, false);
 
-  if (cfg.kind == AdapterKind::Lora) {
+  if (cfg.low_rank()) {
+    AdapterSet set{nullptr};
+    if (cfg.kind == AdapterKind::Hora || cfg.kind == AdapterKind::Doran) {
+      if (model.named_children().contains("hypernets"))
+        throw Error("this model already has hypernetwork adapters attached");
+      set = AdapterSet();
+    }
     auto candidates = adaptable_modules(model);
     for (const auto& pattern : cfg.targets) {
       bool hit = false;
       for_each_linear(model, [&](const std::string& name, models::LinearImpl& lin) {
         if (!glob_match(pattern, name) || lin.adapter()) return;
         hit = true;
-        auto lora = std::make_shared<LoraImpl>(LoraOptions(lin.options.in_features(), lin.options.out_features())
-                                                   .r(cfg.r)
-                                                   .alpha(cfg.alpha)
-                                                   .dropout(cfg.dropout));
-        lin.attach(lora);
+        lin.attach(make_adapter(cfg, name, lin, set.is_empty() ? nullptr : set.get()));
         report.adapted.push_back(name);
       });
       if (!hit && std::none_of(candidates.begin(), candidates.end(),
@@ -65,6 +109,8 @@ AttachReport attach_adapters(torch::nn::Module& model, const AdapterConfig& cfg)
                                 pattern, did_you_mean(pattern, candidates),
                                 candidates.empty() ? "(none)" : candidates.front()));
     }
+    // Registered once, at the root, after every target has added its slot (ARCHITECTURE.md).
+    if (set) model.register_module("hypernets", set.ptr());
   }
 
   if (cfg.kind != AdapterKind::None) {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "adapters/lowrank.h"
+
 namespace tunekit::adapters {
 
 LoraImpl::LoraImpl(LoraOptions options_) : options(std::move(options_)) { reset(); }
@@ -10,18 +12,17 @@ void LoraImpl::reset() {
   lora_A = register_parameter("lora_A", torch::empty({options.r(), options.in_features()}));
   lora_B = register_parameter("lora_B", torch::zeros({options.out_features(), options.r()}));
   torch::NoGradGuard no_grad;
-  torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
+  torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));  // METHODS.md §2: as PEFT
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
 }
 
 torch::Tensor LoraImpl::forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
-  auto base = torch::linear(x, W, b);
   auto h = options.dropout() > 0 ? dropout(x) : x;
-  return base.add_(torch::linear(torch::linear(h, lora_A), lora_B), scale());
+  return low_rank_forward(x, h, W, b, lora_A, lora_B, scale());
 }
 
 torch::Tensor LoraImpl::merged_weight(const torch::Tensor& W) const {
-  return W + torch::matmul(lora_B, lora_A) * scale();
+  return low_rank_weight(W, lora_A, lora_B, scale());
 }
 
 }  // namespace tunekit::adapters

@@ -4,7 +4,6 @@
 // MFU counts 3x the forward FLOPs per training sample (forward + backward), the usual
 // convention, also for adapters whose frozen base skips weight gradients.
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstring>
@@ -13,6 +12,7 @@
 #include "src/recipe/recipe.h"
 #include "src/train/trainer.h"
 #include "src/util/error.h"
+#include "src/util/memory.h"
 
 using namespace tunekit;
 
@@ -23,12 +23,6 @@ static double sgemm_peak_gflops(int n = 1024, int reps = 20) {
   for (int i = 0; i < reps; ++i) torch::mm(a, b);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 2.0 * n * n * n * reps / s / 1e9;
-}
-
-static double peak_rss_mib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
 }
 
 int main(int argc, char** argv) {

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "src/recipe/recipe.h"
 #include "src/sweep/sweep.h"
@@ -67,4 +69,88 @@ TEST(Sweep, TwoTinyCellsWriteCsvAndTableAndAreSkippedWhenRerun) {
   EXPECT_EQ(more.cells, 2);
   EXPECT_EQ(more.skipped, 1);
   EXPECT_EQ(more.ran, 1);
+}
+
+TEST(Sweep, VariantsAreNamedOverrideSets) {
+  Recipe r = parse_recipe(
+      "sweep:\n  plot_x: trainable_params\n  variants:\n"
+      "    - {name: small, series: lora, adapter.r: 2, adapter.targets: [\"blocks.*.attn.q\"]}\n"
+      "    - {adapter.kind: none}\n",
+      "r.yaml");
+  ASSERT_EQ(r.sweep.variants.size(), 2u);
+  EXPECT_EQ(r.sweep.variants[0].name, "small");
+  EXPECT_EQ(r.sweep.variants[0].series, "lora");
+  EXPECT_EQ(r.sweep.variants[0].overrides[1].second, "[\"blocks.*.attn.q\"]");
+  EXPECT_EQ(r.sweep.variants[1].name, "kind=none");  // default: the overrides
+  EXPECT_EQ(r.sweep.plot_x, "trainable_params");
+  try {
+    parse_recipe("sweep:\n  variants:\n    - {name: a, seed: 1}\n    - {name: a, seed: 2}\n", "r.yaml");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "r.yaml:4:7: sweep.variants[1]: variant name 'a' is used twice");
+  }
+}
+
+TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
+  testkit::TempDir data, runs;
+  testkit::write_synthetic_fmnist(data.path(), 10, 4);
+  std::string recipe = runs / "tiny.yaml";
+  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
+      data.path(), runs.path(),
+      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+      "sweep:\n  plot_x: trainable_params\n  variants:\n"
+      "    - {name: lora r=1, series: lora, adapter.kind: lora, adapter.r: 1}\n"
+      "    - {name: dora r=1, series: dora, adapter.kind: dora, adapter.r: 1}\n"
+      "    - {name: bad, adapter.kind: lora, adapter.r: 0}\n");
+  SweepOptions o;
+  o.recipe_path = recipe;
+  o.overrides = {"train.epochs=1"};
+  o.dir = runs / "sweeps";
+  // Every cell is validated before any runs: the bad variant stops the sweep up front.
+  try {
+    run_sweep(o);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sweep cell bad__seed-3: override 'adapter.r=0': adapter.r: must be positive"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(runs / "sweeps/tiny/cells"));
+  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
+      data.path(), runs.path(),
+      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+      "sweep:\n  plot_x: trainable_params\n  variants:\n"
+      "    - {name: lora r=1, series: lora, adapter.kind: lora, adapter.r: 1}\n"
+      "    - {name: dora r=1, series: dora, adapter.kind: dora, adapter.r: 1}\n");
+  SweepResult res = run_sweep(o);
+  EXPECT_EQ(res.cells, 2);
+  std::string csv = read(res.csv);
+  EXPECT_EQ(csv.rfind("cell,variant,seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,"
+                      "samples_per_second,peak_rss_mib,",
+                      0),
+            0u)
+      << csv;
+  EXPECT_NE(csv.find("\nlora_r_1__seed-3,lora r=1,3,"), std::string::npos) << csv;
+  std::string summary = read(res.summary);
+  EXPECT_NE(summary.find("| variant | seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |"),
+            std::string::npos)
+      << summary;
+  // DoRA = LoRA + d_out (16) per adapted layer (2 layers), same head.
+  EXPECT_NE(summary.find("| lora r=1 | 1 | "), std::string::npos);
+  auto params_of = [&](const std::string& row) {
+    auto at = summary.find(row);
+    auto cols = summary.substr(at, summary.find('\n', at) - at);
+    std::vector<std::string> parts;
+    std::stringstream ss(cols);
+    for (std::string p; std::getline(ss, p, '|');) parts.push_back(p);
+    std::string n = parts.at(4);
+    n.erase(std::remove_if(n.begin(), n.end(), [](char c) { return c == ',' || c == ' '; }), n.end());
+    return std::stoll(n);
+  };
+  EXPECT_EQ(params_of("| dora r=1 |") - params_of("| lora r=1 |"), 2 * 16);
+  if (fs::exists("/usr/bin/gnuplot")) {
+    std::string gp = read(res.dir + "/plot_png.gp");
+    EXPECT_NE(gp.find("set xlabel 'trainable parameters'"), std::string::npos) << gp;
+    EXPECT_NE(gp.find("title 'lora'"), std::string::npos) << gp;
+  }
 }

@@ -1,4 +1,4 @@
-// The `tunekit` command line: train, eval, export, validate, ls, prepare, report.
+// The `tunekit` command line: train, eval, export, merge, validate, ls, prepare, sweep, report.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -12,6 +12,7 @@
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
 #include "src/export/export.h"
+#include "src/export/merge.h"
 #include "src/io/checkpoint.h"
 #include "src/sweep/sweep.h"
 #include "src/train/setup.h"
@@ -98,7 +99,10 @@ int cmd_ls() {
   std::cout << "adapters:\n"
             << "  none           full fine-tuning: every parameter trains\n"
             << "  linear_probe   only adapter.modules_to_save train (e.g. a new head)\n"
-            << "  lora           low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)\n";
+            << "  lora           low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)\n"
+            << "  dora           LoRA direction + trained magnitude, m * V / ||V||_c (METHODS.md §3)\n"
+            << "  hora           LoRA factors from a hypernetwork shared across heads (and q/v) (METHODS.md §4)\n"
+            << "  doran          DoRA with learnable tau in the norm and generated factors (METHODS.md §5)\n";
   std::cout << "datasets:\n";
   std::string root = data::default_fashion_mnist_root();
   std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,
@@ -136,6 +140,11 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
   export_cmd->add_option("--batch", batch, "Test images used for the parity check");
 
+  auto* merge_cmd = app.add_subcommand("merge", "Fold a run's adapters into its weights: a new run dir with a full checkpoint");
+  merge_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
+  merge_cmd->add_option("--out", out, "Output run directory (default RUN_DIR_merged)");
+  merge_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+
   auto* validate_cmd = app.add_subcommand("validate", "Parse and check a recipe without running it");
   validate_cmd->add_option("recipe", recipe, "Recipe YAML file")->required();
   validate_cmd->add_option("overrides", overrides, "Overrides, e.g. train.epochs=3");
@@ -170,6 +179,15 @@ int main(int argc, char** argv) {
     if (*train_cmd) return cmd_train(recipe, overrides, resume, quiet);
     if (*eval_cmd) return cmd_eval(run_dir, split, checkpoint);
     if (*export_cmd) return cmd_export(run_dir, out, checkpoint, batch);
+    if (*merge_cmd) {
+      MergeResult r = merge_run(run_dir, checkpoint, out);
+      std::cout << fmt::format("merged {} adapted layers of {} ({} checkpoint) into {}: {} tensors\n", r.adapted, run_dir,
+                               checkpoint, r.out_dir, r.tensors);
+      std::cout << fmt::format("check: merged vs adapted model on test images: max abs diff {:.3g}\n", r.max_abs_diff);
+      std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}  |  init_from.run: {}\n", r.out_dir, r.out_dir,
+                               r.out_dir);
+      return 0;
+    }
     if (*validate_cmd) return cmd_validate(recipe, overrides, print);
     if (*ls_cmd) return cmd_ls();
     if (*prepare_cmd) {

@@ -38,7 +38,7 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 }
 
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& s) {
+                     const TrainState& s, const std::function<void(const std::string&)>& write_extra) {
   const std::string tmp = temp_of(dir), old = backup_of(dir);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -60,6 +60,7 @@ void save_checkpoint(const std::string& dir, const torch::nn::Module& model, tor
                    {"step", s.step},             {"samples", s.samples},
                    {"best_metric", s.best_metric}, {"best_epoch", s.best_epoch},
                    {"train_seconds", s.train_seconds}};
+  if (write_extra) write_extra(tmp);
   std::ofstream(fs::path(tmp) / "state.json") << j.dump(2) << "\n";
   // Swap in: dir -> backup, tmp -> dir, drop backup. A crash in between leaves the backup,
   // which existing_checkpoint() falls back to.
@@ -119,7 +120,7 @@ int64_t load_weights(const std::string& dir_, torch::nn::Module& model, const st
   auto load_one = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
     if (excluded(name)) return;
     if (!available.count(name)) {
-      bool adapter_param = name.find(".adapter.") != std::string::npos;
+      bool adapter_param = name.find(".adapter.") != std::string::npos || name.rfind("hypernets.", 0) == 0;
       if (strict && !(allow_missing_adapters && adapter_param))
         throw Error(fmt::format("{}: checkpoint has no tensor '{}' (exclude it with init_from.exclude, or "
                                 "check that the model section matches the run it came from)",

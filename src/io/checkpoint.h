@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,9 @@ struct TrainState {
 
 // Writes all named parameters and buffers of `model` (+ optimizer and RNG when given) and
 // state.json into `dir`, atomically.
+// `write_extra`, when given, writes further files into the temporary directory before the swap.
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state);
+                     const TrainState& state, const std::function<void(const std::string&)>& write_extra = {});
 
 // The checkpoint directory to read for `dir`: `dir` itself or, after a crash between the two
 // renames of save_checkpoint, its backup. Throws if neither exists.

@@ -108,6 +108,50 @@ class Section {
     return out;
   }
 
+  // A list of mappings of key paths to values (sweep.variants): each becomes a set of overrides.
+  // `name` and `series` are labels, not overrides. Lists are kept as YAML flow text.
+  std::vector<SweepVariant> variant_list(const std::string& key) {
+    known_.insert(key);
+    std::vector<SweepVariant> out;
+    if (!has(key)) return out;
+    YAML::Node n = node_[key];
+    if (!n.IsSequence()) type_error(n, child(key), "a list of mappings");
+    std::set<std::string> names;
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string at = fmt::format("{}[{}]", child(key), i);
+      if (!n[i].IsMap()) type_error(n[i], at, "a mapping of key paths to values");
+      SweepVariant v;
+      std::vector<std::string> parts;
+      for (auto it = n[i].begin(); it != n[i].end(); ++it) {
+        std::string k = it->first.as<std::string>();
+        YAML::Node val = it->second;
+        std::string text;
+        if (val.IsScalar()) {
+          text = val.Scalar();
+        } else if (val.IsSequence()) {
+          YAML::Emitter e;
+          e.SetStringFormat(YAML::DoubleQuoted);  // keeps globs like "*.q" from reading as aliases
+          e << YAML::Flow << val;
+          text = e.c_str();
+        } else {
+          type_error(val, at + "." + k, "a value or a list");
+        }
+        if (k == "name") v.name = text;
+        else if (k == "series") v.series = text;
+        else {
+          v.overrides.emplace_back(k, text);
+          parts.push_back(k.substr(k.rfind('.') + 1) + "=" + text);
+        }
+      }
+      if (v.name.empty()) v.name = join(parts, " ");
+      if (v.series.empty()) v.series = v.name;
+      if (!names.insert(v.name).second)
+        throw Error(fmt::format("{}: {}: variant name '{}' is used twice", origin_.where(n[i], at), at, v.name));
+      out.push_back(std::move(v));
+    }
+    return out;
+  }
+
   void finish() const {
     if (!node_.IsMap()) return;
     std::vector<std::string> known(known_.begin(), known_.end());
@@ -224,8 +268,17 @@ std::string to_string(AdapterKind k) {
     case AdapterKind::None: return "none";
     case AdapterKind::LinearProbe: return "linear_probe";
     case AdapterKind::Lora: return "lora";
+    case AdapterKind::Dora: return "dora";
+    case AdapterKind::Hora: return "hora";
+    case AdapterKind::Doran: return "doran";
   }
   return "?";
+}
+std::string to_string(HypernetShare s) {
+  return s == HypernetShare::Target ? "target" : s == HypernetShare::Model ? "model" : "parent";
+}
+std::string to_string(HypernetActivation a) {
+  return a == HypernetActivation::Relu ? "relu" : a == HypernetActivation::Gelu ? "gelu" : "tanh";
 }
 std::string to_string(ScheduleKind k) {
   switch (k) {
@@ -330,18 +383,50 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   {
     Section a = top.section("adapter");
     auto& c = r.adapter;
-    std::string kind = a.choice("kind", "none", {"none", "linear_probe", "lora"});
-    c.kind = kind == "lora" ? AdapterKind::Lora : kind == "linear_probe" ? AdapterKind::LinearProbe : AdapterKind::None;
+    std::string kind = a.choice("kind", "none", {"none", "linear_probe", "lora", "dora", "hora", "doran"});
+    c.kind = kind == "lora"           ? AdapterKind::Lora
+             : kind == "dora"         ? AdapterKind::Dora
+             : kind == "hora"         ? AdapterKind::Hora
+             : kind == "doran"        ? AdapterKind::Doran
+             : kind == "linear_probe" ? AdapterKind::LinearProbe
+                                      : AdapterKind::None;
     a.read("r", c.r);
     a.read("alpha", c.alpha);
     a.read("dropout", c.dropout);
     a.read("targets", c.targets);
     a.read("modules_to_save", c.modules_to_save);
+    a.read("tau_init", c.tau_init);
+    a.read("detach_norm", c.detach_norm);
+    a.read("init_from", c.init_from);
+    {
+      Section h = a.section("hypernet");
+      auto& g = c.hypernet;
+      h.read("embed", g.embed);
+      h.read("hidden", g.hidden);
+      std::string act = h.choice("act", "tanh", {"tanh", "relu", "gelu"});
+      g.act = act == "relu" ? HypernetActivation::Relu : act == "gelu" ? HypernetActivation::Gelu : HypernetActivation::Tanh;
+      // Defaults by method: HoRA shares within the attention module (q, v and all heads) with
+      // one seed set; DoRAN shares across layers with seeds per projection (METHODS.md §4, §5).
+      std::string share = h.choice("share", c.kind == AdapterKind::Doran ? "model" : "parent",
+                                   {"target", "parent", "model"});
+      g.share = share == "target" ? HypernetShare::Target : share == "model" ? HypernetShare::Model : HypernetShare::Parent;
+      g.share_seeds = c.kind != AdapterKind::Doran;
+      h.read("share_seeds", g.share_seeds);
+      if (g.embed <= 0) h.fail("embed", "must be positive");
+      if (g.hidden <= 0) h.fail("hidden", "must be positive");
+      if (a.has("hypernet") && c.kind != AdapterKind::Hora && c.kind != AdapterKind::Doran)
+        a.fail("hypernet", fmt::format("only applies to kind hora or doran (kind is {})", kind));
+      h.finish();
+    }
     if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
     if (c.alpha <= 0) a.fail("alpha", "must be positive");
     if (c.dropout < 0 || c.dropout >= 1) a.fail("dropout", "must be in [0, 1)");
-    if (c.kind == AdapterKind::Lora && c.targets.empty())
-      a.fail("targets", "lora needs at least one target pattern, e.g. [\"blocks.*.attn.q\", \"blocks.*.attn.v\"]");
+    if (!(c.tau_init > 0)) a.fail("tau_init", "must be positive (τ = softplus(ρ) > 0)");
+    if (a.has("tau_init") && c.kind != AdapterKind::Doran) a.fail("tau_init", "only applies to kind doran");
+    if (c.low_rank() && c.targets.empty())
+      a.fail("targets", fmt::format("{} needs at least one target pattern, e.g. [\"blocks.*.attn.q\", \"blocks.*.attn.v\"]", kind));
+    if (!c.init_from.empty() && !c.low_rank())
+      a.fail("init_from", fmt::format("needs a low-rank adapter kind (lora, dora, hora, doran), not {}", kind));
     if (c.kind == AdapterKind::LinearProbe && c.modules_to_save.empty())
       a.fail("modules_to_save", "linear_probe trains only modules_to_save; name at least one, e.g. [head]");
     a.finish();
@@ -415,7 +500,9 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   {
     Section w = top.section("sweep");
     r.sweep.grid = w.string_lists("grid");
+    r.sweep.variants = w.variant_list("variants");
     w.read("seeds", r.sweep.seeds);
+    r.sweep.plot_x = w.choice("plot_x", "grid", {"grid", "trainable_params"});
     w.finish();
   }
   {

@@ -27,7 +27,19 @@ struct InitFromConfig {
   std::vector<std::string> exclude;  // parameter-name globs not loaded (e.g. "head.*")
 };
 
-enum class AdapterKind { None, LinearProbe, Lora };
+enum class AdapterKind { None, LinearProbe, Lora, Dora, Hora, Doran };
+
+// Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
+// its heads), by all targets under one parent module (q and v of one attention), or model-wide.
+enum class HypernetShare { Target, Parent, Model };
+enum class HypernetActivation { Tanh, Relu, Gelu };
+
+struct HypernetConfig {  // adapter.hypernet (METHODS.md §4, §5)
+  int64_t embed = 16, hidden = 32;
+  HypernetActivation act = HypernetActivation::Tanh;
+  HypernetShare share = HypernetShare::Parent;  // default: parent for hora, model for doran
+  bool share_seeds = true;                      // default: true for hora, false for doran
+};
 
 struct AdapterConfig {
   AdapterKind kind = AdapterKind::None;
@@ -36,6 +48,12 @@ struct AdapterConfig {
   double dropout = 0.0;
   std::vector<std::string> targets;          // module-name globs, e.g. "blocks.*.attn.q"
   std::vector<std::string> modules_to_save;  // trained in full beside the adapter, e.g. "head"
+  HypernetConfig hypernet;                   // hora, doran
+  double tau_init = 1e-3;                    // doran: τ at the start
+  bool detach_norm = true;                   // dora, doran: norm constant in backward
+  std::string init_from;                     // a saved adapter (dir with adapter_model.safetensors, or a run)
+  bool low_rank() const { return kind == AdapterKind::Lora || kind == AdapterKind::Dora ||
+                                 kind == AdapterKind::Hora || kind == AdapterKind::Doran; }
 };
 
 struct DataConfig {
@@ -81,10 +99,20 @@ struct OutputConfig {
   std::string name;  // default: the recipe file's stem
 };
 
-// `sweep:` — a grid over recipe keys (each value applied as an override) times seeds.
+// One entry of `sweep.variants`: a named set of overrides applied together.
+struct SweepVariant {
+  std::string name;    // label in tables (default: "key=value ...")
+  std::string series;  // plot curve it belongs to (default: name)
+  std::vector<std::pair<std::string, std::string>> overrides;
+};
+
+// `sweep:` — variants (each a set of overrides) times a grid over recipe keys (each value applied
+// as an override) times seeds.
 struct SweepConfig {
+  std::vector<SweepVariant> variants;                                  // empty = one unnamed variant
   std::vector<std::pair<std::string, std::vector<std::string>>> grid;  // key path -> values, in file order
   std::vector<int64_t> seeds;                                         // empty = the recipe's seed
+  std::string plot_x = "grid";  // grid: first numeric grid key; trainable_params: x = trainable parameters
 };
 
 struct Recipe {
@@ -112,6 +140,8 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
 
 std::string to_string(AdapterKind k);
+std::string to_string(HypernetShare s);
+std::string to_string(HypernetActivation a);
 std::string to_string(ScheduleKind k);
 std::string to_string(OptimizerKind k);
 

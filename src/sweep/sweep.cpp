@@ -17,6 +17,7 @@
 #include "src/train/trainer.h"
 #include "src/util/error.h"
 #include "src/util/progress.h"
+#include "src/util/memory.h"
 #include "src/util/text.h"
 
 namespace fs = std::filesystem;
@@ -48,7 +49,8 @@ std::vector<std::string> split_grid_values(const std::string& text) {
 namespace {
 
 struct Cell {
-  std::vector<std::string> values;  // one per grid key
+  std::vector<std::string> values;  // one per dimension (variant, grid keys)
+  std::string series;               // the variant's plot series
   int64_t seed = 0;
   std::string name;
   Recipe recipe;
@@ -83,8 +85,9 @@ std::string find_gnuplot() {
 
 struct Group {
   std::vector<std::string> values;
+  std::string series;
   std::vector<double> acc;
-  double trainable = 0, rate = 0;
+  double trainable = 0, rate = 0, rss = 0;
 };
 
 double mean(const std::vector<double>& v) {
@@ -114,6 +117,14 @@ SweepResult run_sweep(const SweepOptions& opt) {
     if (it != grid.end()) it->second = values;
     else grid.emplace_back(key, values);
   }
+  // The dimensions: the variants (when given) as a first "variant" key, then the grid keys.
+  const auto& variants = base.sweep.variants;
+  auto dims = grid;
+  if (!variants.empty()) {
+    std::vector<std::string> names;
+    for (const auto& v : variants) names.push_back(v.name);
+    dims.insert(dims.begin(), {"variant", names});
+  }
   std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
                                                                                            : std::vector<int64_t>{base.seed};
   const std::string name = opt.name.empty() ? fs::path(opt.recipe_path).stem().string() : opt.name;
@@ -123,31 +134,41 @@ SweepResult run_sweep(const SweepOptions& opt) {
 
   // Every cell is parsed and validated before anything runs.
   std::vector<Cell> cells;
-  std::vector<size_t> idx(grid.size(), 0);
+  std::vector<size_t> idx(dims.size(), 0);
   while (true) {
     for (int64_t seed : seeds) {
       Cell c;
       c.seed = seed;
       std::vector<std::string> overrides = opt.overrides, parts;
-      for (size_t k = 0; k < grid.size(); ++k) {
-        c.values.push_back(grid[k].second[idx[k]]);
-        overrides.push_back(grid[k].first + "=" + c.values.back());
-        parts.push_back(sanitize(grid[k].first) + "-" + sanitize(c.values.back()));
+      for (size_t k = 0; k < dims.size(); ++k) {
+        c.values.push_back(dims[k].second[idx[k]]);
+        if (!variants.empty() && k == 0) {
+          c.series = variants[idx[0]].series;
+          for (const auto& [key, value] : variants[idx[0]].overrides) overrides.push_back(key + "=" + value);
+          parts.push_back(sanitize(c.values.back()));
+        } else {
+          overrides.push_back(dims[k].first + "=" + c.values.back());
+          parts.push_back(sanitize(dims[k].first) + "-" + sanitize(c.values.back()));
+        }
       }
       parts.push_back(fmt::format("seed-{}", seed));
       c.name = join(parts, "__");
       overrides.push_back(fmt::format("seed={}", seed));
       overrides.push_back("output.dir=" + cells_dir);
       overrides.push_back("output.name=" + c.name);
-      c.recipe = load_recipe(opt.recipe_path, overrides);
+      try {
+        c.recipe = load_recipe(opt.recipe_path, overrides);
+      } catch (const Error& e) {
+        throw Error(fmt::format("sweep cell {}: {}", c.name, e.what()));
+      }
       cells.push_back(std::move(c));
     }
     size_t k = 0;
-    for (; k < grid.size(); ++k) {
-      if (++idx[k] < grid[k].second.size()) break;
+    for (; k < dims.size(); ++k) {
+      if (++idx[k] < dims[k].second.size()) break;
       idx[k] = 0;
     }
-    if (k == grid.size()) break;
+    if (k == dims.size()) break;
   }
   res.cells = static_cast<int64_t>(cells.size());
   fs::create_directories(cells_dir);
@@ -167,7 +188,9 @@ SweepResult run_sweep(const SweepOptions& opt) {
     }
     auto t0 = std::chrono::steady_clock::now();
     std::fprintf(stderr, "%s: training...\n", label.c_str());
+    reset_peak_rss();  // cells run one after another in this process: measure each from here
     TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!opt.verbose, 0});
+    const double rss = peak_rss_mib();
     LoadedRun run = load_run(run_dir, "best");
     auto splits = load_data(run.recipe);
     EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe.data.eval_batch_size);
@@ -181,6 +204,8 @@ SweepResult run_sweep(const SweepOptions& opt) {
                      {"best_val_accuracy", tr.best_val_accuracy},
                      {"trainable_params", tr.trainable},
                      {"samples_per_second", tr.samples_per_second},
+                     {"peak_rss_mib", rss},
+                     {"series", c.series},
                      {"steps", tr.steps},
                      {"seconds", seconds}};
     io::write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
@@ -193,15 +218,17 @@ SweepResult run_sweep(const SweepOptions& opt) {
   res.csv = res.dir + "/sweep.csv";
   {
     std::string csv = "cell";
-    for (const auto& g : grid) csv += "," + csv_field(g.first);
-    csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,steps,seconds\n";
+    for (const auto& g : dims) csv += "," + csv_field(g.first);
+    csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,"
+           "peak_rss_mib,steps,seconds\n";
     for (const auto& j : results) {
       csv += csv_field(j["cell"].get<std::string>());
       for (const auto& v : j["values"]) csv += "," + csv_field(v.get<std::string>());
-      csv += fmt::format(",{},{},{},{},{},{},{},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
+      csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
                          j["test_loss"].get<double>(), j["test_macro_f1"].get<double>(),
                          j["best_val_accuracy"].get<double>(), j["trainable_params"].get<int64_t>(),
-                         j["samples_per_second"].get<double>(), j["steps"].get<int64_t>(), j["seconds"].get<double>());
+                         j["samples_per_second"].get<double>(), j.value("peak_rss_mib", 0.0), j["steps"].get<int64_t>(),
+                         j["seconds"].get<double>());
     }
     io::write_file_atomic(res.csv, csv);
   }
@@ -214,23 +241,24 @@ SweepResult run_sweep(const SweepOptions& opt) {
     auto it = where.find(values);
     if (it == where.end()) {
       it = where.emplace(values, groups.size()).first;
-      groups.push_back({values, {}, 0, 0});
+      groups.push_back({values, j.value("series", std::string()), {}, 0, 0, 0});
     }
     auto& g = groups[it->second];
+    g.rss = std::max(g.rss, j.value("peak_rss_mib", 0.0));
     g.acc.push_back(j["test_accuracy"].get<double>());
     g.trainable = j["trainable_params"].get<double>();
     g.rate += j["samples_per_second"].get<double>();
   }
   std::string table = "|";
-  for (const auto& g : grid) table += " " + g.first + " |";
-  table += " seeds | test accuracy (mean ± std) | trainable params | samples/s |\n|";
-  for (size_t k = 0; k < grid.size() + 4; ++k) table += "---|";
+  for (const auto& g : dims) table += " " + g.first + " |";
+  table += " seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |\n|";
+  for (size_t k = 0; k < dims.size() + 5; ++k) table += "---|";
   table += "\n";
   for (const auto& g : groups) {
     table += "|";
     for (const auto& v : g.values) table += " " + v + " |";
-    table += fmt::format(" {} | {:.4f} ± {:.4f} | {} | {:.0f} |\n", g.acc.size(), mean(g.acc), stddev(g.acc),
-                         with_commas(static_cast<long long>(g.trainable)), g.rate / g.acc.size());
+    table += fmt::format(" {} | {:.4f} ± {:.4f} | {} | {:.0f} | {:.0f} |\n", g.acc.size(), mean(g.acc), stddev(g.acc),
+                         with_commas(static_cast<long long>(g.trainable)), g.rate / g.acc.size(), g.rss);
   }
   res.table = table;
   res.summary = res.dir + "/summary.md";
@@ -238,27 +266,33 @@ SweepResult run_sweep(const SweepOptions& opt) {
                                                  "(best validation checkpoint).\n\n{}",
                                                  name, opt.recipe_path, fmt::join(seeds, ", "), table));
 
-  // Plots: x = the first numeric grid key (log scale when it spans 10x or more), else the first
-  // key as categories; one curve per combination of the other keys.
+  // Plots. x = trainable parameters (sweep.plot_x: trainable_params; one curve per variant
+  // series and other grid values), or the first numeric key (log scale when it spans 10x or
+  // more), else the first key as categories; one curve per combination of the other keys.
   std::string gnuplot = find_gnuplot();
-  if (grid.empty()) return res;
+  if (dims.empty()) return res;
   if (gnuplot.empty()) {
     std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
     return res;
   }
+  const bool by_params = base.sweep.plot_x == "trainable_params";
   size_t xk = 0;
-  bool numeric = false;
-  for (size_t k = 0; k < grid.size() && !numeric; ++k)
-    if (std::all_of(grid[k].second.begin(), grid[k].second.end(), is_number)) {
+  bool numeric = by_params;
+  for (size_t k = 0; k < dims.size() && !numeric; ++k)
+    if (std::all_of(dims[k].second.begin(), dims[k].second.end(), is_number)) {
       xk = k;
       numeric = true;
     }
+  auto x_of = [&](const Group& g) { return by_params ? fmt::format("{:.0f}", g.trainable) : g.values[xk]; };
   std::map<std::string, std::vector<const Group*>> series;
   std::vector<std::string> series_order;
   for (const auto& g : groups) {
     std::vector<std::string> rest;
-    for (size_t k = 0; k < grid.size(); ++k)
-      if (k != xk) rest.push_back(grid[k].first.substr(grid[k].first.rfind('.') + 1) + "=" + g.values[k]);
+    for (size_t k = 0; k < dims.size(); ++k) {
+      if (!by_params && k == xk) continue;
+      if (!variants.empty() && k == 0) rest.push_back(by_params ? g.series : g.values[0]);
+      else rest.push_back(dims[k].first.substr(dims[k].first.rfind('.') + 1) + "=" + g.values[k]);
+    }
     std::string label = rest.empty() ? "test accuracy" : join(rest, " ");
     if (!series.count(label)) series_order.push_back(label);
     series[label].push_back(&g);
@@ -268,8 +302,11 @@ SweepResult run_sweep(const SweepOptions& opt) {
   for (size_t s = 0; s < series_order.size(); ++s) {
     std::string data_path = fmt::format("{}/plot_series{}.dat", res.dir, s);
     std::ofstream out(data_path);
-    for (const Group* g : series[series_order[s]]) {
-      const std::string& x = g->values[xk];
+    auto members = series[series_order[s]];
+    if (by_params)
+      std::sort(members.begin(), members.end(), [](const Group* a, const Group* b) { return a->trainable < b->trainable; });
+    for (const Group* g : members) {
+      const std::string x = x_of(*g);
       if (numeric) {
         lo = std::min(lo, std::atof(x.c_str()));
         hi = std::max(hi, std::atof(x.c_str()));
@@ -280,12 +317,13 @@ SweepResult run_sweep(const SweepOptions& opt) {
     plot_cmds += fmt::format("{}'{}' using {} with yerrorlines title '{}'", s ? ", " : "", data_path, using_,
                              series_order[s]);
   }
+  const std::string xlabel = by_params ? "trainable parameters" : dims[xk].first;
   for (const char* ext : {"png", "svg"}) {
     std::string out_path = fmt::format("{}/plot.{}", res.dir, ext);
     std::string script = fmt::format(
         "set terminal {}\nset output '{}'\nset title 'sweep {}'\nset xlabel '{}'\nset ylabel 'test accuracy'\n"
         "set key bottom right\nset grid\n{}{}plot {}\n",
-        std::string(ext) == "png" ? "pngcairo noenhanced size 900,600" : "svg noenhanced size 900,600", out_path, name, grid[xk].first,
+        std::string(ext) == "png" ? "pngcairo noenhanced size 900,600" : "svg noenhanced size 900,600", out_path, name, xlabel,
         numeric && hi >= 10 * lo && lo > 0 ? fmt::format("set logscale x\nset xrange [{}:{}]\n", lo / 1.5, hi * 1.5)
                                            : std::string(),
         !numeric ? "set offsets 0.5, 0.5\n" : hi >= 10 * lo && lo > 0 ? "" : "set offsets graph 0.05, graph 0.05\n",

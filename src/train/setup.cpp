@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "models/registry.h"
+#include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/util/error.h"
 
@@ -26,6 +27,11 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
       r.init_message += fmt::format(" (kept fresh: {})", fmt::join(recipe.init_from.exclude, ", "));
   }
   r.report = adapters::attach_adapters(*r.model, recipe.adapter);
+  if (load_init && !recipe.adapter.init_from.empty()) {
+    int64_t n = io::load_adapter(recipe.adapter.init_from, *r.model, recipe.adapter);
+    r.init_message += fmt::format("{}adapter: loaded {} tensors from {}", r.init_message.empty() ? "" : "; ", n,
+                                  io::resolve_adapter_dir(recipe.adapter.init_from));
+  }
   return r;
 }
 

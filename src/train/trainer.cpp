@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "src/eval/evaluator.h"
+#include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
 #include "src/util/error.h"
@@ -149,9 +150,15 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   double train_seconds = state.train_seconds;
   int64_t samples_this_call = 0;
   double seconds_this_call = 0;
+  // Low-rank adapters are also written on their own (PEFT layout) inside every checkpoint.
+  std::function<void(const std::string&)> write_adapter;
+  if (recipe.adapter.low_rank())
+    write_adapter = [&](const std::string& dir) {
+      io::save_adapter(dir, model, recipe.adapter, rm.report.adapted, recipe.init_from.run);
+    };
   auto checkpoint_last = [&] {
     state.train_seconds = train_seconds;
-    io::save_checkpoint(last_dir, model, optimizer.get(), state);
+    io::save_checkpoint(last_dir, model, optimizer.get(), state, write_adapter);
   };
 
   bool stop = state.step >= total_steps;
@@ -245,7 +252,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
     }
     if (!has_val || state.best_epoch == epoch + 1) {
       state.train_seconds = train_seconds;
-      io::save_checkpoint(best_dir, model, nullptr, state);
+      io::save_checkpoint(best_dir, model, nullptr, state, write_adapter);
     }
     checkpoint_last();
   }
@@ -255,7 +262,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   result.train_seconds = train_seconds;
   result.samples_per_second = seconds_this_call > 0 ? samples_this_call / seconds_this_call : 0;
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
-  if (!io::checkpoint_exists(best_dir)) io::save_checkpoint(best_dir, model, nullptr, state);
+  if (!io::checkpoint_exists(best_dir)) io::save_checkpoint(best_dir, model, nullptr, state, write_adapter);
   metrics.write({{"type", "summary"}, {"step", state.step}, {"samples_per_second", result.samples_per_second},
                  {"wall_seconds", result.wall_seconds}, {"flops_per_sample", result.flops_per_sample},
                  {"train_seconds", train_seconds}, {"best_val_accuracy", state.best_metric},
