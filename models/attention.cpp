@@ -92,7 +92,7 @@ torch::jit::Module AttentionImpl::to_script(const ScriptUnit& unit) const {
   m.register_module("o", o->to_script(unit));
   const int64_t H = options.heads(), Dh = options.dim() / H, C = options.dim();
   std::string src = R"(
-def forward(self, x: Tensor) -> Tensor:
+def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     B = x.size(0)
     N = x.size(1)
     q = self.q.forward(x)
@@ -122,6 +122,7 @@ def forward(self, x: Tensor) -> Tensor:
       "    v = v.view(B, N, {H}, {Dh}).transpose(1, 2)\n"
       "    scores = torch.matmul(q, k.transpose(-2, -1)) * {scale}\n",
       fmt::arg("H", H), fmt::arg("Dh", Dh), fmt::arg("scale", py_float(1.0 / std::sqrt(double(Dh)))));
+  src += "    if mask is not None:\n        scores = scores.masked_fill(mask.logical_not(), float('-inf'))\n";
   if (var.score == Score::Sigmoid) {
     m.register_buffer("sigmoid_bias", sigmoid_bias_.detach().clone());
     src += "    probs = torch.sigmoid(scores + self.sigmoid_bias)\n";

@@ -49,12 +49,12 @@ torch::jit::Module BlockImpl::to_script(const ScriptUnit& unit) const {
   m.register_module("fc1", fc1->to_script(unit));
   m.register_module("fc2", fc2->to_script(unit));
   m.define(fmt::format(R"(
-def forward(self, x: Tensor) -> Tensor:
+def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     h = x + {}
     return h + self.fc2.forward(torch.gelu(self.fc1.forward(self.norm2.forward(h))))
 )",
-                       options.post_attn_norm() ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x)))"
-                                                : "self.attn.forward(self.norm1.forward(x))"));
+                       options.post_attn_norm() ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x), mask))"
+                                                : "self.attn.forward(self.norm1.forward(x), mask)"));
   return m;
 }
 
