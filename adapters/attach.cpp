@@ -2,11 +2,19 @@
 
 #include <fmt/format.h>
 
+#include <functional>
+#include <map>
+#include <set>
+
 #include "adapters/dora.h"
 #include "adapters/doran.h"
 #include "adapters/hora.h"
 #include "adapters/hypernet.h"
 #include "adapters/lora.h"
+#include "adapters/prefix.h"
+#include "adapters/prompt_expert.h"
+#include "models/attention.h"
+#include "models/block.h"
 #include "models/linear.h"
 #include "src/util/error.h"
 #include "src/util/text.h"
@@ -67,6 +75,64 @@ void for_each_linear(torch::nn::Module& model, F&& f) {
   for (const auto& item : model.named_modules("", false))
     if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get())) f(item.key(), *lin);
 }
+PromptExpertOptions prompt_options(const AdapterConfig& cfg, int64_t in, int64_t out) {
+  const auto& g = cfg.gate;
+  auto gate = GateOptions(in, cfg.experts)
+                  .kind(g.kind)
+                  .top_k(g.top_k)
+                  .temperature(g.temperature)
+                  .act(g.act)
+                  .tau1(g.tau1)
+                  .tau2(g.tau2)
+                  .noise(g.noise)
+                  .bias_init(g.bias_init);
+  return PromptExpertOptions(in, out, gate).hidden(cfg.expert_hidden).gate_input(g.input);
+}
+
+// Attaches prompt experts to the Linear layers, blocks and block MLPs matching cfg.targets.
+void attach_prompt_experts(torch::nn::Module& model, const AdapterConfig& cfg, AttachReport& report) {
+  std::vector<std::pair<std::string, std::function<void()>>> hosts;  // name -> attach
+  std::map<std::string, models::BlockImpl*> blocks;
+  auto named = model.named_modules("", false);
+  for (const auto& item : named)
+    if (auto* b = dynamic_cast<models::BlockImpl*>(item.value().get())) blocks[item.key()] = b;
+  for (const auto& item : named) {
+    const std::string name = item.key();
+    if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get())) {
+      hosts.emplace_back(name, [&cfg, lin] {
+        lin->attach_output(std::make_shared<PromptExpertImpl>(
+            prompt_options(cfg, lin->options.in_features(), lin->options.out_features())));
+      });
+    } else if (auto* b = dynamic_cast<models::BlockImpl*>(item.value().get())) {
+      hosts.emplace_back(name, [&cfg, b] {
+        b->attach_output(std::make_shared<PromptExpertImpl>(prompt_options(cfg, b->options.dim(), b->options.dim())));
+      });
+    } else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".mlp") == 0 &&
+               blocks.count(name.substr(0, name.size() - 4))) {
+      auto* b = blocks[name.substr(0, name.size() - 4)];
+      hosts.emplace_back(name, [&cfg, b] {
+        b->attach_mlp_output(std::make_shared<PromptExpertImpl>(prompt_options(cfg, b->options.dim(), b->options.dim())));
+      });
+    }
+  }
+  std::vector<std::string> candidates;
+  for (const auto& h : hosts) candidates.push_back(h.first);
+  std::set<std::string> done;
+  for (const auto& pattern : cfg.targets) {
+    bool hit = false;
+    for (const auto& [name, attach] : hosts) {
+      if (!glob_match(pattern, name)) continue;
+      hit = true;
+      if (!done.insert(name).second) continue;
+      attach();
+      report.adapted.push_back(name);
+    }
+    if (!hit)
+      throw Error(fmt::format("adapter.targets: pattern '{}' matches no Linear layer, block or block MLP{}; prompt "
+                              "experts go on e.g. head, blocks.3.mlp or blocks.3",
+                              pattern, did_you_mean(pattern, candidates)));
+  }
+}
 }  // namespace
 
 std::vector<std::string> adaptable_modules(torch::nn::Module& model) {
@@ -111,6 +177,33 @@ AttachReport attach_adapters(torch::nn::Module& model, const AdapterConfig& cfg)
     }
     // Registered once, at the root, after every target has added its slot (ARCHITECTURE.md).
     if (set) model.register_module("hypernets", set.ptr());
+  }
+
+  if (cfg.kind == AdapterKind::PromptExpert) attach_prompt_experts(model, cfg, report);
+  if (cfg.kind == AdapterKind::Prefix) {
+    std::vector<std::pair<std::string, models::AttentionImpl*>> layers;
+    std::vector<std::string> names;
+    for (const auto& item : model.named_modules("", false))
+      if (auto* a = dynamic_cast<models::AttentionImpl*>(item.value().get())) {
+        layers.emplace_back(item.key(), a);
+        names.push_back(item.key());
+      }
+    for (const auto& pattern : cfg.targets) {
+      bool hit = false;
+      for (auto& [name, a] : layers) {
+        if (!glob_match(pattern, name)) continue;
+        hit = true;
+        if (a->prefix()) continue;
+        a->attach_prefix(std::make_shared<PrefixImpl>(PrefixOptions(a->options.dim(), cfg.prefix_length)
+                                                          .reparam(cfg.prefix_reparam)
+                                                          .hidden(cfg.prefix_hidden)));
+        report.adapted.push_back(name);
+      }
+      if (!hit)
+        throw Error(fmt::format("adapter.targets: pattern '{}' matches no attention layer{}; prefixes go on e.g. "
+                                "blocks.*.attn",
+                                pattern, did_you_mean(pattern, names)));
+    }
   }
 
   if (cfg.kind != AdapterKind::None) {

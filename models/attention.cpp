@@ -55,24 +55,43 @@ void AttentionImpl::reset() {
   }
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+void AttentionImpl::attach_prefix(std::shared_ptr<adapters::KeyValuePrefix> prefix) {
+  if (prefix_) throw Error("this attention layer already has a prefix attached");
+  prefix_ = register_module("prefix", std::move(prefix));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask_in) {
   const auto& var = options.variant();
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = options.heads(), Dh = C / H;
+  torch::Tensor mask = mask_in;
   const double scale = 1.0 / std::sqrt(double(Dh));
   const bool sigmoid = var.score == Score::Sigmoid;
   auto qx = q(x), kx = k(x), vx = v(x);
   torch::Tensor g;
   if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X_n W_g + b_g)
   if (var.gate == Gate::Value) vx = vx * g;                  // V <- V (.) G
+  int64_t Nk = N;
+  if (prefix_) {  // [P_K; K], [P_V; V]; prefix keys are visible to every query (adapters/prefix.h)
+    auto [pk, pv] = prefix_->keys_values();
+    const int64_t L = pk.size(0);
+    kx = torch::cat({pk.unsqueeze(0).expand({B, L, C}).to(kx.scalar_type()), kx}, 1);
+    vx = torch::cat({pv.unsqueeze(0).expand({B, L, C}).to(vx.scalar_type()), vx}, 1);
+    Nk = N + L;
+    if (mask.defined()) {
+      auto shape = mask.sizes().vec();
+      shape.back() = L;
+      mask = torch::cat({torch::ones(shape, mask.options()), mask}, -1);
+    }
+  }
   if (var.qk_norm) {
     qx = q_norm(qx.view({B, N, H, Dh})).view({B, N, C});
-    kx = k_norm(kx.view({B, N, H, Dh})).view({B, N, C});
+    kx = k_norm(kx.view({B, Nk, H, Dh})).view({B, Nk, C});
   }
   torch::Tensor out;  // [B, N, C], heads concatenated
-  if (!mask.defined() && attention_kernel_available(qx)) {  // models/attention_kernel.h
+  if (!mask.defined() && !prefix_ && attention_kernel_available(qx)) {  // models/attention_kernel.h
     out = sigmoid ? sigmoid_attention(qx, kx, vx, sigmoid_bias_, H, scale) : softmax_attention(qx, kx, vx, H, scale);
   } else {
-    auto split = [&](const torch::Tensor& t) { return t.view({B, N, H, Dh}).transpose(1, 2); };
+    auto split = [&](const torch::Tensor& t) { return t.view({B, t.size(1), H, Dh}).transpose(1, 2); };
     auto scores = torch::matmul(split(qx), split(kx).transpose(-2, -1)).mul_(scale);
     if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -INFINITY);
     auto probs = sigmoid ? torch::sigmoid(scores + sigmoid_bias_) : torch::softmax(scores, -1);
@@ -104,7 +123,20 @@ def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     src += "    g = torch.sigmoid(self.gate.forward(x))\n";
   }
   if (var.gate == Gate::Value) src += "    v = v * g\n";
-  src += fmt::format("    q = q.view(B, N, {H}, {Dh})\n    k = k.view(B, N, {H}, {Dh})\n", fmt::arg("H", H),
+  if (prefix_) {  // folded: the prefixes as they are now (a reparameterisation network is dropped)
+    torch::NoGradGuard no_grad;
+    auto [pk, pv] = prefix_->keys_values();
+    m.register_parameter("prefix_k", pk.detach().clone(), false);
+    m.register_parameter("prefix_v", pv.detach().clone(), false);
+    src += fmt::format(
+        "    k = torch.cat([self.prefix_k.unsqueeze(0).expand(B, {L}, {C}), k], 1)\n"
+        "    v = torch.cat([self.prefix_v.unsqueeze(0).expand(B, {L}, {C}), v], 1)\n"
+        "    if mask is not None:\n"
+        "        shape = mask.size()\n"
+        "        mask = torch.cat([torch.ones(shape[:-1] + [{L}]).to(mask.dtype), mask], -1)\n",
+        fmt::arg("L", pk.size(0)), fmt::arg("C", C));
+  }
+  src += fmt::format("    q = q.view(B, N, {H}, {Dh})\n    k = k.view(B, k.size(1), {H}, {Dh})\n", fmt::arg("H", H),
                      fmt::arg("Dh", Dh));
   if (var.qk_norm) {
     for (const char* name : {"q_norm", "k_norm"}) {
@@ -119,7 +151,7 @@ def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
   }
   src += fmt::format(
       "    q = q.transpose(1, 2)\n    k = k.transpose(1, 2)\n"
-      "    v = v.view(B, N, {H}, {Dh}).transpose(1, 2)\n"
+      "    v = v.view(B, v.size(1), {H}, {Dh}).transpose(1, 2)\n"
       "    scores = torch.matmul(q, k.transpose(-2, -1)) * {scale}\n",
       fmt::arg("H", H), fmt::arg("Dh", Dh), fmt::arg("scale", py_float(1.0 / std::sqrt(double(Dh)))));
   src += "    if mask is not None:\n        scores = scores.masked_fill(mask.logical_not(), float('-inf'))\n";

@@ -28,6 +28,9 @@ class AttentionImpl : public torch::nn::Module {
   torch::jit::Module to_script(const ScriptUnit& unit) const;
   // The sigmoid bias b as a scalar tensor (the learnable parameter or the fixed buffer).
   const torch::Tensor& sigmoid_bias() const { return sigmoid_bias_; }
+  // Prefix tuning: learnable keys/values prepended to K and V (registered as child "prefix").
+  void attach_prefix(std::shared_ptr<adapters::KeyValuePrefix> prefix);
+  const std::shared_ptr<adapters::KeyValuePrefix>& prefix() const { return prefix_; }
 
   AttentionOptions options;
   Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr}, gate{nullptr};
@@ -35,6 +38,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   torch::Tensor sigmoid_bias_;
+  std::shared_ptr<adapters::KeyValuePrefix> prefix_;
 };
 TORCH_MODULE(Attention);
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "src/util/error.h"
+
 namespace tunekit::models {
 
 BlockImpl::BlockImpl(BlockOptions options_) : options(std::move(options_)) { reset(); }
@@ -15,7 +17,7 @@ void BlockImpl::reset() {
   if (options.post_attn_norm()) post_norm = register_module("post_norm", torch::nn::LayerNorm(ln));
   norm2 = register_module("norm2", torch::nn::LayerNorm(ln));
   // Registered under "mlp" so their names are blocks.N.mlp.fc1 / blocks.N.mlp.fc2.
-  auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+  mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
   fc1 = mlp->register_module("fc1", Linear(d, hidden));
   fc2 = mlp->register_module("fc2", Linear(hidden, d));
   drop = register_module("drop", torch::nn::Dropout(options.dropout()));
@@ -24,7 +26,21 @@ void BlockImpl::reset() {
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   auto a = attn(norm1(x), mask);
   auto h = x + drop(options.post_attn_norm() ? post_norm(a) : a);
-  return h + drop(fc2(torch::gelu(fc1(norm2(h)))));
+  auto n = norm2(h);
+  auto f = fc2(torch::gelu(fc1(n)));
+  if (mlp_prompt) f = mlp_prompt->forward(n, f);
+  auto out = h + drop(f);
+  return prompt ? prompt->forward(x, out) : out;
+}
+
+void BlockImpl::attach_mlp_output(std::shared_ptr<adapters::OutputAdapter> p) {
+  if (mlp_prompt) throw Error("this block's MLP already has an output adapter attached");
+  mlp_prompt = mlp->register_module("prompt", std::move(p));
+}
+
+void BlockImpl::attach_output(std::shared_ptr<adapters::OutputAdapter> p) {
+  if (prompt) throw Error("this block already has an output adapter attached");
+  prompt = register_module("prompt", std::move(p));
 }
 
 torch::jit::Module layer_norm_script(const ScriptUnit& unit, const torch::nn::LayerNorm& norm) {
@@ -48,13 +64,26 @@ torch::jit::Module BlockImpl::to_script(const ScriptUnit& unit) const {
   if (options.post_attn_norm()) m.register_module("post_norm", layer_norm_script(unit, post_norm));
   m.register_module("fc1", fc1->to_script(unit));
   m.register_module("fc2", fc2->to_script(unit));
-  m.define(fmt::format(R"(
+  std::string src = fmt::format(R"(
 def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     h = x + {}
-    return h + self.fc2.forward(torch.gelu(self.fc1.forward(self.norm2.forward(h))))
+    n = self.norm2.forward(h)
+    f = self.fc2.forward(torch.gelu(self.fc1.forward(n)))
 )",
-                       options.post_attn_norm() ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x), mask))"
-                                                : "self.attn.forward(self.norm1.forward(x), mask)"));
+                                options.post_attn_norm()
+                                    ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x), mask))"
+                                    : "self.attn.forward(self.norm1.forward(x), mask)");
+  if (mlp_prompt) {
+    m.register_module("mlp_prompt", mlp_prompt->to_script(unit));
+    src += "    f = self.mlp_prompt.forward(n, f)\n";
+  }
+  if (prompt) {
+    m.register_module("prompt", prompt->to_script(unit));
+    src += "    return self.prompt.forward(x, h + f)\n";
+  } else {
+    src += "    return h + f\n";
+  }
+  m.define(src);
   return m;
 }
 

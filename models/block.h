@@ -26,12 +26,18 @@ class BlockImpl : public torch::nn::Module {
   void reset();
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
   torch::jit::Module to_script(const ScriptUnit& unit) const;
+  // Output adapters (prompt experts) on the MLP ("blocks.N.mlp.prompt", input norm2(h)) or on
+  // the whole block ("blocks.N.prompt", input x).
+  void attach_mlp_output(std::shared_ptr<adapters::OutputAdapter> prompt);
+  void attach_output(std::shared_ptr<adapters::OutputAdapter> prompt);
 
   BlockOptions options;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, post_norm{nullptr};
   Attention attn{nullptr};
   Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout drop{nullptr};
+  std::shared_ptr<torch::nn::Module> mlp;  // holds fc1, fc2 (and an MLP output adapter)
+  std::shared_ptr<adapters::OutputAdapter> mlp_prompt, prompt;
 };
 TORCH_MODULE(Block);
 

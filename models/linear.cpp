@@ -26,8 +26,13 @@ void LinearImpl::reset_parameters() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (adapter_ && !merged_) return adapter_->forward(x, weight, bias);
-  return torch::linear(x, weight, bias);
+  auto y = adapter_ && !merged_ ? adapter_->forward(x, weight, bias) : torch::linear(x, weight, bias);
+  return output_ ? output_->forward(x, y) : y;
+}
+
+void LinearImpl::attach_output(std::shared_ptr<adapters::OutputAdapter> prompt) {
+  if (output_) throw Error("this Linear already has an output adapter attached");
+  output_ = register_module("prompt", std::move(prompt));
 }
 
 void LinearImpl::attach(std::shared_ptr<adapters::Adapter> adapter) {
@@ -67,18 +72,16 @@ torch::Tensor LinearImpl::effective_weight() const {
 torch::jit::Module LinearImpl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("Linear");
   m.register_parameter("weight", effective_weight().clone(), false);
+  std::string y = "torch.linear(x, self.weight)";
   if (bias.defined()) {
     m.register_parameter("bias", bias.detach().clone(), false);
-    m.define(R"(
-def forward(self, x: Tensor) -> Tensor:
-    return torch.linear(x, self.weight, self.bias)
-)");
-  } else {
-    m.define(R"(
-def forward(self, x: Tensor) -> Tensor:
-    return torch.linear(x, self.weight)
-)");
+    y = "torch.linear(x, self.weight, self.bias)";
   }
+  if (output_) {
+    m.register_module("prompt", output_->to_script(unit));
+    y = "self.prompt.forward(x, " + y + ")";
+  }
+  m.define("def forward(self, x: Tensor) -> Tensor:\n    return " + y + "\n");
   return m;
 }
 

@@ -29,6 +29,10 @@ class LinearImpl : public torch::nn::Module {
   void attach(std::shared_ptr<adapters::Adapter> adapter);
   void detach();
   const std::shared_ptr<adapters::Adapter>& adapter() const { return adapter_; }
+  // An output adapter (prompt expert) mixing this layer's output with its own; registered as
+  // child "prompt". It does not fold into the weight.
+  void attach_output(std::shared_ptr<adapters::OutputAdapter> prompt);
+  const std::shared_ptr<adapters::OutputAdapter>& output_adapter() const { return output_; }
   // Folds the adapter into `weight` (keeping the original for unmerge) and back.
   void merge();
   void unmerge();
@@ -43,6 +47,7 @@ class LinearImpl : public torch::nn::Module {
 
  private:
   std::shared_ptr<adapters::Adapter> adapter_;
+  std::shared_ptr<adapters::OutputAdapter> output_;
   torch::Tensor unmerged_weight_;
   bool merged_ = false;
 };

@@ -45,7 +45,7 @@ TEST(Recipe, WrongTypeNamesLineColumnAndPath) {
 
 TEST(Recipe, BadChoiceSuggests) {
   EXPECT_EQ(error_of("adapter: {kind: lroa, targets: [x]}\n"),
-            "r.yaml:1:17: adapter.kind: 'lroa' is not one of: none, linear_probe, lora, dora, hora, doran (did you mean 'lora'?)");
+            "r.yaml:1:17: adapter.kind: 'lroa' is not one of: none, linear_probe, lora, dora, hora, doran, prompt_expert, prefix (did you mean 'lora'?)");
 }
 
 TEST(Recipe, SemanticChecks) {

@@ -102,7 +102,9 @@ int cmd_ls() {
             << "  lora           low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)\n"
             << "  dora           LoRA direction + trained magnitude, m * V / ||V||_c (METHODS.md §3)\n"
             << "  hora           LoRA factors from a hypernetwork shared across heads (and q/v) (METHODS.md §4)\n"
-            << "  doran          DoRA with learnable tau in the norm and generated factors (METHODS.md §5)\n";
+            << "  doran          DoRA with learnable tau in the norm and generated factors (METHODS.md §5)\n"
+            << "  prompt_expert  frozen sub-network mixed with K trainable experts by a gate (METHODS.md §6, §7)\n"
+            << "  prefix         learnable prompt keys/values in every targeted attention layer (METHODS.md §6)\n";
   std::cout << "datasets:\n";
   std::string root = data::default_fashion_mnist_root();
   std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "adapters/adapter.h"
+
 namespace tunekit {
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) {
@@ -12,6 +14,13 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
   torch::NoGradGuard no_grad;
   bool was_training = model.is_training();
   model.eval();
+  std::vector<std::pair<std::string, adapters::OutputAdapter*>> prompts;
+  for (const auto& item : model.named_modules("", false))
+    if (auto* p = dynamic_cast<adapters::OutputAdapter*>(item.value().get())) {
+      p->reset_usage();
+      std::string host = item.key();
+      prompts.emplace_back(host.substr(0, host.rfind(".prompt")), p);
+    }
   const int64_t n = data.size();
   const int64_t k = static_cast<int64_t>(data.class_names.size());
   EvalResult r;
@@ -30,6 +39,7 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
     r.confusion.view(-1).index_add_(0, y * k + pred, torch::ones_like(y));
   }
   model.train(was_training);
+  for (const auto& [host, p] : prompts) r.prompt_usage.emplace_back(host, p->usage());
   auto conf = r.confusion.to(torch::kDouble);
   auto correct = conf.diagonal();
   r.loss = n ? loss_sum / n : 0;
@@ -57,7 +67,17 @@ std::string EvalResult::report() const {
     for (int64_t j = 0; j < k; ++j) s += fmt::format("{:>6}", confusion[i][j].item<int64_t>());
     s += "\n";
   }
+  if (!prompt_usage.empty()) {
+    s += "prompt experts (mean gate weight on the trainable experts):\n";
+    for (const auto& [host, u] : prompt_usage) s += fmt::format("  {:<20} {:.4f}\n", host, u);
+  }
   return s;
+}
+
+double EvalResult::mean_prompt_usage() const {
+  double sum = 0;
+  for (const auto& [host, u] : prompt_usage) sum += u;
+  return prompt_usage.empty() ? 0.0 : sum / prompt_usage.size();
 }
 
 std::string EvalResult::json() const {
@@ -71,6 +91,11 @@ std::string EvalResult::json() const {
                    {"accuracy", accuracy}, {"macro_f1", macro_f1},
                    {"per_class_accuracy", per_class_accuracy}, {"class_names", class_names},
                    {"confusion", conf},  {"seconds", seconds}};
+  if (!prompt_usage.empty()) {
+    nlohmann::json u = nlohmann::json::object();
+    for (const auto& [host, v] : prompt_usage) u[host] = v;
+    j["prompt_usage"] = u;
+  }
   return j.dump();
 }
 

@@ -1,5 +1,5 @@
 // Evaluation of a classifier on a labelled dataset: loss, accuracy, per-class accuracy,
-// macro F1 and the confusion matrix.
+// macro F1, the confusion matrix, and how much prompt experts are used.
 #pragma once
 #include <torch/torch.h>
 
@@ -17,6 +17,10 @@ struct EvalResult {
   std::vector<double> per_class_accuracy;
   std::vector<std::string> class_names;
   torch::Tensor confusion;  // [k, k] int64, rows = true class, columns = predicted
+  // Prompt experts: the mean weight each one's gate gave its trainable experts (1 − the frozen
+  // expert's weight), by host module name; empty without prompt experts.
+  std::vector<std::pair<std::string, double>> prompt_usage;
+  double mean_prompt_usage() const;
   double seconds = 0;
 
   std::string report() const;  // human-readable, multi-line

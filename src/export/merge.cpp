@@ -18,6 +18,12 @@ namespace tunekit {
 MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint, std::string out_dir) {
   LoadedRun run = load_run(run_dir, checkpoint);
   auto& adapted = *run.run.model;
+  if (run.recipe.adapter.kind == AdapterKind::PromptExpert || run.recipe.adapter.kind == AdapterKind::Prefix)
+    throw Error(fmt::format("merge: {} uses {}, which cannot fold into the base weights; `tunekit export` writes them "
+                            "as modules",
+                            run_dir,
+                            run.recipe.adapter.kind == AdapterKind::Prefix ? "prefixes (extra keys and values)"
+                                                                           : "prompt experts (an input-dependent gate)"));
   if (run.run.report.adapted.empty())
     throw Error(fmt::format("merge: {} has no low-rank adapter (adapter.kind {}); its checkpoint is already a full one",
                             run_dir, to_string(run.recipe.adapter.kind)));

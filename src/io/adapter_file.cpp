@@ -34,6 +34,8 @@ std::string peft_type(AdapterKind k) {
   switch (k) {
     case AdapterKind::Hora: return "HORA";
     case AdapterKind::Doran: return "DORAN";
+    case AdapterKind::PromptExpert: return "PROMPT_EXPERT";
+    case AdapterKind::Prefix: return "PREFIX";
     default: return "LORA";
   }
 }
@@ -44,7 +46,8 @@ std::vector<std::pair<std::string, torch::Tensor>> adapter_tensors(torch::nn::Mo
   std::set<std::string> seen;
   for (const auto& p : model.named_parameters()) {
     const auto& name = p.key();
-    if (name.find(".adapter.") != std::string::npos || name.rfind("hypernets.", 0) == 0) {
+    if (name.find(".adapter.") != std::string::npos || name.rfind("hypernets.", 0) == 0 ||
+        name.find(".prompt.") != std::string::npos || name.find(".prefix.") != std::string::npos) {
       out.emplace_back(peft_name(name), p.value());
       seen.insert(name);
     }
@@ -69,7 +72,8 @@ std::vector<std::pair<std::string, torch::Tensor>> adapter_state(torch::nn::Modu
 
 void save_adapter(const std::string& dir, torch::nn::Module& model, const AdapterConfig& cfg,
                   const std::vector<std::string>& adapted, const std::string& base_model) {
-  if (!cfg.low_rank()) throw Error("save_adapter: adapter.kind " + to_string(cfg.kind) + " has no adapter file");
+  if (!cfg.saves_adapter_file())
+    throw Error("save_adapter: adapter.kind " + to_string(cfg.kind) + " has no adapter file");
   fs::create_directories(dir);
   json tk = {{"kind", to_string(cfg.kind)},
              {"targets", cfg.targets},
@@ -82,6 +86,15 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
                       {"share", to_string(cfg.hypernet.share)},
                       {"share_seeds", cfg.hypernet.share_seeds}};
   if (cfg.kind == AdapterKind::Doran) tk["tau_init"] = cfg.tau_init;
+  if (cfg.kind == AdapterKind::Prefix)
+    tk["prefix"] = {{"length", cfg.prefix_length}, {"reparam", cfg.prefix_reparam}, {"hidden", cfg.prefix_hidden}};
+  if (cfg.kind == AdapterKind::PromptExpert)
+    tk["prompt_expert"] = {{"experts", cfg.experts},
+                           {"expert_hidden", cfg.expert_hidden},
+                           {"gate", {{"kind", adapters::to_string(cfg.gate.kind)},
+                                     {"top_k", cfg.gate.top_k},
+                                     {"temperature", cfg.gate.temperature},
+                                     {"input", cfg.gate.input == adapters::GateInput::Mean ? "mean" : "token"}}}};
   json config = {
       {"peft_type", peft_type(cfg.kind)},
       {"task_type", nullptr},
@@ -146,9 +159,9 @@ int64_t load_adapter(const std::string& path, torch::nn::Module& model, const Ad
     if (kind != to_string(cfg.kind))
       throw Error(fmt::format("adapter.init_from: {} holds a {} adapter but adapter.kind is {}", dir, kind,
                               to_string(cfg.kind)));
-    if (config.value("r", cfg.r) != cfg.r)
+    if (cfg.low_rank() && config.value("r", cfg.r) != cfg.r)
       throw Error(fmt::format("adapter.init_from: {} has r={} but adapter.r is {}", dir, config.value("r", 0), cfg.r));
-    if (config.value("lora_alpha", cfg.alpha) != cfg.alpha)
+    if (cfg.low_rank() && config.value("lora_alpha", cfg.alpha) != cfg.alpha)
       throw Error(fmt::format("adapter.init_from: {} has lora_alpha={} but adapter.alpha is {}", dir,
                               config.value("lora_alpha", 0.0), cfg.alpha));
   }

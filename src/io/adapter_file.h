@@ -3,7 +3,8 @@
 // .lora_B.weight, .lora_magnitude_vector; modules_to_save as base_model.model.<path>.<param>).
 // LoRA and DoRA files are PEFT LORA files (use_dora for DoRA). HoRA and DoRAN have no PEFT type:
 // their files use the same layout with peft_type "HORA"/"DORAN", the generators under
-// base_model.model.hypernets.<group>.<param> and DoRAN's τ as <path>.tau_rho (README, "Adapter files").
+// base_model.model.hypernets.<group>.<param> and DoRAN's τ as <path>.tau_rho; prompt experts use
+// peft_type "PROMPT_EXPERT" with base_model.model.<host>.prompt.<param> (README, "Adapter files").
 #pragma once
 #include <torch/torch.h>
 

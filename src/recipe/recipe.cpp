@@ -128,6 +128,8 @@ class Section {
         std::string text;
         if (val.IsScalar()) {
           text = val.Scalar();
+        } else if (val.IsNull()) {
+          text = "null";  // removes the key (e.g. a section the variant's kind does not take)
         } else if (val.IsSequence()) {
           YAML::Emitter e;
           e.SetStringFormat(YAML::DoubleQuoted);  // keeps globs like "*.q" from reading as aliases
@@ -271,6 +273,8 @@ std::string to_string(AdapterKind k) {
     case AdapterKind::Dora: return "dora";
     case AdapterKind::Hora: return "hora";
     case AdapterKind::Doran: return "doran";
+    case AdapterKind::PromptExpert: return "prompt_expert";
+    case AdapterKind::Prefix: return "prefix";
   }
   return "?";
 }
@@ -383,8 +387,11 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   {
     Section a = top.section("adapter");
     auto& c = r.adapter;
-    std::string kind = a.choice("kind", "none", {"none", "linear_probe", "lora", "dora", "hora", "doran"});
-    c.kind = kind == "lora"           ? AdapterKind::Lora
+    std::string kind =
+        a.choice("kind", "none", {"none", "linear_probe", "lora", "dora", "hora", "doran", "prompt_expert", "prefix"});
+    c.kind = kind == "prompt_expert"  ? AdapterKind::PromptExpert
+             : kind == "prefix"       ? AdapterKind::Prefix
+             : kind == "lora"         ? AdapterKind::Lora
              : kind == "dora"         ? AdapterKind::Dora
              : kind == "hora"         ? AdapterKind::Hora
              : kind == "doran"        ? AdapterKind::Doran
@@ -418,15 +425,60 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
         a.fail("hypernet", fmt::format("only applies to kind hora or doran (kind is {})", kind));
       h.finish();
     }
+    a.read("prefix_length", c.prefix_length);
+    a.read("prefix_reparam", c.prefix_reparam);
+    a.read("prefix_hidden", c.prefix_hidden);
+    if (c.prefix_length < 1) a.fail("prefix_length", "must be at least 1");
+    if (c.prefix_hidden < 1) a.fail("prefix_hidden", "must be at least 1");
+    a.read("experts", c.experts);
+    a.read("expert_hidden", c.expert_hidden);
+    {
+      Section g = a.section("gate");
+      auto& q = c.gate;
+      using adapters::GateKind;
+      std::string gk = g.choice("kind", "softmax",
+                                {"softmax", "sigmoid", "topk_softmax", "dense_to_sparse", "cosine", "euclidean_sigmoid"});
+      q.kind = gk == "sigmoid"             ? GateKind::Sigmoid
+               : gk == "topk_softmax"      ? GateKind::TopkSoftmax
+               : gk == "dense_to_sparse"   ? GateKind::DenseToSparse
+               : gk == "cosine"            ? GateKind::Cosine
+               : gk == "euclidean_sigmoid" ? GateKind::EuclideanSigmoid
+                                           : GateKind::Softmax;
+      g.read("top_k", q.top_k);
+      g.read("temperature", q.temperature);
+      std::string act = g.choice("act", "identity", {"identity", "tanh", "sigmoid"});
+      q.act = act == "tanh" ? adapters::GateActivation::Tanh
+              : act == "sigmoid" ? adapters::GateActivation::Sigmoid : adapters::GateActivation::Identity;
+      g.read("tau1", q.tau1);
+      g.read("tau2", q.tau2);
+      g.read("noise", q.noise);
+      g.read("bias_init", q.bias_init);
+      q.input = g.choice("input", "token", {"token", "mean"}) == "mean" ? adapters::GateInput::Mean
+                                                                         : adapters::GateInput::Token;
+      if (!(q.temperature > 0)) g.fail("temperature", "must be positive");
+      if (q.tau1 < 0 || q.tau2 < 0 || q.noise < 0) g.fail(q.noise < 0 ? "noise" : "tau1", "must be >= 0");
+      if (q.top_k < 1 || q.top_k > c.experts + 1)
+        g.fail("top_k", fmt::format("must be in 1..experts+1 = {} (the frozen expert counts)", c.experts + 1));
+      if (a.has("gate") && c.kind != AdapterKind::PromptExpert)
+        a.fail("gate", fmt::format("only applies to kind prompt_expert (kind is {})", kind));
+      g.finish();
+    }
+    if (c.experts < 1) a.fail("experts", "must be at least 1");
+    if (c.expert_hidden < 0) a.fail("expert_hidden", "must be >= 0 (0 = linear experts)");
     if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
     if (c.alpha <= 0) a.fail("alpha", "must be positive");
     if (c.dropout < 0 || c.dropout >= 1) a.fail("dropout", "must be in [0, 1)");
     if (!(c.tau_init > 0)) a.fail("tau_init", "must be positive (τ = softplus(ρ) > 0)");
     if (a.has("tau_init") && c.kind != AdapterKind::Doran) a.fail("tau_init", "only applies to kind doran");
+    if (c.kind == AdapterKind::Prefix && c.targets.empty())
+      a.fail("targets", "prefix needs the attention modules to extend, e.g. [\"blocks.*.attn\"]");
+    if (c.kind == AdapterKind::PromptExpert && c.targets.empty())
+      a.fail("targets", "prompt_expert needs target modules: the head, blocks.N.mlp or blocks.N, e.g. [head]");
     if (c.low_rank() && c.targets.empty())
       a.fail("targets", fmt::format("{} needs at least one target pattern, e.g. [\"blocks.*.attn.q\", \"blocks.*.attn.v\"]", kind));
-    if (!c.init_from.empty() && !c.low_rank())
-      a.fail("init_from", fmt::format("needs a low-rank adapter kind (lora, dora, hora, doran), not {}", kind));
+    if (!c.init_from.empty() && !c.saves_adapter_file())
+      a.fail("init_from", fmt::format("needs an adapter kind with adapter files (lora, dora, hora, doran, "
+                                      "prompt_expert, prefix), not {}", kind));
     if (c.kind == AdapterKind::LinearProbe && c.modules_to_save.empty())
       a.fail("modules_to_save", "linear_probe trains only modules_to_save; name at least one, e.g. [head]");
     a.finish();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/gate_kind.h"
 #include "models/attention_variant.h"
 #include "src/util/threads.h"
 
@@ -27,7 +28,7 @@ struct InitFromConfig {
   std::vector<std::string> exclude;  // parameter-name globs not loaded (e.g. "head.*")
 };
 
-enum class AdapterKind { None, LinearProbe, Lora, Dora, Hora, Doran };
+enum class AdapterKind { None, LinearProbe, Lora, Dora, Hora, Doran, PromptExpert, Prefix };
 
 // Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
 // its heads), by all targets under one parent module (q and v of one attention), or model-wide.
@@ -41,6 +42,16 @@ struct HypernetConfig {  // adapter.hypernet (METHODS.md §4, §5)
   bool share_seeds = true;                      // default: true for hora, false for doran
 };
 
+struct GateConfig {  // adapter.gate (prompt experts; METHODS.md §6, §7)
+  adapters::GateKind kind = adapters::GateKind::Softmax;
+  int64_t top_k = 2;
+  double temperature = 1.0;
+  adapters::GateActivation act = adapters::GateActivation::Identity;
+  double tau1 = 0.01, tau2 = 0.01, noise = 0.0;
+  double bias_init = -2.0;  // g ≈ 0.12 at the start: near the frozen model
+  adapters::GateInput input = adapters::GateInput::Token;
+};
+
 struct AdapterConfig {
   AdapterKind kind = AdapterKind::None;
   int64_t r = 8;
@@ -52,6 +63,15 @@ struct AdapterConfig {
   double tau_init = 1e-3;                    // doran: τ at the start
   bool detach_norm = true;                   // dora, doran: norm constant in backward
   std::string init_from;                     // a saved adapter (dir with adapter_model.safetensors, or a run)
+  int64_t experts = 1;                       // prompt_expert: K trainable experts
+  int64_t expert_hidden = 0;                 // prompt_expert: 0 = Linear experts, > 0 = MLP width
+  GateConfig gate;                           // prompt_expert
+  int64_t prefix_length = 10;                // prefix: prompt tokens per attention layer
+  bool prefix_reparam = false;               // prefix: generate them with a shared MLP (2410.02200)
+  int64_t prefix_hidden = 64;                // prefix: that MLP's width
+  bool saves_adapter_file() const {
+    return low_rank() || kind == AdapterKind::PromptExpert || kind == AdapterKind::Prefix;
+  }
   bool low_rank() const { return kind == AdapterKind::Lora || kind == AdapterKind::Dora ||
                                  kind == AdapterKind::Hora || kind == AdapterKind::Doran; }
 };

@@ -88,6 +88,7 @@ struct Group {
   std::string series;
   std::vector<double> acc;
   double trainable = 0, rate = 0, rss = 0;
+  std::vector<double> gate;  // mean prompt-expert gate weight, when the cell has prompt experts
 };
 
 double mean(const std::vector<double>& v) {
@@ -205,6 +206,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
                      {"trainable_params", tr.trainable},
                      {"samples_per_second", tr.samples_per_second},
                      {"peak_rss_mib", rss},
+                     {"mean_gate", ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage())},
                      {"series", c.series},
                      {"steps", tr.steps},
                      {"seconds", seconds}};
@@ -220,15 +222,18 @@ SweepResult run_sweep(const SweepOptions& opt) {
     std::string csv = "cell";
     for (const auto& g : dims) csv += "," + csv_field(g.first);
     csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,"
-           "peak_rss_mib,steps,seconds\n";
+           "peak_rss_mib,steps,seconds,mean_gate\n";
     for (const auto& j : results) {
       csv += csv_field(j["cell"].get<std::string>());
       for (const auto& v : j["values"]) csv += "," + csv_field(v.get<std::string>());
-      csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
+      csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
                          j["test_loss"].get<double>(), j["test_macro_f1"].get<double>(),
                          j["best_val_accuracy"].get<double>(), j["trainable_params"].get<int64_t>(),
                          j["samples_per_second"].get<double>(), j.value("peak_rss_mib", 0.0), j["steps"].get<int64_t>(),
-                         j["seconds"].get<double>());
+                         j["seconds"].get<double>(),
+                         j.contains("mean_gate") && j["mean_gate"].is_number()
+                             ? fmt::format("{}", j["mean_gate"].get<double>())
+                             : std::string());
     }
     io::write_file_atomic(res.csv, csv);
   }
@@ -245,20 +250,25 @@ SweepResult run_sweep(const SweepOptions& opt) {
     }
     auto& g = groups[it->second];
     g.rss = std::max(g.rss, j.value("peak_rss_mib", 0.0));
+    if (j.contains("mean_gate") && j["mean_gate"].is_number()) g.gate.push_back(j["mean_gate"].get<double>());
     g.acc.push_back(j["test_accuracy"].get<double>());
     g.trainable = j["trainable_params"].get<double>();
     g.rate += j["samples_per_second"].get<double>();
   }
   std::string table = "|";
   for (const auto& g : dims) table += " " + g.first + " |";
-  table += " seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |\n|";
-  for (size_t k = 0; k < dims.size() + 5; ++k) table += "---|";
+  const bool any_gate = std::any_of(groups.begin(), groups.end(), [](const Group& g) { return !g.gate.empty(); });
+  table += " seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |";
+  table += any_gate ? " mean gate |\n|" : "\n|";
+  for (size_t k = 0; k < dims.size() + 5 + (any_gate ? 1 : 0); ++k) table += "---|";
   table += "\n";
   for (const auto& g : groups) {
     table += "|";
     for (const auto& v : g.values) table += " " + v + " |";
-    table += fmt::format(" {} | {:.4f} ± {:.4f} | {} | {:.0f} | {:.0f} |\n", g.acc.size(), mean(g.acc), stddev(g.acc),
+    table += fmt::format(" {} | {:.4f} ± {:.4f} | {} | {:.0f} | {:.0f} |", g.acc.size(), mean(g.acc), stddev(g.acc),
                          with_commas(static_cast<long long>(g.trainable)), g.rate / g.acc.size(), g.rss);
+    if (any_gate) table += g.gate.empty() ? " — |" : fmt::format(" {:.3f} |", mean(g.gate));
+    table += "\n";
   }
   res.table = table;
   res.summary = res.dir + "/summary.md";

@@ -152,7 +152,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   double seconds_this_call = 0;
   // Low-rank adapters are also written on their own (PEFT layout) inside every checkpoint.
   std::function<void(const std::string&)> write_adapter;
-  if (recipe.adapter.low_rank())
+  if (recipe.adapter.saves_adapter_file())
     write_adapter = [&](const std::string& dir) {
       io::save_adapter(dir, model, recipe.adapter, rm.report.adapted, recipe.init_from.run);
     };
