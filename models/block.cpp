@@ -43,6 +43,35 @@ void BlockImpl::attach_output(std::shared_ptr<adapters::OutputAdapter> p) {
   prompt = register_module("prompt", std::move(p));
 }
 
+std::string register_block_scripts(torch::jit::Module& m, const std::vector<Block>& blocks, const ScriptUnit& unit,
+                                   const std::string& extra_args) {
+  std::string calls;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    m.register_module(fmt::format("block{}", i), blocks[i]->to_script(unit));
+    calls += fmt::format("    h = self.block{}.forward(h{})\n", i, extra_args);
+  }
+  return calls;
+}
+
+double block_flops(const BlockOptions& o, double n) {
+  const double d = o.dim();
+  const double hidden = static_cast<double>(static_cast<int64_t>(d * o.mlp_ratio()));
+  double f = 2 * n * (4 * d * d)     // q, k, v, o
+             + 2 * 2 * n * n * d     // QK^T and AV
+             + 2 * n * (2 * d * hidden);  // MLP
+  const Gate gate = o.attention().gate;
+  if (gate != Gate::None) f += 2 * n * d * (gate == Gate::SdpaHeadwise ? o.heads() : d);
+  return f;
+}
+
+std::string describe_attention(const AttentionVariant& a, bool post_attn_norm) {
+  std::string attn = to_string(a.score);
+  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate);
+  if (a.qk_norm) attn += ", qk_norm";
+  if (post_attn_norm) attn += ", post_attn_norm";
+  return attn;
+}
+
 torch::jit::Module layer_norm_script(const ScriptUnit& unit, const torch::nn::LayerNorm& norm) {
   auto m = unit.module("LayerNorm");
   const auto& o = norm->options;

@@ -75,11 +75,7 @@ torch::jit::Module TextTransformerImpl::to_script(const ScriptUnit& unit) const 
   auto m = unit.module("TextTransformer");
   m.register_parameter("token_weight", token_embed->weight.detach().clone(), false);
   m.register_parameter("pos_embed", pos_embed.detach().clone(), false);
-  std::string calls;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    m.register_module(fmt::format("block{}", i), blocks[i]->to_script(unit));
-    calls += fmt::format("    h = self.block{}.forward(h, mask)\n", i);
-  }
+  std::string calls = register_block_scripts(m, blocks, unit, ", mask");
   m.register_module("norm", layer_norm_script(unit, norm));
   std::string tail;
   if (options.task() == TextTask::CausalLm) {
@@ -113,21 +109,13 @@ def forward(self, ids: Tensor) -> Tensor:
 
 double TextTransformerImpl::flops_per_sample() const {
   const double d = options.dim(), n = options.max_seq_len();
-  const double hidden = static_cast<double>(static_cast<int64_t>(d * options.mlp_ratio()));
-  double per_block = 2 * n * (4 * d * d) + 2 * 2 * n * n * d + 2 * n * (2 * d * hidden);
-  const Gate gate = options.attention().gate;
-  if (gate != Gate::None) per_block += 2 * n * d * (gate == Gate::SdpaHeadwise ? options.heads() : d);
   double out = options.task() == TextTask::CausalLm ? 2 * n * d * options.vocab_size() : 2 * d * options.num_classes();
-  return options.depth() * per_block + out;
+  return options.depth() * block_flops(BlockOptions(options.dim(), options.heads()).mlp_ratio(options.mlp_ratio()).attention(options.attention()), n) + out;
 }
 
 std::string TextTransformerImpl::describe() const {
   const auto& o = options;
-  const auto& a = o.attention();
-  std::string attn = to_string(a.score);
-  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate);
-  if (a.qk_norm) attn += ", qk_norm";
-  if (o.post_attn_norm()) attn += ", post_attn_norm";
+  const std::string attn = describe_attention(o.attention(), o.post_attn_norm());
   std::string task = o.task() == TextTask::CausalLm
                          ? "causal LM, tied head"
                          : fmt::format("classifier ({} classes, {} pooling)", o.num_classes(), to_string(o.pooling()));

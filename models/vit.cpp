@@ -56,11 +56,7 @@ torch::jit::Module ViTImpl::to_script(const ScriptUnit& unit) const {
   m.register_parameter("patch_bias", patch_embed->bias.detach().clone(), false);
   m.register_parameter("cls_token", cls_token.detach().clone(), false);
   m.register_parameter("pos_embed", pos_embed.detach().clone(), false);
-  std::string calls;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    m.register_module(fmt::format("block{}", i), blocks[i]->to_script(unit));
-    calls += fmt::format("    h = self.block{}.forward(h)\n", i);
-  }
+  std::string calls = register_block_scripts(m, blocks, unit, "");
   m.register_module("norm", layer_norm_script(unit, norm));
   m.register_module("head", head->to_script(unit));
   const int64_t p = options.patch();
@@ -77,25 +73,14 @@ def forward(self, x: Tensor) -> Tensor:
 
 double ViTImpl::flops_per_sample() const {
   const double d = options.dim(), n = num_patches() + 1;
-  const double hidden = static_cast<double>(static_cast<int64_t>(d * options.mlp_ratio()));
   const double patch_in = options.channels() * options.patch() * options.patch();
-  double f = 2 * num_patches() * patch_in * d;               // patch embedding
-  double per_block = 2 * n * (4 * d * d)                      // q, k, v, o
-                     + 2 * 2 * n * n * d                      // QK^T and AV
-                     + 2 * n * (2 * d * hidden);              // MLP
-  const Gate gate = options.attention().gate;
-  if (gate != Gate::None) per_block += 2 * n * d * (gate == Gate::SdpaHeadwise ? options.heads() : d);
-  f += options.depth() * per_block + 2 * d * options.num_classes();
-  return f;
+  return 2 * num_patches() * patch_in * d  // patch embedding
+         + options.depth() * block_flops(BlockOptions(options.dim(), options.heads()).mlp_ratio(options.mlp_ratio()).attention(options.attention()), n) + 2 * d * options.num_classes();
 }
 
 std::string ViTImpl::describe() const {
   const auto& o = options;
-  const auto& a = o.attention();
-  std::string attn = to_string(a.score);
-  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate);
-  if (a.qk_norm) attn += ", qk_norm";
-  if (o.post_attn_norm()) attn += ", post_attn_norm";
+  const std::string attn = describe_attention(o.attention(), o.post_attn_norm());
   return fmt::format("ViT(image {}x{}x{}, patch {}, dim {}, depth {}, heads {}, mlp x{}, classes {}; attention {})",
                      o.channels(), o.image_size(), o.image_size(), o.patch(), o.dim(), o.depth(), o.heads(),
                      o.mlp_ratio(), o.num_classes(), attn);
