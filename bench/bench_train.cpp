@@ -1,5 +1,6 @@
 // Training throughput benchmark: runs recipes for a fixed number of steps and prints
-// samples/s, MFU (model FLOP/s over a measured sgemm peak) and peak RSS.
+// samples/s (and tokens/s for text), MFU (model FLOP/s over a measured sgemm peak) and peak RSS.
+// Text recipes train their tokenizer first (not timed).
 //   bench_train [--steps N] RECIPE [RECIPE ...]
 // MFU counts 3x the forward FLOPs per training sample (forward + backward), the usual
 // convention, also for adapters whose frozen base skips weight gradients.
@@ -46,17 +47,18 @@ int main(int argc, char** argv) {
         threads = apply_thread_policy(r.threads);
         double peak = sgemm_peak_gflops();
         std::cout << fmt::format("threads: {}; sgemm peak (1024^3): {:.1f} GFLOP/s\n", threads, peak);
-        std::cout << fmt::format("{:<28} {:>7} {:>10} {:>12} {:>8} {:>12} {:>14}\n", "recipe", "steps", "samples/s",
-                                 "GFLOP/s", "MFU", "peak RSS", "trainable");
+        std::cout << fmt::format("{:<28} {:>7} {:>10} {:>10} {:>12} {:>8} {:>12} {:>14}\n", "recipe", "steps", "samples/s",
+                                 "tokens/s", "GFLOP/s", "MFU", "peak RSS", "trainable");
         std::cout.flush();
         setenv("TUNEKIT_SGEMM_PEAK", fmt::format("{}", peak).c_str(), 1);
       }
       TrainResult t = train(r, {false, true, 0});
       double gflops = 3.0 * t.flops_per_sample * t.samples_per_second / 1e9;
       double peak = std::atof(getenv("TUNEKIT_SGEMM_PEAK"));
-      std::cout << fmt::format("{:<28} {:>7} {:>10.1f} {:>12.1f} {:>7.1f}% {:>8.0f} MiB {:>14}\n", r.output.name,
-                               t.steps, t.samples_per_second, gflops, 100.0 * gflops / peak, peak_rss_mib(),
-                               t.trainable);
+      std::cout << fmt::format("{:<28} {:>7} {:>10.1f} {:>10} {:>12.1f} {:>7.1f}% {:>8.0f} MiB {:>14}\n", r.output.name,
+                               t.steps, t.samples_per_second,
+                               t.tokens_per_second > 0 ? fmt::format("{:.0f}", t.tokens_per_second) : "-", gflops,
+                               100.0 * gflops / peak, peak_rss_mib(), t.trainable);
       std::cout.flush();
     }
   } catch (const Error& e) {

@@ -9,7 +9,8 @@ torch::Generator seeded_generator(uint64_t seed) {
 }
 
 LabelledDataset LabelledDataset::subset(const torch::Tensor& index) const {
-  return {inputs.index_select(0, index), labels.index_select(0, index), class_names};
+  return {inputs.index_select(0, index), labels.index_select(0, index), class_names,
+          groups.defined() ? groups.index_select(0, index) : torch::Tensor(), group_names};
 }
 
 std::pair<LabelledDataset, LabelledDataset> stratified_split(const LabelledDataset& d, double fraction,
@@ -41,7 +42,8 @@ LabelledDataset select_classes(const LabelledDataset& d, const std::vector<int64
                                                                : std::to_string(classes[i]));
   }
   auto idx = mask.nonzero().flatten();
-  return {d.inputs.index_select(0, idx), remapped.index_select(0, idx), names};
+  return {d.inputs.index_select(0, idx), remapped.index_select(0, idx), names,
+          d.groups.defined() ? d.groups.index_select(0, idx) : torch::Tensor(), d.group_names};
 }
 
 torch::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {

@@ -38,7 +38,7 @@ LabelledDataset load_pair(const std::string& root, const char* images_stem, cons
   if (labels.numel() && labels.max().item<int>() > 9)
     throw Error(fmt::format("{}: label {} is outside 0..9", lpath, labels.max().item<int>()));
   auto x = images.unsqueeze(1).to(torch::kFloat).div_(255.0).sub_(kMean).div_(kStd);
-  return {x, labels.to(torch::kLong), kClassNames};
+  return {x, labels.to(torch::kLong), kClassNames, {}, {}};
 }
 
 bool prepared_complete(const std::string& dir) {

@@ -1,5 +1,6 @@
 #include "models/registry.h"
 
+#include "models/text.h"
 #include "models/vit.h"
 #include "src/util/error.h"
 
@@ -19,12 +20,29 @@ std::shared_ptr<Model> build_model(const ModelConfig& c) {
                                          .dropout(c.dropout)
                                          .attention(c.attention)
                                          .post_attn_norm(c.post_attn_norm));
+  if (c.kind == "text")
+    return std::make_shared<TextTransformerImpl>(
+        TextTransformerOptions(c.vocab_size, c.max_seq_len)
+            .dim(c.dim)
+            .depth(c.depth)
+            .heads(c.heads)
+            .mlp_ratio(c.mlp_ratio)
+            .dropout(c.dropout)
+            .attention(c.attention)
+            .post_attn_norm(c.post_attn_norm)
+            .task(c.is_lm() ? TextTask::CausalLm : TextTask::Classify)
+            .num_classes(c.num_classes)
+            .pooling(c.pooling == "last" ? TextPooling::Last : TextPooling::Mean)
+            .causal(c.causal)
+            .pad_id(c.pad_id));
   throw Error("model.kind: unknown model '" + c.kind + "'");
 }
 
 std::vector<RegistryEntry> known_models() {
   return {{"vit", "Vision Transformer: conv patches, class token, pre-norm blocks; attention score softmax|sigmoid, "
-                  "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"}};
+                  "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"},
+          {"text", "Text Transformer over sentencepiece ids: token + position embeddings, the same blocks; task "
+                   "causal_lm (tied head) or classify (pooling mean|last); causal or bidirectional, padding masked"}};
 }
 
 }  // namespace tunekit::models

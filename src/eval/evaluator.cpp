@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter.h"
@@ -28,10 +29,18 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
   r.class_names = data.class_names;
   r.confusion = torch::zeros({k, k}, torch::kLong);
   double loss_sum = 0;
+  const bool grouped = data.groups.defined();
+  const int64_t n_groups = static_cast<int64_t>(data.group_names.size());
+  auto group_n = torch::zeros({std::max<int64_t>(n_groups, 1)}, torch::kLong), group_ok = group_n.clone();
   for (int64_t i = 0; i < n; i += batch_size) {
     int64_t j = std::min(n, i + batch_size);
     auto logits = model.forward(data.inputs.slice(0, i, j));
     auto y = data.labels.slice(0, i, j);
+    if (grouped) {
+      auto g = data.groups.slice(0, i, j);
+      group_n.index_add_(0, g, torch::ones_like(g));
+      group_ok.index_add_(0, g, logits.argmax(-1).eq(y).to(torch::kLong));
+    }
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
@@ -49,12 +58,67 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
   auto f1 = (2 * precision * recall / (precision + recall).clamp_min(1e-12));
   r.macro_f1 = k ? f1.mean().item<double>() : 0;
   for (int64_t c = 0; c < k; ++c) r.per_class_accuracy.push_back(recall[c].item<double>());
+  if (k == 2) r.f1 = f1[1].item<double>();
+  if (data.groups.defined() && n > 0) {
+    for (int64_t g = 0; g < n_groups; ++g) {
+      int64_t gn = group_n[g].item<int64_t>();
+      r.groups.push_back({data.group_names[g], gn, gn ? double(group_ok[g].item<int64_t>()) / gn : 0.0});
+    }
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& ids, int64_t pad_id) {
+  const int64_t V = logits.size(-1);
+  auto pred = logits.slice(1, 0, logits.size(1) - 1).reshape({-1, V});
+  auto target = ids.slice(1, 1).reshape({-1});
+  return torch::nn::functional::cross_entropy(pred, target,
+                                              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(pad_id));
+}
+
+EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id) {
+  auto t0 = std::chrono::steady_clock::now();
+  torch::NoGradGuard no_grad;
+  bool was_training = model.is_training();
+  model.eval();
+  EvalResult r;
+  r.lm = true;
+  r.n = data.size();
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t i = 0; i < r.n; i += batch_size) {
+    auto ids = data.inputs.slice(0, i, std::min(r.n, i + batch_size));
+    auto logits = model.forward(ids);
+    auto target = ids.slice(1, 1).reshape({-1});
+    auto pred = logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(-1)});
+    auto valid = target.ne(pad_id);
+    loss_sum += torch::nn::functional::cross_entropy(pred, target, torch::nn::functional::CrossEntropyFuncOptions()
+                                                                       .ignore_index(pad_id)
+                                                                       .reduction(torch::kSum))
+                    .item<double>();
+    correct += pred.argmax(-1).eq(target).logical_and(valid).sum().item<int64_t>();
+    r.tokens += valid.sum().item<int64_t>();
+  }
+  model.train(was_training);
+  r.loss = r.tokens ? loss_sum / r.tokens : 0;
+  r.perplexity = std::exp(r.loss);
+  r.accuracy = r.tokens ? double(correct) / r.tokens : 0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe) {
+  if (recipe.model.is_lm()) return evaluate_lm(model, data, recipe.data.eval_batch_size, recipe.model.pad_id);
+  return evaluate(model, data, recipe.data.eval_batch_size);
+}
+
 std::string EvalResult::report() const {
+  if (lm)
+    return fmt::format("sequences {}  tokens {}  loss {:.4f}  perplexity {:.2f}  next-token accuracy {:.4f}\n", n, tokens,
+                       loss, perplexity, accuracy);
   std::string s = fmt::format("samples {}  loss {:.4f}  accuracy {:.4f}  macro-F1 {:.4f}\n", n, loss, accuracy, macro_f1);
+  if (f1 >= 0) s += fmt::format("F1 ({} as positive) {:.4f}\n", class_names.size() > 1 ? class_names[1] : "1", f1);
   s += "per-class accuracy:\n";
   for (size_t c = 0; c < class_names.size(); ++c)
     s += fmt::format("  {:>2} {:<12} {:.4f}\n", c, class_names[c], per_class_accuracy[c]);
@@ -66,6 +130,10 @@ std::string EvalResult::report() const {
     s += fmt::format("  {:>2}  ", i);
     for (int64_t j = 0; j < k; ++j) s += fmt::format("{:>6}", confusion[i][j].item<int64_t>());
     s += "\n";
+  }
+  if (!groups.empty()) {
+    s += "per-group accuracy:\n";
+    for (const auto& g : groups) s += fmt::format("  {:<14} {:>6}  {:.4f}\n", g.name, g.n, g.accuracy);
   }
   if (!prompt_usage.empty()) {
     s += "prompt experts (mean gate weight on the trainable experts):\n";
@@ -81,6 +149,10 @@ double EvalResult::mean_prompt_usage() const {
 }
 
 std::string EvalResult::json() const {
+  if (lm)
+    return nlohmann::json{{"sequences", n},     {"tokens", tokens},          {"loss", loss},
+                          {"perplexity", perplexity}, {"accuracy", accuracy}, {"seconds", seconds}}
+        .dump();
   nlohmann::json conf = nlohmann::json::array();
   for (int64_t i = 0; i < confusion.size(0); ++i) {
     std::vector<int64_t> row;
@@ -91,6 +163,12 @@ std::string EvalResult::json() const {
                    {"accuracy", accuracy}, {"macro_f1", macro_f1},
                    {"per_class_accuracy", per_class_accuracy}, {"class_names", class_names},
                    {"confusion", conf},  {"seconds", seconds}};
+  if (f1 >= 0) j["f1"] = f1;
+  if (!groups.empty()) {
+    nlohmann::json g = nlohmann::json::object();
+    for (const auto& x : groups) g[x.name] = {{"samples", x.n}, {"accuracy", x.accuracy}};
+    j["group_accuracy"] = g;
+  }
   if (!prompt_usage.empty()) {
     nlohmann::json u = nlohmann::json::object();
     for (const auto& [host, v] : prompt_usage) u[host] = v;

@@ -1,5 +1,7 @@
 // Evaluation of a classifier on a labelled dataset: loss, accuracy, per-class accuracy,
-// macro F1, the confusion matrix, and how much prompt experts are used.
+// macro F1 (and the positive class's F1 for two classes), per-group accuracy, the confusion
+// matrix, and how much prompt experts are used. For a causal LM: next-token loss, perplexity
+// and next-token accuracy.
 #pragma once
 #include <torch/torch.h>
 
@@ -8,12 +10,24 @@
 
 #include "data/dataset.h"
 #include "models/model.h"
+#include "src/recipe/recipe.h"
 
 namespace tunekit {
+
+struct GroupScore {
+  std::string name;
+  int64_t n = 0;
+  double accuracy = 0;
+};
 
 struct EvalResult {
   int64_t n = 0;
   double loss = 0, accuracy = 0, macro_f1 = 0;
+  double f1 = -1;  // two classes: F1 of class 1 (the positive class, e.g. spam); -1 otherwise
+  std::vector<GroupScore> groups;  // datasets with groups (SpamAssassin folders)
+  bool lm = false;                 // causal LM: loss/accuracy are per next token
+  int64_t tokens = 0;
+  double perplexity = 0;
   std::vector<double> per_class_accuracy;
   std::vector<std::string> class_names;
   torch::Tensor confusion;  // [k, k] int64, rows = true class, columns = predicted
@@ -28,5 +42,14 @@ struct EvalResult {
 };
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size);
+
+// Causal LM on token chunks: mean next-token cross-entropy (pad targets ignored), perplexity.
+EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id);
+
+// The evaluation the recipe's model calls for, at its eval batch size.
+EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe);
+
+// Next-token cross-entropy of LM logits [B, N, V] for ids [B, N] (mean over non-pad targets).
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& ids, int64_t pad_id);
 
 }  // namespace tunekit

@@ -59,7 +59,7 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
   adapters::unmerge_adapters(adapted);
 
   // Check: the merged model computes what the adapted one does.
-  auto splits = load_data(run.recipe);
+  auto splits = load_data(run.recipe, run_dir);
   auto sample = splits.test.inputs.slice(0, 0, std::min<int64_t>(16, splits.test.size()));
   {
     torch::NoGradGuard no_grad;
@@ -81,6 +81,9 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
   io::write_file_atomic((fs::path(out_dir) / "recipe.yaml").string(),
                         fmt::format("# merged by `tunekit merge {}` from its '{}' checkpoint\n{}\n", run_dir,
                                     checkpoint, emit.c_str()));
+  fs::path tokenizer = fs::path(run_dir) / "tokenizer.model";  // text runs: ids mean the same in the merged run
+  if (fs::exists(tokenizer))
+    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model", fs::copy_options::overwrite_existing);
   io::TrainState state = io::load_train_state(run.checkpoint_dir);
   io::save_checkpoint((fs::path(out_dir) / "checkpoints" / "best").string(), *plain, nullptr, state);
   return r;

@@ -326,7 +326,19 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   {
     Section m = top.section("model");
     auto& c = r.model;
-    c.kind = m.choice("kind", c.kind, {"vit"});
+    c.kind = m.choice("kind", c.kind, {"vit", "text"});
+    for (const char* key : {"image_size", "channels", "patch"})
+      if (m.has(key) && c.kind != "vit") m.fail(key, fmt::format("only applies to model.kind vit (kind is {})", c.kind));
+    for (const char* key : {"vocab_size", "max_seq_len", "task", "pooling", "causal", "pad_id"})
+      if (m.has(key) && c.kind != "text") m.fail(key, fmt::format("only applies to model.kind text (kind is {})", c.kind));
+    m.read("vocab_size", c.vocab_size);
+    m.read("max_seq_len", c.max_seq_len);
+    m.read("pad_id", c.pad_id);
+    c.task = m.choice("task", c.task, {"classify", "causal_lm"});
+    c.pooling = m.choice("pooling", c.pooling, {"mean", "last"});
+    m.read("causal", c.causal);
+    if (m.has("pooling") && c.task != "classify") m.fail("pooling", "only applies to task: classify");
+    if (c.is_lm() && !c.causal) m.fail("causal", "a causal LM needs causal attention");
     m.read("image_size", c.image_size);
     m.read("channels", c.channels);
     m.read("patch", c.patch);
@@ -367,10 +379,14 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     }
     for (auto [key, v] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"channels", c.channels},
                           {"patch", c.patch}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
-                          {"num_classes", c.num_classes}})
+                          {"num_classes", c.num_classes}, {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len}})
       if (v <= 0) m.fail(key, fmt::format("must be positive, got {}", v));
+    if (c.pad_id < 0 || c.pad_id >= c.vocab_size)
+      m.fail("pad_id", fmt::format("{} is outside the vocabulary 0..{}", c.pad_id, c.vocab_size - 1));
+    if (c.is_lm() && c.max_seq_len < 2) m.fail("max_seq_len", "a causal LM needs at least 2 tokens");
+    if (c.is_lm() && m.has("num_classes")) m.fail("num_classes", "does not apply to task: causal_lm");
     if (c.dim % c.heads != 0) m.fail("heads", fmt::format("dim {} is not divisible by heads {}", c.dim, c.heads));
-    if (c.image_size % c.patch != 0)
+    if (c.kind == "vit" && c.image_size % c.patch != 0)
       m.fail("patch", fmt::format("image_size {} is not a multiple of patch {}", c.image_size, c.patch));
     if (c.mlp_ratio <= 0) m.fail("mlp_ratio", "must be positive");
     if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
@@ -486,9 +502,57 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   {
     Section d = top.section("data");
     auto& c = r.data;
-    c.dataset = d.choice("dataset", c.dataset, {"fashion_mnist"});
+    c.dataset = d.choice("dataset", r.model.is_text() ? "spam_assassin" : c.dataset,
+                         {"fashion_mnist", "spam_assassin", "text"});
+    if (c.is_text() != r.model.is_text())
+      d.fail("dataset", fmt::format("'{}' does not fit model.kind {} ({})", c.dataset, r.model.kind,
+                                    r.model.is_text() ? "use spam_assassin or text" : "use fashion_mnist"));
     d.read("root", c.root);
+    if (d.has("classes") && c.is_text()) d.fail("classes", "only applies to dataset fashion_mnist (text uses data.labels)");
     d.read("classes", c.classes);
+    for (const char* key : {"train_file", "val_file", "test_file", "format", "text_field", "label_field", "group_field",
+                            "labels", "tokenizer"})
+      if (d.has(key) && !c.is_text()) d.fail(key, "only applies to text datasets (spam_assassin, text)");
+    if (c.dataset == "spam_assassin") {
+      for (const char* key : {"train_file", "val_file", "test_file", "format", "text_field", "label_field", "group_field", "labels"})
+        if (d.has(key)) d.fail(key, "is fixed for spam_assassin (use dataset: text for your own files)");
+      std::string root = c.root.empty() ? ".data/spam-assassin" : c.root;
+      c.train_file = root + "/train.jsonl";
+      c.val_file = root + "/val.jsonl";
+      c.test_file = root + "/test.jsonl";
+      c.group_field = "group";
+      c.labels = {"ham", "spam"};
+    }
+    d.read("train_file", c.train_file);
+    d.read("val_file", c.val_file);
+    d.read("test_file", c.test_file);
+    c.format = d.choice("format", c.format, {"auto", "jsonl", "csv", "tsv"});
+    d.read("text_field", c.text_field);
+    d.read("label_field", c.label_field);
+    d.read("group_field", c.group_field);
+    d.read("labels", c.labels);
+    {
+      Section t = d.section("tokenizer");
+      auto& k = c.tokenizer;
+      t.read("model", k.model);
+      k.type = t.choice("type", k.type, {"unigram", "bpe"});
+      t.read("vocab_size", k.vocab_size);
+      t.read("character_coverage", k.character_coverage);
+      if (k.vocab_size == 0) k.vocab_size = r.model.vocab_size;
+      if (k.vocab_size != r.model.vocab_size)
+        t.fail("vocab_size", fmt::format("is {} but model.vocab_size is {} (they must agree)", k.vocab_size, r.model.vocab_size));
+      if (k.character_coverage <= 0 || k.character_coverage > 1) t.fail("character_coverage", "must be in (0, 1]");
+      if (!k.model.empty() && (t.has("type") || t.has("vocab_size")))
+        t.fail(t.has("type") ? "type" : "vocab_size", "only applies when tunekit trains the tokenizer (model is set)");
+      t.finish();
+    }
+    if (c.dataset == "text" && c.train_file.empty()) d.fail("train_file", "dataset text needs data.train_file (JSONL, CSV or TSV)");
+    if (c.is_text() && c.text_field.empty()) d.fail("text_field", "must name the text field");
+    if (r.model.is_lm()) c.label_field.clear();  // a language model reads text only
+    if (c.is_text() && !r.model.is_lm() && c.label_field.empty()) d.fail("label_field", "a classifier needs labels");
+    std::set<std::string> label_seen;
+    for (const auto& l : c.labels)
+      if (!label_seen.insert(l).second) d.fail("labels", fmt::format("label '{}' is listed twice", l));
     d.read("val_fraction", c.val_fraction);
     d.read("batch_size", c.batch_size);
     d.read("eval_batch_size", c.eval_batch_size);
@@ -503,10 +567,11 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     if (c.eval_batch_size <= 0) d.fail("eval_batch_size", "must be positive");
     if (c.limit_train < 0) d.fail("limit_train", "must be >= 0 (0 = all)");
     d.finish();
-    int64_t n_classes = c.classes.empty() ? 10 : static_cast<int64_t>(c.classes.size());
-    if (r.model.num_classes != n_classes)
-      top.section("model").fail("num_classes", fmt::format("is {} but data.classes selects {} classes",
-                                                          r.model.num_classes, n_classes));
+    int64_t n_classes = c.is_text() ? static_cast<int64_t>(c.labels.size())
+                        : c.classes.empty() ? 10 : static_cast<int64_t>(c.classes.size());
+    if (!r.model.is_lm() && n_classes > 0 && r.model.num_classes != n_classes)
+      top.section("model").fail("num_classes", fmt::format("is {} but data.{} selects {} classes", r.model.num_classes,
+                                                          c.is_text() ? "labels" : "classes", n_classes));
   }
   {
     Section o = top.section("optimizer");

@@ -13,8 +13,15 @@
 namespace tunekit {
 
 struct ModelConfig {
-  std::string kind = "vit";
-  int64_t image_size = 28, channels = 1, patch = 4, dim = 128, depth = 4, heads = 4;
+  std::string kind = "vit";  // vit | text
+  int64_t image_size = 28, channels = 1, patch = 4, dim = 128, depth = 4, heads = 4;  // image_size..patch: vit
+  // text: vocabulary (= the tokenizer's), context length, task and head.
+  int64_t vocab_size = 4000, max_seq_len = 128, pad_id = 3;
+  std::string task = "classify";  // classify | causal_lm
+  std::string pooling = "mean";   // classify: mean | last
+  bool causal = true;             // text attention is causal (false: bidirectional classifier)
+  bool is_text() const { return kind == "text"; }
+  bool is_lm() const { return kind == "text" && task == "causal_lm"; }
   double mlp_ratio = 2.0;
   int64_t num_classes = 10;
   double dropout = 0.0;
@@ -76,10 +83,25 @@ struct AdapterConfig {
                                  kind == AdapterKind::Hora || kind == AdapterKind::Doran; }
 };
 
+struct TokenizerConfig {  // data.tokenizer (text)
+  std::string model;             // an existing sentencepiece .model; empty = train one (or init_from.run's)
+  std::string type = "unigram";  // unigram | bpe, when training
+  int64_t vocab_size = 0;        // when training; 0 = model.vocab_size
+  double character_coverage = 0.9995;
+};
+
 struct DataConfig {
-  std::string dataset = "fashion_mnist";
-  std::string root;              // default: .data/fashion-mnist if prepared, else the Debian path
-  std::vector<int64_t> classes;  // subset of labels, remapped to 0..k-1; empty = all
+  std::string dataset = "fashion_mnist";  // fashion_mnist | spam_assassin | text
+  std::string root;              // default: .data/fashion-mnist if prepared, else the Debian path;
+                                 // spam_assassin: .data/spam-assassin
+  std::vector<int64_t> classes;  // fashion_mnist: subset of labels, remapped to 0..k-1; empty = all
+  // Text files (dataset text; spam_assassin fills them in): JSONL, CSV or TSV.
+  std::string train_file, val_file, test_file;  // val_file empty: val_fraction of train
+  std::string format = "auto";                  // auto | jsonl | csv | tsv
+  std::string text_field = "text", label_field = "label", group_field;
+  std::vector<std::string> labels;              // class names in order; empty = sorted training labels
+  TokenizerConfig tokenizer;
+  bool is_text() const { return dataset != "fashion_mnist"; }
   double val_fraction = 0.1;     // held out from train, stratified, seeded
   int64_t batch_size = 64;
   int64_t eval_batch_size = 512;

@@ -193,8 +193,8 @@ SweepResult run_sweep(const SweepOptions& opt) {
     TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!opt.verbose, 0});
     const double rss = peak_rss_mib();
     LoadedRun run = load_run(run_dir, "best");
-    auto splits = load_data(run.recipe);
-    EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe.data.eval_batch_size);
+    auto splits = load_data(run.recipe, run_dir);
+    EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::json j{{"cell", c.name},
                      {"seed", c.seed},

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "data/text_data.h"
 #include "models/registry.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
@@ -49,7 +50,9 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
   return out;
 }
 
-data::ImageSplits load_data(const Recipe& recipe) {
+data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir) {
+  if (recipe.data.is_text())
+    return data::load_text_data(recipe, data::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
   return data::load_fashion_mnist(recipe.data, static_cast<uint64_t>(recipe.seed));
 }
 

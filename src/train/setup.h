@@ -29,6 +29,8 @@ struct LoadedRun {
 };
 LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint = "best");
 
-data::ImageSplits load_data(const Recipe& recipe);
+// The recipe's train/val/test data. Text recipes read the tokenizer of `run_dir` (default: the
+// recipe's run directory), which training puts there (data::prepare_tokenizer).
+data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir = "");
 
 }  // namespace tunekit

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/text_data.h"
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
@@ -98,7 +99,11 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
 
   RunModel rm = build_run_model(recipe, /*load_init=*/!resuming);
   auto& model = *rm.model;
-  auto splits = load_data(recipe);
+  std::string tokenizer_message;
+  if (recipe.data.is_text()) data::prepare_tokenizer(recipe, run_dir, &tokenizer_message);
+  auto splits = load_data(recipe, run_dir);
+  const bool lm = recipe.model.is_lm();
+  const int64_t seq_len = recipe.model.is_text() ? splits.train.inputs.size(1) : 1;
   const auto& train_set = splits.train;
   const bool has_val = splits.val.size() > 0;
   if (train_set.size() < recipe.data.batch_size)
@@ -132,9 +137,12 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
 
   say(fmt::format("run {}: {}", run_dir, model.describe()));
   if (!rm.init_message.empty()) say("init: " + rm.init_message);
+  if (!tokenizer_message.empty()) say(tokenizer_message);
   say(fmt::format("adapter {}: {}", to_string(recipe.adapter.kind), rm.report.summary()));
-  say(fmt::format("data: {} train / {} val / {} test, batch {} x accum {}, {} steps; threads: {}", train_set.size(),
-                  splits.val.size(), splits.test.size(), bs, accum, total_steps, threads));
+  say(fmt::format("data: {} train / {} val / {} test {}, batch {} x accum {}, {} steps; threads: {}", train_set.size(),
+                  splits.val.size(), splits.test.size(),
+                  lm ? fmt::format("chunks of {} tokens", seq_len) : recipe.model.is_text() ? "texts" : "images", bs, accum,
+                  total_steps, threads));
   if (resuming)
     say(fmt::format("resuming from step {} (epoch {}, batch {})", state.step, state.epoch + 1, state.batch_in_epoch));
 
@@ -151,10 +159,16 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   int64_t samples_this_call = 0;
   double seconds_this_call = 0;
   // Low-rank adapters are also written on their own (PEFT layout) inside every checkpoint.
+  // Low-rank adapters are also written on their own (PEFT layout), and text runs' tokenizer
+  // travels with each checkpoint.
   std::function<void(const std::string&)> write_adapter;
-  if (recipe.adapter.saves_adapter_file())
+  if (recipe.adapter.saves_adapter_file() || recipe.data.is_text())
     write_adapter = [&](const std::string& dir) {
-      io::save_adapter(dir, model, recipe.adapter, rm.report.adapted, recipe.init_from.run);
+      if (recipe.adapter.saves_adapter_file())
+        io::save_adapter(dir, model, recipe.adapter, rm.report.adapted, recipe.init_from.run);
+      if (recipe.data.is_text())
+        fs::copy_file(fs::path(run_dir) / data::kTokenizerFile, fs::path(dir) / data::kTokenizerFile,
+                      fs::copy_options::overwrite_existing);
     };
   auto checkpoint_last = [&] {
     state.train_seconds = train_seconds;
@@ -174,7 +188,8 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
       auto idx = perm.slice(0, b * bs, (b + 1) * bs);
       auto x = train_set.inputs.index_select(0, idx);
       auto y = train_set.labels.index_select(0, idx);
-      auto loss = torch::nn::functional::cross_entropy(model.forward(x), y);
+      auto out = model.forward(x);
+      auto loss = lm ? lm_loss(out, x, recipe.model.pad_id) : torch::nn::functional::cross_entropy(out, y);
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value))
         throw Error(fmt::format("training diverged: loss is {} at step {} (lower optimizer.lr or set "
@@ -207,8 +222,9 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
       train_seconds += dt;
       seconds_this_call += dt;
       double rate = seconds_this_call > 0 ? samples_this_call / seconds_this_call : 0;
-      progress.update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
-                                              recipe.train.epochs, mean_loss, lr, rate));
+      progress.update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}", epoch + 1,
+                                              recipe.train.epochs, mean_loss, lr, lm ? rate * seq_len : rate,
+                                              lm ? "tokens/s" : "samples/s"));
       if (state.step % recipe.train.log_every == 0 || state.step == total_steps) {
         metrics.write({{"type", "train"}, {"step", state.step}, {"epoch", epoch + 1},
                        {"loss", window_loss / window_n}, {"lr", lr}, {"samples_per_second", rate}});
@@ -233,16 +249,23 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
     // End of epoch (or of the step budget): validate, keep the best, checkpoint.
     progress.clear();
     if (has_val) {
-      auto ev = evaluate(model, splits.val, recipe.data.eval_batch_size);
+      auto ev = evaluate(model, splits.val, recipe);
       model.train();
       result.final_val_accuracy = ev.accuracy;
-      bool better = ev.accuracy > state.best_metric;
-      metrics.write({{"type", "eval"}, {"split", "val"}, {"step", state.step}, {"epoch", epoch + 1},
-                     {"loss", ev.loss}, {"accuracy", ev.accuracy}, {"macro_f1", ev.macro_f1}});
-      say(fmt::format("epoch {}/{}: val loss {:.4f}  val accuracy {:.4f}{}", epoch + 1, recipe.train.epochs, ev.loss,
-                      ev.accuracy, better ? "  (best)" : ""));
+      // The kept metric: accuracy for classifiers, −loss for language models (higher is better).
+      const double metric = lm ? -ev.loss : ev.accuracy;
+      bool better = state.best_epoch < 0 || metric > state.best_metric;
+      nlohmann::json line{{"type", "eval"}, {"split", "val"}, {"step", state.step}, {"epoch", epoch + 1},
+                          {"loss", ev.loss}, {"accuracy", ev.accuracy}};
+      if (lm) line["perplexity"] = ev.perplexity;
+      else line["macro_f1"] = ev.macro_f1;
+      metrics.write(line);
+      say(lm ? fmt::format("epoch {}/{}: val loss {:.4f}  perplexity {:.2f}  next-token accuracy {:.4f}{}", epoch + 1,
+                           recipe.train.epochs, ev.loss, ev.perplexity, ev.accuracy, better ? "  (best)" : "")
+             : fmt::format("epoch {}/{}: val loss {:.4f}  val accuracy {:.4f}{}", epoch + 1, recipe.train.epochs, ev.loss,
+                           ev.accuracy, better ? "  (best)" : ""));
       if (better) {
-        state.best_metric = ev.accuracy;
+        state.best_metric = metric;
         state.best_epoch = epoch + 1;
       }
     }
@@ -258,17 +281,23 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   }
 
   result.steps = state.step;
-  result.best_val_accuracy = state.best_metric;
+  result.lm = lm;
+  result.best_val_accuracy = lm ? -1 : state.best_metric;
+  result.best_val_loss = lm && state.best_epoch >= 0 ? -state.best_metric : -1;
   result.train_seconds = train_seconds;
   result.samples_per_second = seconds_this_call > 0 ? samples_this_call / seconds_this_call : 0;
+  result.tokens_per_second = recipe.model.is_text() ? result.samples_per_second * seq_len : 0;
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   if (!io::checkpoint_exists(best_dir)) io::save_checkpoint(best_dir, model, nullptr, state, write_adapter);
   metrics.write({{"type", "summary"}, {"step", state.step}, {"samples_per_second", result.samples_per_second},
                  {"wall_seconds", result.wall_seconds}, {"flops_per_sample", result.flops_per_sample},
-                 {"train_seconds", train_seconds}, {"best_val_accuracy", state.best_metric},
+                 {"tokens_per_second", result.tokens_per_second},
+                 {"train_seconds", train_seconds}, {lm ? "best_val_loss" : "best_val_accuracy", lm ? result.best_val_loss : state.best_metric},
                  {"trainable_params", result.trainable}, {"total_params", result.total}});
-  progress.finish(fmt::format("{} steps, {:.0f} samples/s, best val accuracy {:.4f}", state.step,
-                              result.samples_per_second, state.best_metric));
+  progress.finish(lm ? fmt::format("{} steps, {:.0f} tokens/s, best val loss {:.4f} (perplexity {:.2f})", state.step,
+                                   result.tokens_per_second, result.best_val_loss, std::exp(result.best_val_loss))
+                     : fmt::format("{} steps, {:.0f} samples/s, best val accuracy {:.4f}", state.step,
+                                   result.samples_per_second, state.best_metric));
   return result;
 }
 

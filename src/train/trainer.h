@@ -19,7 +19,10 @@ struct TrainResult {
   std::string run_dir;
   int64_t steps = 0, trainable = 0, total = 0;
   double best_val_accuracy = -1, final_val_accuracy = -1;
+  double best_val_loss = -1;      // causal LM: the best validation loss (the metric it keeps)
+  bool lm = false;
   double samples_per_second = 0;  // training throughput (excluding evaluation)
+  double tokens_per_second = 0;   // text models: samples/s x sequence length
   double train_seconds = 0, wall_seconds = 0;
   double flops_per_sample = 0;    // forward FLOPs of the model, per sample
   // (step, loss) for every optimizer step taken by this call, in order.

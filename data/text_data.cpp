@@ -1,0 +1,208 @@
+#include "data/text_data.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "src/util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace tunekit::data {
+namespace {
+
+TextFileSpec spec_for(const DataConfig& c, const std::string& path) {
+  return {path, c.format, c.text_field, c.label_field, c.group_field};
+}
+
+std::vector<TextRecord> read_required(const DataConfig& c, const std::string& path, const char* key) {
+  if (!fs::exists(path)) {
+    if (c.dataset == "spam_assassin")
+      throw Error(fmt::format("{}: not found (run `tunekit prepare spam_assassin` first)", path));
+    throw Error(fmt::format("data.{}: {}: no such file", key, path));
+  }
+  auto records = read_text_file(spec_for(c, path));
+  if (records.empty()) throw Error(fmt::format("{}: no records", path));
+  return records;
+}
+
+// Seeded split of `records`, `fraction` of every label held out (documents, not chunks).
+std::pair<std::vector<TextRecord>, std::vector<TextRecord>> split_records(const std::vector<TextRecord>& records,
+                                                                          double fraction, uint64_t seed) {
+  std::map<std::string, std::vector<int64_t>> by_label;
+  for (size_t i = 0; i < records.size(); ++i) by_label[records[i].label].push_back(static_cast<int64_t>(i));
+  auto gen = seeded_generator(seed + 29);
+  std::vector<int64_t> held_idx, keep_idx;
+  for (auto& [label, idx] : by_label) {
+    auto perm = torch::randperm(static_cast<int64_t>(idx.size()), gen, torch::kLong);
+    auto n_held = static_cast<int64_t>(idx.size() * fraction + 0.5);
+    for (int64_t i = 0; i < perm.numel(); ++i) (i < n_held ? held_idx : keep_idx).push_back(idx[perm[i].item<int64_t>()]);
+  }
+  std::sort(held_idx.begin(), held_idx.end());
+  std::sort(keep_idx.begin(), keep_idx.end());
+  std::vector<TextRecord> keep, held;
+  for (auto i : keep_idx) keep.push_back(records[i]);
+  for (auto i : held_idx) held.push_back(records[i]);
+  return {keep, held};
+}
+
+void check_tokenizer(const Tokenizer& tok, const ModelConfig& m) {
+  if (tok.vocab_size() > m.vocab_size)
+    throw Error(fmt::format("{}: the tokenizer has {} pieces but model.vocab_size is {} (set model.vocab_size: {})",
+                            tok.path(), tok.vocab_size(), m.vocab_size, tok.vocab_size()));
+  if (tok.pad_id() != m.pad_id)
+    throw Error(fmt::format("{}: the tokenizer's pad id is {} but model.pad_id is {}{}", tok.path(), tok.pad_id(), m.pad_id,
+                            tok.pad_id() < 0 ? " (the tokenizer has no pad piece: train it with a pad id, e.g. "
+                                               "spm_train --pad_id=3)"
+                                             : fmt::format(" (set model.pad_id: {})", tok.pad_id())));
+  if (tok.bos_id() < 0 || tok.eos_id() < 0)
+    throw Error(fmt::format("{}: the tokenizer needs bos and eos pieces", tok.path()));
+}
+
+}  // namespace
+
+TextRecords read_text_records(const DataConfig& c, uint64_t seed) {
+  TextRecords r;
+  r.train = read_required(c, c.train_file, "train_file");
+  if (!c.val_file.empty()) {
+    r.val = read_required(c, c.val_file, "val_file");
+  } else if (c.val_fraction > 0) {
+    std::tie(r.train, r.val) = split_records(r.train, c.val_fraction, seed);
+  }
+  if (!c.test_file.empty()) r.test = read_required(c, c.test_file, "test_file");
+  return r;
+}
+
+Tokenizer run_tokenizer(const Recipe& recipe, const std::string& run_dir) {
+  std::string path = (fs::path(run_dir) / kTokenizerFile).string();
+  if (!fs::exists(path)) throw Error(fmt::format("{}: no {} (train this run first)", run_dir, kTokenizerFile));
+  Tokenizer tok = Tokenizer::load(path);
+  check_tokenizer(tok, recipe.model);
+  return tok;
+}
+
+Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, std::string* message) {
+  const auto& c = recipe.data.tokenizer;
+  fs::path dest = fs::path(run_dir) / kTokenizerFile;
+  std::string msg;
+  fs::create_directories(run_dir);
+  std::string from;
+  if (!c.model.empty()) from = c.model;
+  else if (!recipe.init_from.run.empty()) from = (fs::path(recipe.init_from.run) / kTokenizerFile).string();
+  if (!from.empty()) {
+    if (!fs::exists(from))
+      throw Error(c.model.empty() ? fmt::format("init_from.run: {}: no {} (was it a text run?)", recipe.init_from.run, kTokenizerFile)
+                                  : fmt::format("data.tokenizer.model: {}: no such file", from));
+    Tokenizer::load(from);  // fails clearly on a non-model before anything is copied
+    if (!fs::exists(dest) || !fs::equivalent(from, dest)) {
+      fs::copy_file(from, dest.string() + ".tmp", fs::copy_options::overwrite_existing);
+      fs::rename(dest.string() + ".tmp", dest);
+    }
+    msg = fmt::format("tokenizer: {} (copied from {})", dest.string(), from);
+  } else if (fs::exists(dest)) {
+    msg = fmt::format("tokenizer: {} (kept)", dest.string());
+  } else {
+    auto records = read_text_records(recipe.data, static_cast<uint64_t>(recipe.seed));
+    std::vector<std::string> texts;
+    for (const auto& rec : records.train) texts.push_back(rec.text);
+    TokenizerTrainOptions o;
+    o.type = c.type;
+    o.vocab_size = c.vocab_size;
+    o.character_coverage = c.character_coverage;
+    Tokenizer::train(texts, o, dest.string());
+    msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), c.type, c.vocab_size,
+                      texts.size());
+  }
+  Tokenizer tok = Tokenizer::load(dest.string());
+  check_tokenizer(tok, recipe.model);
+  if (message) *message = msg + fmt::format(", {} pieces", tok.vocab_size());
+  return tok;
+}
+
+torch::Tensor encode_padded(const std::vector<TextRecord>& records, const Tokenizer& tok, int64_t max_len, int64_t pad_id) {
+  auto out = torch::full({static_cast<int64_t>(records.size()), max_len}, pad_id, torch::kLong);
+  auto a = out.accessor<int64_t, 2>();
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto ids = tok.encode(records[i].text);
+    a[i][0] = tok.bos_id();
+    for (int64_t j = 0; j + 1 < max_len && j < static_cast<int64_t>(ids.size()); ++j) a[i][j + 1] = ids[j];
+  }
+  return out;
+}
+
+torch::Tensor encode_chunks(const std::vector<TextRecord>& records, const Tokenizer& tok, int64_t len) {
+  std::vector<int64_t> stream;
+  for (const auto& r : records) {
+    stream.push_back(tok.bos_id());
+    auto ids = tok.encode(r.text);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+    stream.push_back(tok.eos_id());
+  }
+  const int64_t n = static_cast<int64_t>(stream.size()) / len;
+  return torch::tensor(stream, torch::kLong).slice(0, 0, n * len).view({n, len}).clone();
+}
+
+ImageSplits load_text_data(const Recipe& recipe, const Tokenizer& tok) {
+  const auto& c = recipe.data;
+  const auto& m = recipe.model;
+  TextRecords rec = read_text_records(c, static_cast<uint64_t>(recipe.seed));
+  ImageSplits s;
+  std::vector<std::pair<std::vector<TextRecord>*, LabelledDataset*>> parts{
+      {&rec.train, &s.train}, {&rec.val, &s.val}, {&rec.test, &s.test}};
+  if (m.is_lm()) {
+    for (auto [records, d] : parts) {
+      if (records->empty()) continue;
+      d->inputs = encode_chunks(*records, tok, m.max_seq_len);
+      d->labels = torch::zeros({d->inputs.size(0)}, torch::kLong);
+      d->class_names = {"text"};
+    }
+  } else {
+    std::vector<std::string> labels = c.labels;
+    if (labels.empty()) {
+      std::set<std::string> seen;
+      for (const auto& r : rec.train) seen.insert(r.label);
+      labels.assign(seen.begin(), seen.end());
+    }
+    if (static_cast<int64_t>(labels.size()) != m.num_classes)
+      throw Error(fmt::format("{}: the training labels are {} ({} classes) but model.num_classes is {}", c.train_file,
+                              fmt::join(labels, ", "), labels.size(), m.num_classes));
+    std::set<std::string> group_set;
+    for (auto [records, d] : parts)
+      for (const auto& r : *records)
+        if (!c.group_field.empty()) group_set.insert(r.group);
+    std::vector<std::string> groups(group_set.begin(), group_set.end());
+    const std::string files[3] = {c.train_file, c.val_file.empty() ? c.train_file : c.val_file, c.test_file};
+    for (size_t p = 0; p < parts.size(); ++p) {
+      auto [records, d] = parts[p];
+      if (records->empty()) continue;
+      std::vector<int64_t> y, g;
+      for (const auto& r : *records) {
+        auto it = std::find(labels.begin(), labels.end(), r.label);
+        if (it == labels.end())
+          throw Error(fmt::format("{}:{}: label '{}' is not one of {}{}", files[p], r.line, r.label, fmt::join(labels, ", "),
+                                  c.labels.empty() ? " (the labels seen in the training file)" : " (data.labels)"));
+        y.push_back(it - labels.begin());
+        if (!c.group_field.empty())
+          g.push_back(std::find(groups.begin(), groups.end(), r.group) - groups.begin());
+      }
+      d->inputs = encode_padded(*records, tok, m.max_seq_len, m.pad_id);
+      d->labels = torch::tensor(y, torch::kLong);
+      d->class_names = labels;
+      if (!g.empty()) {
+        d->groups = torch::tensor(g, torch::kLong);
+        d->group_names = groups;
+      }
+    }
+  }
+  if (c.limit_train > 0 && c.limit_train < s.train.size()) {
+    auto gen = seeded_generator(static_cast<uint64_t>(recipe.seed) + 17);
+    auto idx = std::get<0>(torch::randperm(s.train.size(), gen, torch::kLong).slice(0, 0, c.limit_train).sort());
+    s.train = s.train.subset(idx);
+  }
+  return s;
+}
+
+}  // namespace tunekit::data
