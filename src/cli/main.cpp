@@ -12,6 +12,7 @@
 #include "data/spam_assassin.h"
 #include "data/text_data.h"
 #include "src/eval/generate.h"
+#include "src/lab/lab.h"
 #include "models/registry.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
@@ -224,6 +225,12 @@ int main(int argc, char** argv) {
   sweep_cmd->add_option("--dir", sweep.dir, "Where sweeps live (default runs/sweeps)");
   sweep_cmd->add_flag("-v,--verbose", sweep.verbose, "Show each cell's training progress");
 
+  auto* fit_cmd = app.add_subcommand("fit", "Estimation lab: sample from a ground-truth MoE, fit by maximum likelihood, "
+                                             "report rates or model selection (recipes/experiments/lab_*.yaml)");
+  fit_cmd->add_option("recipe", recipe, "Lab recipe YAML file (with a lab: section)")->required();
+  fit_cmd->add_option("overrides", overrides, "Overrides, e.g. lab.replications=4 lab.n=[1000,10000]");
+  fit_cmd->add_flag("-q,--quiet", quiet, "No per-fit lines");
+
   auto* report_cmd = app.add_subcommand("report", "One table over finished runs (params, test accuracy, speed, outputs)");
   report_cmd->add_option("run_dirs", runs, "Run directories")->required();
 
@@ -257,6 +264,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*generate_cmd) return cmd_generate(run_dir, checkpoint, gen);
+    if (*fit_cmd) {
+      lab::LabRunResult r = lab::run_lab(load_recipe(recipe, overrides), quiet);
+      std::cout << r.table << fmt::format("\nwrote {}\nwrote {}\n", r.csv, r.summary);
+      for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
+      return 0;
+    }
     if (*sweep_cmd) {
       SweepResult r = run_sweep(sweep);
       std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,

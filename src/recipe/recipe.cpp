@@ -623,6 +623,82 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     w.finish();
   }
   {
+    Section l = top.section("lab");
+    auto& c = r.lab;
+    c.present = top.has("lab");
+    c.experiment = l.choice("experiment", c.experiment, {"rate", "select"});
+    c.family = l.choice("family", c.family, {"gaussian", "regression", "contaminated", "multinomial"});
+    c.gate = l.choice("gate", c.gate, {"softmax", "sigmoid"});
+    l.read("classes", c.classes);
+    l.read("n", c.n);
+    l.read("replications", c.replications);
+    l.read("theory_slope", c.theory_slope);
+    l.read("max_experts", c.max_experts);
+    {
+      Section t = l.section("truth");
+      auto& q = c.truth;
+      t.read("experts", q.experts);
+      t.read("dim", q.dim);
+      for (auto [key, v] : {std::pair<const char*, std::vector<double>*>{"beta", &q.beta}, {"bias", &q.bias}, {"a", &q.a},
+                            {"c", &q.c}, {"sigma", &q.sigma}, {"frozen_a", &q.frozen_a}})
+        t.read(key, *v);
+      t.read("frozen_c", q.frozen_c);
+      t.read("frozen_sigma", q.frozen_sigma);
+      t.read("approach", q.approach);
+      t.read("approach_n0", q.approach_n0);
+      const bool cont = c.family == "contaminated", multi = c.family == "multinomial";
+      if (cont) q.experts = 1;
+      if (q.experts < 1) t.fail("experts", "must be at least 1");
+      if (q.dim < 1) t.fail("dim", "must be at least 1");
+      if (multi && c.classes < 2) l.fail("classes", "multinomial needs at least 2 classes");
+      const int64_t k = q.experts, d = q.dim, C = multi ? c.classes : 1;
+      auto need = [&](const char* key, const std::vector<double>& v, int64_t size, const std::string& shape) {
+        if (static_cast<int64_t>(v.size()) != size)
+          t.fail(key, fmt::format("needs {} numbers ({}), got {}", size, shape, v.size()));
+      };
+      if (c.present) {
+        need("beta", q.beta, k * d, fmt::format("experts {} x dim {}", k, d));
+        need("bias", q.bias, k, "one per expert");
+        need("a", q.a, k * C * d, multi ? fmt::format("experts x classes x dim = {} x {} x {}", k, C, d)
+                                        : fmt::format("experts {} x dim {}", k, d));
+        need("c", q.c, k * C, multi ? "experts x classes" : "one per expert");
+        if (!multi) need("sigma", q.sigma, c.family == "gaussian" ? k : 1, c.family == "gaussian" ? "one per expert" : "one");
+        for (double v : q.sigma)
+          if (!(v > 0)) t.fail("sigma", "must be positive");
+        if (cont) need("frozen_a", q.frozen_a, d, fmt::format("dim {}", d));
+        if (cont && !(q.frozen_sigma > 0)) t.fail("frozen_sigma", "must be positive");
+      }
+      for (const char* key : {"frozen_a", "frozen_c", "frozen_sigma", "approach", "approach_n0"})
+        if (t.has(key) && !cont) t.fail(key, "only applies to family contaminated");
+      if (q.approach < 0) t.fail("approach", "must be >= 0 (0 = a fixed, distinguishable prompt)");
+      if (!(q.approach_n0 > 0)) t.fail("approach_n0", "must be positive");
+      t.finish();
+    }
+    {
+      Section f = l.section("fit");
+      auto& q = c.fit;
+      f.read("experts", q.experts);
+      q.method = f.choice("method", q.method, {"gradient", "em"});
+      f.read("restarts", q.restarts);
+      f.read("iterations", q.iterations);
+      f.read("tolerance", q.tolerance);
+      if (c.family == "contaminated") q.experts = 1;
+      if (q.experts < 1) f.fail("experts", "must be at least 1");
+      if (q.restarts < 1) f.fail("restarts", "must be at least 1");
+      if (q.iterations < 1) f.fail("iterations", "must be at least 1");
+      if (q.method == "em" && c.family != "gaussian" && c.family != "contaminated")
+        f.fail("method", fmt::format("em applies to family gaussian or contaminated (family is {})", c.family));
+      f.finish();
+    }
+    if (c.n.empty()) l.fail("n", "needs at least one sample size");
+    for (auto v : c.n)
+      if (v < 10) l.fail("n", fmt::format("sample size {} is too small", v));
+    if (c.replications < 1) l.fail("replications", "must be at least 1");
+    if (c.experiment == "select" && c.max_experts < 2) l.fail("max_experts", "must be at least 2");
+    if (c.experiment == "select" && c.family == "contaminated") l.fail("experiment", "select does not apply to contaminated");
+    l.finish();
+  }
+  {
     Section o = top.section("output");
     auto& c = r.output;
     o.read("dir", c.dir);

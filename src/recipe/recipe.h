@@ -157,6 +157,39 @@ struct SweepConfig {
   std::string plot_x = "grid";  // grid: first numeric grid key; trainable_params: x = trainable parameters
 };
 
+// `lab:` — the estimation lab (tunekit fit): a ground-truth MoE, the fit, and the experiment.
+// Matrices are flat row-major lists (beta: experts x dim, a: experts x dim, or experts x classes
+// x dim for multinomial).
+struct LabTruthConfig {
+  int64_t experts = 2, dim = 1;
+  std::vector<double> beta, bias, a, c, sigma;
+  std::vector<double> frozen_a;  // contaminated: the pre-trained expert a0, c0, sigma0
+  double frozen_c = 0, frozen_sigma = 1;
+  double approach = 0;   // contaminated: prompt = frozen + (prompt - frozen) * (n / approach_n0)^-approach
+  double approach_n0 = 1000;
+};
+
+struct LabFitConfig {
+  int64_t experts = 2;            // fitted experts (> truth: over-specified)
+  std::string method = "gradient";  // gradient (L-BFGS) | em
+  int64_t restarts = 3, iterations = 200;
+  double tolerance = 1e-9;
+};
+
+struct LabConfig {
+  bool present = false;
+  std::string experiment = "rate";  // rate: loss vs n | select: choose the number of experts
+  std::string family = "gaussian";  // gaussian | regression | contaminated | multinomial
+  std::string gate = "softmax";     // softmax | sigmoid
+  int64_t classes = 0;              // multinomial
+  LabTruthConfig truth;
+  LabFitConfig fit;
+  std::vector<int64_t> n{1000, 3162, 10000, 31623, 100000};
+  int64_t replications = 8;
+  double theory_slope = -0.5;       // shown beside the fitted slope
+  int64_t max_experts = 5;          // select: fits of 1..max_experts for AIC/BIC; the dendrogram fit uses it
+};
+
 struct Recipe {
   std::string source;         // file the recipe came from ("<string>" in tests)
   std::string resolved_yaml;  // the recipe with overrides applied, as written to the run dir
@@ -171,6 +204,7 @@ struct Recipe {
   TrainConfig train;
   OutputConfig output;
   SweepConfig sweep;
+  LabConfig lab;
 
   std::string run_dir() const { return output.dir + "/" + output.name; }
 };

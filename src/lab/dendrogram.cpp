@@ -1,0 +1,93 @@
+#include "src/lab/dendrogram.h"
+
+#include <fmt/format.h>
+
+#include <functional>
+#include <limits>
+#include <map>
+
+namespace tunekit::lab {
+
+Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor& theta_in) {
+  Dendrogram d;
+  d.leaves = weight_in.size(0);
+  auto w = weight_in.to(torch::kDouble);
+  w = w / w.sum();
+  std::vector<double> pi(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
+  std::vector<torch::Tensor> theta;
+  std::vector<int64_t> node;
+  for (int64_t i = 0; i < d.leaves; ++i) {
+    theta.push_back(theta_in[i].to(torch::kDouble));
+    node.push_back(i);
+  }
+  int64_t next = d.leaves;
+  while (pi.size() > 1) {
+    double best = std::numeric_limits<double>::infinity();
+    size_t bi = 0, bj = 1;
+    for (size_t i = 0; i < pi.size(); ++i)
+      for (size_t j = i + 1; j < pi.size(); ++j) {
+        double h = pi[i] * pi[j] / (pi[i] + pi[j]) * (theta[i] - theta[j]).pow(2).sum().item<double>();
+        if (h < best) best = h, bi = i, bj = j;
+      }
+    d.merges.push_back({node[bi], node[bj], best});
+    double p = pi[bi] + pi[bj];
+    theta[bi] = (pi[bi] * theta[bi] + pi[bj] * theta[bj]) / p;
+    pi[bi] = p;
+    node[bi] = next++;
+    pi.erase(pi.begin() + bj);
+    theta.erase(theta.begin() + bj);
+    node.erase(node.begin() + bj);
+  }
+  return d;
+}
+
+int64_t Dendrogram::selected() const {
+  if (merges.empty()) return leaves;
+  double prev = 0, best_gap = -std::numeric_limits<double>::infinity();
+  int64_t k = leaves;
+  for (size_t t = 0; t < merges.size(); ++t) {
+    double gap = merges[t].height - prev;
+    if (gap > best_gap) best_gap = gap, k = leaves - static_cast<int64_t>(t);  // atoms before merge t
+    prev = merges[t].height;
+  }
+  return k;
+}
+
+std::string dendrogram_segments(const Dendrogram& d) {
+  // Leaf order: depth-first from the root so no branches cross; internal x = mean of children.
+  std::map<int64_t, std::pair<int64_t, int64_t>> children;
+  std::map<int64_t, double> height;
+  for (size_t t = 0; t < d.merges.size(); ++t) {
+    children[d.leaves + t] = {d.merges[t].left, d.merges[t].right};
+    height[d.leaves + t] = d.merges[t].height;
+  }
+  // Heights drawn as the running maximum so every parent sits above its children.
+  double run = 0;
+  for (size_t t = 0; t < d.merges.size(); ++t) run = std::max(run, d.merges[t].height), height[d.leaves + t] = run;
+  std::map<int64_t, double> x;
+  double slot = 0;
+  std::function<void(int64_t)> place = [&](int64_t id) {
+    auto it = children.find(id);
+    if (it == children.end()) {
+      x[id] = slot++;
+      return;
+    }
+    place(it->second.first);
+    place(it->second.second);
+    x[id] = 0.5 * (x[it->second.first] + x[it->second.second]);
+  };
+  const int64_t root = d.leaves + static_cast<int64_t>(d.merges.size()) - 1;
+  place(d.merges.empty() ? 0 : root);
+  std::string out = "# x0 y0 dx dy (one segment per line)\n";
+  for (const auto& [id, kids] : children) {
+    double h = height[id];
+    for (int64_t c : {kids.first, kids.second}) {
+      double hc = children.count(c) ? height[c] : 0.0;
+      out += fmt::format("{} {} 0 {}\n", x[c], hc, h - hc);
+    }
+    out += fmt::format("{} {} {} 0\n", x[kids.first], h, x[kids.second] - x[kids.first]);
+  }
+  return out;
+}
+
+}  // namespace tunekit::lab

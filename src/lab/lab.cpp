@@ -1,0 +1,251 @@
+#include "src/lab/lab.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "src/io/checkpoint.h"
+#include "src/lab/dendrogram.h"
+#include "src/util/error.h"
+#include "src/util/threads.h"
+
+namespace fs = std::filesystem;
+
+namespace tunekit::lab {
+namespace {
+
+torch::Tensor vec(const std::vector<double>& v, std::vector<int64_t> shape) {
+  return torch::tensor(v, torch::kDouble).reshape(shape);
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / v.size();
+}
+double sd_of(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  double m = mean_of(v), s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / (v.size() - 1));
+}
+
+bool have_gnuplot() { return std::system("command -v gnuplot > /dev/null 2>&1") == 0; }
+
+std::vector<std::string> gnuplot(const std::string& dir, const std::string& stem, const std::string& body) {
+  std::vector<std::string> out;
+  if (!have_gnuplot()) {
+    std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
+    return out;
+  }
+  for (const char* ext : {"png", "svg"}) {
+    std::string path = fmt::format("{}/{}.{}", dir, stem, ext);
+    std::string script = fmt::format("set terminal {}\nset output '{}'\n{}",
+                                     std::string(ext) == "png" ? "pngcairo noenhanced size 900,600"
+                                                               : "svg noenhanced size 900,600",
+                                     path, body);
+    std::string sp = fmt::format("{}/{}_{}.gp", dir, stem, ext);
+    std::ofstream(sp) << script;
+    if (std::system(fmt::format("gnuplot '{}' 2>&1", sp).c_str()) == 0 && fs::exists(path)) out.push_back(path);
+  }
+  return out;
+}
+
+int64_t seed_of(uint64_t base, size_t n_index, int64_t rep) {
+  return static_cast<int64_t>(base * 1000003ULL + n_index * 1009ULL + static_cast<uint64_t>(rep));
+}
+
+FitOptions fit_options(const LabFitConfig& c, int64_t experts) {
+  FitOptions o;
+  o.experts = experts;
+  o.method = c.method == "em" ? FitMethod::EM : FitMethod::Gradient;
+  o.restarts = c.restarts;
+  o.iterations = c.iterations;
+  o.tolerance = c.tolerance;
+  return o;
+}
+
+}  // namespace
+
+std::pair<double, double> loglog_slope(const std::vector<double>& x, const std::vector<double>& y) {
+  std::vector<double> lx, ly;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (x[i] > 0 && y[i] > 0) lx.push_back(std::log(x[i])), ly.push_back(std::log(y[i]));
+  const double mx = mean_of(lx), my = mean_of(ly);
+  double sxx = 0, sxy = 0;
+  for (size_t i = 0; i < lx.size(); ++i) sxx += (lx[i] - mx) * (lx[i] - mx), sxy += (lx[i] - mx) * (ly[i] - my);
+  if (lx.size() < 3 || sxx == 0) return {std::nan(""), std::nan("")};
+  const double b = sxy / sxx, a = my - b * mx;
+  double rss = 0;
+  for (size_t i = 0; i < lx.size(); ++i) rss += std::pow(ly[i] - a - b * lx[i], 2);
+  return {b, std::sqrt(rss / (lx.size() - 2) / sxx)};
+}
+
+MoE truth_model(const LabConfig& c, int64_t n) {
+  const auto& t = c.truth;
+  MoE m;
+  m.family = c.family == "regression"     ? Family::Regression
+             : c.family == "contaminated" ? Family::Contaminated
+             : c.family == "multinomial"  ? Family::Multinomial
+                                          : Family::Gaussian;
+  m.gate = c.gate == "sigmoid" ? GateFn::Sigmoid : GateFn::Softmax;
+  m.classes = c.classes;
+  const int64_t k = t.experts, d = t.dim;
+  m.beta = vec(t.beta, {k, d});
+  m.bias = vec(t.bias, {k});
+  if (m.family == Family::Multinomial) {
+    m.a = vec(t.a, {k, c.classes, d});
+    m.c = vec(t.c, {k, c.classes});
+    m.log_sigma = torch::zeros({1}, torch::kDouble);
+  } else {
+    m.a = vec(t.a, {k, d});
+    m.c = vec(t.c, {k});
+    m.log_sigma = torch::log(vec(t.sigma, {static_cast<int64_t>(t.sigma.size())}));
+  }
+  if (m.family == Family::Contaminated) {
+    m.a0 = vec(t.frozen_a, {d});
+    m.c0 = torch::tensor(t.frozen_c, torch::kDouble);
+    m.sigma0 = torch::tensor(t.frozen_sigma, torch::kDouble);
+    if (t.approach > 0) {  // the prompt (a, c, σ) moves towards the frozen expert as n grows
+      double s = std::pow(double(n) / t.approach_n0, -t.approach);
+      m.a = m.a0.unsqueeze(0) + (m.a - m.a0.unsqueeze(0)) * s;
+      m.c = m.c0 + (m.c - m.c0) * s;
+      m.log_sigma = torch::log(m.sigma0 + (torch::exp(m.log_sigma) - m.sigma0) * s);
+    }
+  }
+  return m;
+}
+
+LabRunResult run_lab(const Recipe& recipe, bool quiet) {
+  const LabConfig& c = recipe.lab;
+  if (!c.present) throw Error(fmt::format("{}: no lab: section (tunekit fit runs estimation-lab recipes)", recipe.source));
+  apply_thread_policy(recipe.threads);
+  LabRunResult res;
+  res.dir = recipe.run_dir();
+  fs::create_directories(res.dir);
+  io::write_file_atomic(res.dir + "/recipe.yaml", recipe.resolved_yaml);
+  auto say = [&](const std::string& s) {
+    if (!quiet) std::fprintf(stderr, "%s\n", s.c_str());
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  const uint64_t base = static_cast<uint64_t>(recipe.seed);
+  say(fmt::format("lab {}: {} experiment, family {} ({} gate), truth {} expert(s), fit {} expert(s) by {}, n = {}, {} replications",
+                  res.dir, c.experiment, c.family, c.gate, c.truth.experts,
+                  c.experiment == "select" ? c.max_experts : c.fit.experts, c.fit.method, fmt::join(c.n, ", "),
+                  c.replications));
+
+  std::string csv;
+  if (c.experiment == "rate") {
+    csv = "n,replication,seed,voronoi_loss,nll_fit,nll_truth,winning_restart,seconds\n";
+    std::vector<double> xs, ys;
+    std::map<int64_t, std::vector<double>> by_n, gap_by_n;
+    for (size_t ni = 0; ni < c.n.size(); ++ni) {
+      const int64_t n = c.n[ni];
+      MoE truth = truth_model(c, n);
+      for (int64_t rep = 0; rep < c.replications; ++rep) {
+        auto ts = elapsed();
+        const int64_t seed = seed_of(base, ni, rep);
+        Sample s = sample(truth, n, static_cast<uint64_t>(seed));
+        FitResult f = fit(truth, s.x, s.y, fit_options(c.fit, c.fit.experts), static_cast<uint64_t>(seed));
+        double loss = voronoi_loss(f.model, truth);
+        double nll_truth;
+        {
+          torch::NoGradGuard g;
+          nll_truth = -log_likelihood(truth, s.x, s.y).mean().item<double>();
+        }
+        csv += fmt::format("{},{},{},{:.8g},{:.8g},{:.8g},{},{:.2f}\n", n, rep, seed, loss, f.nll, nll_truth, f.restart,
+                           elapsed() - ts);
+        xs.push_back(double(n));
+        ys.push_back(loss);
+        by_n[n].push_back(loss);
+        gap_by_n[n].push_back(nll_truth - f.nll);
+        say(fmt::format("  n={:<7} rep {:<3} loss {:.5f}  nll fit {:.5f} (truth {:.5f})  [{:.0f}s]", n, rep, loss, f.nll,
+                        nll_truth, elapsed()));
+      }
+    }
+    auto [slope, se] = loglog_slope(xs, ys);
+    std::string table = "| n | Voronoi loss (mean ± sd) | NLL(truth) − NLL(fit) |\n|---|---|---|\n";
+    std::string dat;
+    for (const auto& [n, v] : by_n) {
+      table += fmt::format("| {} | {:.5f} ± {:.5f} | {:.2e} |\n", n, mean_of(v), sd_of(v), mean_of(gap_by_n[n]));
+      dat += fmt::format("{} {} {}\n", n, mean_of(v), sd_of(v));
+    }
+    table += fmt::format("\nfitted slope of log(loss) on log(n): {:.3f} ± {:.3f} (standard error, {} fits); theory: {:.3f}\n",
+                         slope, se, xs.size(), c.theory_slope);
+    res.table = table;
+    std::ofstream(res.dir + "/rate.dat") << dat;
+    const double n0 = double(c.n.front()), y0 = mean_of(by_n[c.n.front()]);
+    res.plots = gnuplot(res.dir, "rate",
+                        fmt::format("set title '{} ({} gate): Voronoi loss vs n'\nset logscale xy\nset xlabel 'n'\n"
+                                    "set ylabel 'Voronoi loss'\nset grid\nset key bottom left\n"
+                                    "plot '{}/rate.dat' using 1:2:3 with yerrorlines title 'mean ± sd over {} fits', "
+                                    "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}', "
+                                    "{} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'\n",
+                                    c.family, c.gate, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
+                                    y0, n0, slope, slope));
+  } else {
+    csv = "n,replication,seed,k_dendrogram,k_aic,k_bic,merge_heights\n";
+    const int64_t K = c.max_experts, kstar = c.truth.experts;
+    std::map<int64_t, std::array<int, 3>> hits;
+    Dendrogram shown;
+    for (size_t ni = 0; ni < c.n.size(); ++ni) {
+      const int64_t n = c.n[ni];
+      MoE truth = truth_model(c, n);
+      for (int64_t rep = 0; rep < c.replications; ++rep) {
+        const int64_t seed = seed_of(base, ni, rep);
+        Sample s = sample(truth, n, static_cast<uint64_t>(seed));
+        std::vector<double> aic, bic;
+        Dendrogram dg;
+        for (int64_t k = 1; k <= K; ++k) {
+          FitResult f = fit(truth, s.x, s.y, fit_options(c.fit, k), static_cast<uint64_t>(seed));
+          const double p = double(f.model.num_parameters()), total = f.nll * n;
+          aic.push_back(2 * p + 2 * total);
+          bic.push_back(p * std::log(double(n)) + 2 * total);
+          if (k == K) {
+            Atoms a = atoms(f.model);
+            dg = build_dendrogram(a.weight, a.theta);
+          }
+        }
+        const int64_t k_dg = dg.selected();
+        const int64_t k_aic = std::min_element(aic.begin(), aic.end()) - aic.begin() + 1;
+        const int64_t k_bic = std::min_element(bic.begin(), bic.end()) - bic.begin() + 1;
+        std::vector<std::string> hs;
+        for (const auto& m : dg.merges) hs.push_back(fmt::format("{:.4g}", m.height));
+        csv += fmt::format("{},{},{},{},{},{},{}\n", n, rep, seed, k_dg, k_aic, k_bic, fmt::join(hs, ";"));
+        auto& h = hits[n];
+        h[0] += k_dg == kstar;
+        h[1] += k_aic == kstar;
+        h[2] += k_bic == kstar;
+        if (ni + 1 == c.n.size() && rep == 0) shown = dg;
+        say(fmt::format("  n={:<7} rep {:<3} k: dendrogram {}  AIC {}  BIC {}  (truth {})  [{:.0f}s]", n, rep, k_dg, k_aic,
+                        k_bic, kstar, elapsed()));
+      }
+    }
+    std::string table = fmt::format("| n | dendrogram picks k*={} | AIC | BIC |\n|---|---|---|---|\n", kstar);
+    for (const auto& [n, h] : hits)
+      table += fmt::format("| {} | {}/{} | {}/{} | {}/{} |\n", n, h[0], c.replications, h[1], c.replications, h[2],
+                           c.replications);
+    res.table = table + fmt::format("\n(over-specified fit: {} experts; AIC/BIC over separate fits with 1..{} experts)\n", K, K);
+    std::ofstream(res.dir + "/dendrogram.dat") << dendrogram_segments(shown);
+    res.plots = gnuplot(res.dir, "dendrogram",
+                        fmt::format("set title 'dendrogram of the {}-expert fit (n = {}, replication 0)'\n"
+                                    "set xlabel 'atoms'\nset ylabel 'merge height'\nunset key\nset grid y\n"
+                                    "set xrange [-0.5:{}]\nplot '{}/dendrogram.dat' using 1:2:3:4 with vectors nohead lw 2\n",
+                                    K, c.n.back(), K - 0.5, res.dir));
+  }
+  res.csv = res.dir + "/results.csv";
+  io::write_file_atomic(res.csv, csv);
+  res.summary = res.dir + "/summary.md";
+  io::write_file_atomic(res.summary, fmt::format("# Lab {}\n\nRecipe: `{}`; seed {}; {} experiment; family {} ({} gate); "
+                                                 "{:.0f} s.\n\n{}", recipe.output.name, recipe.source, recipe.seed,
+                                                 c.experiment, c.family, c.gate, elapsed(), res.table));
+  return res;
+}
+
+}  // namespace tunekit::lab
