@@ -1,5 +1,7 @@
 #include "tests/helpers.h"
 
+#include "src/util/error.h"
+
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -52,6 +54,15 @@ train: {{epochs: 3, log_every: 1}}
 output: {{dir: "{}", name: tiny}}
 {})",
                      data_root, runs_dir, extra);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 double gradcheck(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,

@@ -28,6 +28,9 @@ void write_synthetic_fmnist(const std::string& dir, int per_class_train, int per
 // YAML for a tiny ViT recipe reading `data_root`, writing runs under `runs_dir`.
 std::string tiny_recipe_yaml(const std::string& data_root, const std::string& runs_dir, const std::string& extra = "");
 
+// The message of the tunekit::Error `f` throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& f);
+
 // Central-difference check of d(sum(f(x) * w))/dx for a random projection w, in double.
 // Returns the max abs difference between analytic and numerical gradients over `inputs`.
 double gradcheck(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,

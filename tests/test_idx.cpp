@@ -20,14 +20,7 @@ void gzip_file(const std::string& in, const std::string& out) {
   gzwrite(g, bytes.data(), bytes.size());
   gzclose(g);
 }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testkit::error_of;
 }  // namespace
 
 TEST(Idx, RoundTripRawAndGzip) {

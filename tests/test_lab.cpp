@@ -11,6 +11,9 @@
 #include "src/lab/moe.h"
 #include "src/recipe/recipe.h"
 #include "src/util/error.h"
+#include "tests/helpers.h"
+
+#include <fstream>
 
 using namespace tunekit;
 using namespace tunekit::lab;
@@ -68,6 +71,9 @@ TEST(Lab, LikelihoodMatchesHandComputedValues) {
     m.gate = GateFn::Sigmoid;
     m.log_sigma = torch::log(t({0.3}, {1}));
     double f = sig(1.3) * 1.5 + sig(-1.3) * (-1.5);
+    EXPECT_NEAR(log_likelihood(m, x, y).item<double>(), std::log(normal_pdf(1.2, f, 0.3)), 1e-12);
+    m.expert = ExpertFn::Tanh;  // network experts: h_i = tanh(a_i x + c_i)
+    f = sig(1.3) * std::tanh(1.5) + sig(-1.3) * std::tanh(-1.5);
     EXPECT_NEAR(log_likelihood(m, x, y).item<double>(), std::log(normal_pdf(1.2, f, 0.3)), 1e-12);
   }
   {  // contaminated
@@ -201,6 +207,18 @@ TEST(Lab, DendrogramMergesTheClosestAtomsFirst) {
   Dendrogram two = build_dendrogram(w, t({0.0, 0.01, 5.0, 5.02}, {4, 1}));
   EXPECT_EQ(two.selected(), 2);
   EXPECT_NE(dendrogram_segments(two).find("# x0 y0 dx dy"), std::string::npos);
+  ASSERT_EQ(two.levels.size(), 4u);
+  EXPECT_TRUE(torch::allclose(two.levels[3].second, t({0.0, 0.01, 5.0, 5.02}, {4, 1})));
+  EXPECT_NEAR(two.levels[1].first.sum().item<double>(), 1.0, 1e-12);  // weights add up when atoms merge
+  EXPECT_TRUE(torch::allclose(std::get<0>(two.levels[1].second.flatten().sort()), t({0.005, 5.01}, {2})));
+}
+
+TEST(Lab, GaussianModelFromItsAtomsHasTheSameLikelihood) {
+  MoE g = gaussian_truth();
+  Atoms a = atoms(g);
+  MoE back = gaussian_from_atoms(a.weight, a.theta, 1);
+  Sample s = sample(g, 500, 6);
+  EXPECT_TRUE(torch::allclose(log_likelihood(back, s.x, s.y), log_likelihood(g, s.x, s.y), 1e-10, 1e-12));
 }
 
 TEST(Lab, LogLogSlopeAndRecipeChecks) {
@@ -224,4 +242,28 @@ TEST(Lab, LogLogSlopeAndRecipeChecks) {
   MoE at100 = truth_model(r.lab, 100), at400 = truth_model(r.lab, 400);
   EXPECT_NEAR(at100.a[0][0].item<double>(), 2.0, 1e-12);
   EXPECT_NEAR(at400.a[0][0].item<double>(), 0.5 + 1.5 * 0.5, 1e-12);  // half-way at n = 4 n0 with approach 1/2
+}
+
+TEST(Lab, FitCommandWritesResultsSummaryAndSelection) {
+  testkit::TempDir dir;
+  std::ofstream(dir / "rate.yaml") << "seed: 1\nlab:\n  family: contaminated\n  truth: {dim: 1, beta: [1.0], bias: [0.0], "
+                                      "a: [-1.0], c: [1.0], sigma: [0.5], frozen_a: [1.0]}\n  fit: {method: em}\n"
+                                      "  n: [300, 1000, 3000]\n  replications: 2\noutput: {dir: \"" + dir.path() + "\"}\n";
+  std::string cmd = std::string(TUNEKIT_CLI) + " fit " + (dir / "rate.yaml") + " -q > " + (dir / "out.txt") + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream csv(dir / "rate/results.csv");
+  int lines = 0;
+  for (std::string l; std::getline(csv, l);) ++lines;
+  EXPECT_EQ(lines, 1 + 3 * 2);
+  std::ifstream out(dir / "out.txt");
+  std::string text((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("fitted slope of log(loss) on log(n)"), std::string::npos) << text;
+
+  // Selection on a well-separated 2-expert truth: every criterion finds it at this size.
+  Recipe r = parse_recipe("seed: 2\nlab:\n  experiment: select\n  truth: {experts: 2, dim: 1, beta: [2, -2], bias: [0, 0], "
+                          "a: [1, -1], c: [2, -2], sigma: [0.3, 0.3]}\n  fit: {method: em, restarts: 2}\n  max_experts: 3\n"
+                          "  n: [3000]\n  replications: 1\noutput: {dir: \"" + dir.path() + "\", name: sel}\n",
+                          "sel.yaml");
+  LabRunResult res = run_lab(r, true);
+  EXPECT_NE(res.table.find("| 3000 | 1/1 | 1/1 |"), std::string::npos) << res.table;
 }

@@ -21,6 +21,11 @@ Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor&
     node.push_back(i);
   }
   int64_t next = d.leaves;
+  d.levels.resize(d.leaves);
+  auto record = [&] {
+    d.levels[pi.size() - 1] = {torch::tensor(pi, torch::kDouble), torch::stack(theta)};
+  };
+  record();
   while (pi.size() > 1) {
     double best = std::numeric_limits<double>::infinity();
     size_t bi = 0, bj = 1;
@@ -37,6 +42,7 @@ Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor&
     pi.erase(pi.begin() + bj);
     theta.erase(theta.begin() + bj);
     node.erase(node.begin() + bj);
+    record();
   }
   return d;
 }

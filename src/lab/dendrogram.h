@@ -17,6 +17,8 @@ struct Merge {
 struct Dendrogram {
   int64_t leaves = 0;
   std::vector<Merge> merges;  // K − 1 merges, in order (heights need not be monotone)
+  // The mixing measure at each level: levels[κ − 1] holds the κ atoms' (weights [κ], theta [κ, p]).
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> levels;
   // The number of atoms kept: the count just before the merge whose height jumps most above the
   // previous merge's (the first merge's jump is from 0).
   int64_t selected() const;

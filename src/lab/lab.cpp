@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +15,7 @@
 #include "src/io/checkpoint.h"
 #include "src/lab/dendrogram.h"
 #include "src/util/error.h"
+#include "src/util/stats.h"
 #include "src/util/threads.h"
 
 namespace fs = std::filesystem;
@@ -23,17 +27,6 @@ torch::Tensor vec(const std::vector<double>& v, std::vector<int64_t> shape) {
   return torch::tensor(v, torch::kDouble).reshape(shape);
 }
 
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0 : s / v.size();
-}
-double sd_of(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  double m = mean_of(v), s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / (v.size() - 1));
-}
 
 bool have_gnuplot() { return std::system("command -v gnuplot > /dev/null 2>&1") == 0; }
 
@@ -67,6 +60,7 @@ FitOptions fit_options(const LabFitConfig& c, int64_t experts) {
   o.restarts = c.restarts;
   o.iterations = c.iterations;
   o.tolerance = c.tolerance;
+  o.bound = c.bound;
   return o;
 }
 
@@ -76,7 +70,7 @@ std::pair<double, double> loglog_slope(const std::vector<double>& x, const std::
   std::vector<double> lx, ly;
   for (size_t i = 0; i < x.size(); ++i)
     if (x[i] > 0 && y[i] > 0) lx.push_back(std::log(x[i])), ly.push_back(std::log(y[i]));
-  const double mx = mean_of(lx), my = mean_of(ly);
+  const double mx = mean(lx), my = mean(ly);
   double sxx = 0, sxy = 0;
   for (size_t i = 0; i < lx.size(); ++i) sxx += (lx[i] - mx) * (lx[i] - mx), sxy += (lx[i] - mx) * (ly[i] - my);
   if (lx.size() < 3 || sxx == 0) return {std::nan(""), std::nan("")};
@@ -94,6 +88,8 @@ MoE truth_model(const LabConfig& c, int64_t n) {
              : c.family == "multinomial"  ? Family::Multinomial
                                           : Family::Gaussian;
   m.gate = c.gate == "sigmoid" ? GateFn::Sigmoid : GateFn::Softmax;
+  m.expert = c.expert == "relu" ? ExpertFn::Relu : c.expert == "gelu" ? ExpertFn::Gelu
+             : c.expert == "tanh" ? ExpertFn::Tanh : ExpertFn::Linear;
   m.classes = c.classes;
   const int64_t k = t.experts, d = t.dim;
   m.beta = vec(t.beta, {k, d});
@@ -135,14 +131,14 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   const uint64_t base = static_cast<uint64_t>(recipe.seed);
-  say(fmt::format("lab {}: {} experiment, family {} ({} gate), truth {} expert(s), fit {} expert(s) by {}, n = {}, {} replications",
-                  res.dir, c.experiment, c.family, c.gate, c.truth.experts,
+  say(fmt::format("lab {}: {} experiment, family {} ({} gate, {} experts), truth {} expert(s), fit {} expert(s) by {}, n = {}, {} replications",
+                  res.dir, c.experiment, c.family, c.gate, c.expert, c.truth.experts,
                   c.experiment == "select" ? c.max_experts : c.fit.experts, c.fit.method, fmt::join(c.n, ", "),
                   c.replications));
 
   std::string csv;
   if (c.experiment == "rate") {
-    csv = "n,replication,seed,voronoi_loss,nll_fit,nll_truth,winning_restart,seconds\n";
+    csv = "n,replication,seed,voronoi_loss,nll_fit,nll_truth,winning_restart,seconds,fitted_weights,fitted_atoms\n";
     std::vector<double> xs, ys;
     std::map<int64_t, std::vector<double>> by_n, gap_by_n;
     for (size_t ni = 0; ni < c.n.size(); ++ni) {
@@ -159,8 +155,16 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
           torch::NoGradGuard g;
           nll_truth = -log_likelihood(truth, s.x, s.y).mean().item<double>();
         }
-        csv += fmt::format("{},{},{},{:.8g},{:.8g},{:.8g},{},{:.2f}\n", n, rep, seed, loss, f.nll, nll_truth, f.restart,
-                           elapsed() - ts);
+        Atoms fa = atoms(f.model);
+        std::vector<std::string> ws, th;
+        for (int64_t i = 0; i < fa.weight.size(0); ++i) {
+          ws.push_back(fmt::format("{:.4g}", fa.weight[i].item<double>()));
+          std::vector<std::string> row;
+          for (int64_t j = 0; j < fa.theta.size(1); ++j) row.push_back(fmt::format("{:.4g}", fa.theta[i][j].item<double>()));
+          th.push_back(fmt::format("({})", fmt::join(row, " ")));
+        }
+        csv += fmt::format("{},{},{},{:.8g},{:.8g},{:.8g},{},{:.2f},{},{}\n", n, rep, seed, loss, f.nll, nll_truth, f.restart,
+                           elapsed() - ts, fmt::join(ws, ";"), fmt::join(th, ";"));
         xs.push_back(double(n));
         ys.push_back(loss);
         by_n[n].push_back(loss);
@@ -170,29 +174,37 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
       }
     }
     auto [slope, se] = loglog_slope(xs, ys);
-    std::string table = "| n | Voronoi loss (mean ± sd) | NLL(truth) − NLL(fit) |\n|---|---|---|\n";
+    std::string table = "| n | Voronoi loss (mean ± sd) | median | NLL(truth) − NLL(fit) |\n|---|---|---|---|\n";
     std::string dat;
     for (const auto& [n, v] : by_n) {
-      table += fmt::format("| {} | {:.5f} ± {:.5f} | {:.2e} |\n", n, mean_of(v), sd_of(v), mean_of(gap_by_n[n]));
-      dat += fmt::format("{} {} {}\n", n, mean_of(v), sd_of(v));
+      std::vector<double> sorted = v;
+      std::sort(sorted.begin(), sorted.end());
+      const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                              : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+      table += fmt::format("| {} | {:.5f} ± {:.5f} | {:.5f} | {:.2e} |\n", n, mean(v), stddev(v), median,
+                           mean(gap_by_n[n]));
+      dat += fmt::format("{} {} {}\n", n, mean(v), stddev(v));
     }
     table += fmt::format("\nfitted slope of log(loss) on log(n): {:.3f} ± {:.3f} (standard error, {} fits); theory: {:.3f}\n",
                          slope, se, xs.size(), c.theory_slope);
     res.table = table;
     std::ofstream(res.dir + "/rate.dat") << dat;
-    const double n0 = double(c.n.front()), y0 = mean_of(by_n[c.n.front()]);
+    const double n0 = double(c.n.front()), y0 = mean(by_n[c.n.front()]);
     res.plots = gnuplot(res.dir, "rate",
-                        fmt::format("set title '{} ({} gate): Voronoi loss vs n'\nset logscale xy\nset xlabel 'n'\n"
+                        fmt::format("set title '{} ({} gate, {} experts): Voronoi loss vs n'\nset logscale xy\nset xlabel 'n'\n"
                                     "set ylabel 'Voronoi loss'\nset grid\nset key bottom left\n"
                                     "plot '{}/rate.dat' using 1:2:3 with yerrorlines title 'mean ± sd over {} fits', "
                                     "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}', "
                                     "{} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'\n",
-                                    c.family, c.gate, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
+                                    c.family, c.gate, c.expert, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
                                     y0, n0, slope, slope));
   } else {
-    csv = "n,replication,seed,k_dendrogram,k_aic,k_bic,merge_heights\n";
+    csv = "n,replication,seed,k_dendrogram,k_dsc,k_aic,k_bic,merge_heights\n";
+    // DSC (2510.12744's code): score each level κ of the dendrogram by its next merge height plus
+    // log(n) times the merged model's mean log-likelihood; only where merged atoms form a model.
+    const bool dsc = c.family == "gaussian" && c.gate == "softmax";
     const int64_t K = c.max_experts, kstar = c.truth.experts;
-    std::map<int64_t, std::array<int, 3>> hits;
+    std::map<int64_t, std::array<int, 4>> hits;
     Dendrogram shown;
     for (size_t ni = 0; ni < c.n.size(); ++ni) {
       const int64_t n = c.n[ni];
@@ -202,6 +214,7 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
         Sample s = sample(truth, n, static_cast<uint64_t>(seed));
         std::vector<double> aic, bic;
         Dendrogram dg;
+        int64_t k_dsc = -1;
         for (int64_t k = 1; k <= K; ++k) {
           FitResult f = fit(truth, s.x, s.y, fit_options(c.fit, k), static_cast<uint64_t>(seed));
           const double p = double(f.model.num_parameters()), total = f.nll * n;
@@ -210,6 +223,17 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
           if (k == K) {
             Atoms a = atoms(f.model);
             dg = build_dendrogram(a.weight, a.theta);
+            if (dsc) {
+              double best = std::numeric_limits<double>::infinity();
+              torch::NoGradGuard ng;
+              for (int64_t kk = 1; kk <= K; ++kk) {
+                const auto& [w, th] = dg.levels[kk - 1];
+                double ll = log_likelihood(gaussian_from_atoms(w, th, c.truth.dim), s.x, s.y).mean().item<double>();
+                double next = kk > 1 ? dg.merges[K - kk].height : 0.0;  // the merge kk -> kk-1
+                double score = -(next + std::log(double(n)) * ll);
+                if (score < best) best = score, k_dsc = kk;
+              }
+            }
           }
         }
         const int64_t k_dg = dg.selected();
@@ -217,19 +241,22 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
         const int64_t k_bic = std::min_element(bic.begin(), bic.end()) - bic.begin() + 1;
         std::vector<std::string> hs;
         for (const auto& m : dg.merges) hs.push_back(fmt::format("{:.4g}", m.height));
-        csv += fmt::format("{},{},{},{},{},{},{}\n", n, rep, seed, k_dg, k_aic, k_bic, fmt::join(hs, ";"));
+        csv += fmt::format("{},{},{},{},{},{},{},{}\n", n, rep, seed, k_dg, k_dsc, k_aic, k_bic, fmt::join(hs, ";"));
         auto& h = hits[n];
         h[0] += k_dg == kstar;
-        h[1] += k_aic == kstar;
-        h[2] += k_bic == kstar;
+        h[1] += k_dsc == kstar;
+        h[2] += k_aic == kstar;
+        h[3] += k_bic == kstar;
         if (ni + 1 == c.n.size() && rep == 0) shown = dg;
-        say(fmt::format("  n={:<7} rep {:<3} k: dendrogram {}  AIC {}  BIC {}  (truth {})  [{:.0f}s]", n, rep, k_dg, k_aic,
-                        k_bic, kstar, elapsed()));
+        say(fmt::format("  n={:<7} rep {:<3} k: dendrogram {}  DSC {}  AIC {}  BIC {}  (truth {})  [{:.0f}s]", n, rep, k_dg,
+                        dsc ? std::to_string(k_dsc) : "-", k_aic, k_bic, kstar, elapsed()));
       }
     }
-    std::string table = fmt::format("| n | dendrogram picks k*={} | AIC | BIC |\n|---|---|---|---|\n", kstar);
+    std::string table =
+        fmt::format("| n | dendrogram (largest height gap) picks k*={} | dendrogram DSC | AIC | BIC |\n|---|---|---|---|---|\n", kstar);
     for (const auto& [n, h] : hits)
-      table += fmt::format("| {} | {}/{} | {}/{} | {}/{} |\n", n, h[0], c.replications, h[1], c.replications, h[2],
+      table += fmt::format("| {} | {}/{} | {} | {}/{} | {}/{} |\n", n, h[0], c.replications,
+                           dsc ? fmt::format("{}/{}", h[1], c.replications) : std::string("-"), h[2], c.replications, h[3],
                            c.replications);
     res.table = table + fmt::format("\n(over-specified fit: {} experts; AIC/BIC over separate fits with 1..{} experts)\n", K, K);
     std::ofstream(res.dir + "/dendrogram.dat") << dendrogram_segments(shown);

@@ -34,7 +34,7 @@ torch::Tensor expert_log_density(const MoE& m, const torch::Tensor& x, const tor
     auto lp = torch::log_softmax(logits, 2);
     return lp.gather(2, y.view({-1, 1, 1}).expand({x.size(0), m.experts(), 1})).squeeze(2);
   }
-  auto mean = x.mm(m.a.t()) + m.c;  // [n, k]
+  auto mean = expert_outputs(m, x);  // [n, k]
   return log_normal(y.unsqueeze(1), mean, m.log_sigma);
 }
 
@@ -126,6 +126,20 @@ std::string to_string(Family f) {
   return "?";
 }
 std::string to_string(GateFn g) { return g == GateFn::Softmax ? "softmax" : "sigmoid"; }
+std::string to_string(ExpertFn e) {
+  return e == ExpertFn::Relu ? "relu" : e == ExpertFn::Gelu ? "gelu" : e == ExpertFn::Tanh ? "tanh" : "linear";
+}
+
+torch::Tensor expert_outputs(const MoE& m, const torch::Tensor& x) {
+  auto z = x.mm(m.a.t()) + m.c;
+  switch (m.expert) {
+    case ExpertFn::Linear: return z;
+    case ExpertFn::Relu: return torch::relu(z);
+    case ExpertFn::Gelu: return torch::gelu(z);
+    case ExpertFn::Tanh: return torch::tanh(z);
+  }
+  return z;
+}
 
 int64_t MoE::num_parameters() const {
   int64_t p = 0;
@@ -155,7 +169,7 @@ torch::Tensor log_likelihood(const MoE& m, const torch::Tensor& x, const torch::
     case Family::Multinomial:
       return torch::logsumexp(log_gate(m, x) + expert_log_density(m, x, y), 1);
     case Family::Regression: {
-      auto f = (gate_weights(m, x) * (x.mm(m.a.t()) + m.c)).sum(1);
+      auto f = (gate_weights(m, x) * expert_outputs(m, x)).sum(1);
       return log_normal(y, f, m.log_sigma[0]);
     }
     case Family::Contaminated: {
@@ -178,12 +192,12 @@ Sample sample(const MoE& t, int64_t n, uint64_t seed) {
   switch (t.family) {
     case Family::Gaussian: {
       s.z = torch::multinomial(torch::exp(log_gate(t, s.x)), 1, true, gen).squeeze(1);
-      auto mean = (s.x.mm(t.a.t()) + t.c).gather(1, s.z.unsqueeze(1)).squeeze(1);
+      auto mean = expert_outputs(t, s.x).gather(1, s.z.unsqueeze(1)).squeeze(1);
       s.y = mean + torch::exp(t.log_sigma).index_select(0, s.z) * noise;
       break;
     }
     case Family::Regression:
-      s.y = (gate_weights(t, s.x) * (s.x.mm(t.a.t()) + t.c)).sum(1) + torch::exp(t.log_sigma[0]) * noise;
+      s.y = (gate_weights(t, s.x) * expert_outputs(t, s.x)).sum(1) + torch::exp(t.log_sigma[0]) * noise;
       s.z = torch::full({n}, -1, torch::kLong);
       break;
     case Family::Contaminated: {
@@ -214,6 +228,7 @@ MoE random_init(Family family, GateFn gate, int64_t k, const torch::Tensor& x, c
   m.family = family;
   m.gate = gate;
   m.classes = classes;
+  if (frozen) m.expert = frozen->expert;
   if (family == Family::Contaminated) k = 1;
   m.beta = leaf(torch::randn({k, d}, gen, opts));
   m.bias = leaf(torch::randn({k}, gen, opts) * 0.5);
@@ -238,6 +253,9 @@ MoE random_init(Family family, GateFn gate, int64_t k, const torch::Tensor& x, c
 }
 
 FitResult fit(const MoE& shape, const torch::Tensor& x, const torch::Tensor& y, const FitOptions& o, uint64_t seed) {
+  if (o.method == FitMethod::EM && shape.expert != ExpertFn::Linear)
+    throw Error(fmt::format("lab: EM's closed-form expert step needs linear experts, not {} (use fit.method: gradient)",
+                            to_string(shape.expert)));
   if (o.method == FitMethod::EM && shape.family != Family::Gaussian && shape.family != Family::Contaminated)
     throw Error(fmt::format("lab: EM applies to the gaussian and contaminated families, not {} (use fit.method: gradient)",
                             to_string(shape.family)));
@@ -248,6 +266,25 @@ FitResult fit(const MoE& shape, const torch::Tensor& x, const torch::Tensor& y, 
     int64_t steps = 0;
     if (o.method == FitMethod::EM) {
       em(m, x, y, o, &steps);
+    } else if (o.bound > 0) {
+      // Optimise u with θ = bound·tanh(u) for β, b, a, c (σ stays free on its log scale).
+      std::vector<torch::Tensor*> boxed{&m.beta, &m.bias, &m.a, &m.c};
+      std::vector<torch::Tensor> raw;
+      for (auto* p : boxed) raw.push_back(leaf(torch::atanh((p->detach() / o.bound).clamp(-0.99, 0.99))));
+      auto view = [&] {
+        MoE v = m;
+        torch::Tensor* members[4] = {&v.beta, &v.bias, &v.a, &v.c};
+        for (size_t i = 0; i < 4; ++i) *members[i] = o.bound * torch::tanh(raw[i]);
+        return v;
+      };
+      std::vector<torch::Tensor> params = raw;
+      params.push_back(m.log_sigma);
+      steps = lbfgs(params, [&] { return -log_likelihood(view(), x, y).mean(); }, o.iterations, o.tolerance);
+      MoE v = view();
+      m.beta = leaf(v.beta);
+      m.bias = leaf(v.bias);
+      m.a = leaf(v.a);
+      m.c = leaf(v.c);
     } else {
       steps = lbfgs(m.trainable(), [&] { return -log_likelihood(m, x, y).mean(); }, o.iterations, o.tolerance);
     }
@@ -290,6 +327,18 @@ Atoms atoms(const MoE& m) {
   }
   out.theta = torch::cat(parts, 1);
   return out;
+}
+
+MoE gaussian_from_atoms(const torch::Tensor& weight, const torch::Tensor& theta, int64_t d) {
+  MoE m;
+  m.family = Family::Gaussian;
+  m.gate = GateFn::Softmax;
+  m.bias = torch::log(weight.to(torch::kDouble));
+  m.beta = theta.slice(1, 0, d).contiguous();
+  m.a = theta.slice(1, d, 2 * d).contiguous();
+  m.c = theta.select(1, 2 * d).contiguous();
+  m.log_sigma = torch::log(theta.select(1, 2 * d + 1).clamp_min(1e-12));
+  return m;
 }
 
 double voronoi_loss(const MoE& fitted, const MoE& truth) {

@@ -16,10 +16,14 @@ namespace tunekit::lab {
 
 enum class Family { Gaussian, Regression, Contaminated, Multinomial };
 enum class GateFn { Softmax, Sigmoid };
+// Expert networks h_i(x) = act(a_iᵀx + c_i) (gaussian and regression families): linear, or a
+// one-unit feed-forward network (the strongly identifiable experts of 2405.13997).
+enum class ExpertFn { Linear, Relu, Gelu, Tanh };
 
 struct MoE {
   Family family = Family::Gaussian;
   GateFn gate = GateFn::Softmax;
+  ExpertFn expert = ExpertFn::Linear;
   int64_t classes = 0;  // multinomial
   // Trainable: beta [k, d], bias [k], a [k, d] (multinomial [k, C, d]), c [k] ([k, C]),
   // log_sigma [k] (regression and contaminated: [1]).
@@ -36,6 +40,8 @@ struct MoE {
 
 // Per-sample log-likelihood log p(y_i | x_i), [n]. x [n, d] double; y [n] double (multinomial: int64).
 torch::Tensor log_likelihood(const MoE& m, const torch::Tensor& x, const torch::Tensor& y);
+// Expert outputs h_i(x) [n, k] (gaussian, regression).
+torch::Tensor expert_outputs(const MoE& m, const torch::Tensor& x);
 // Gate weights [n, k] (contaminated: [n, 1], the prompt's weight).
 torch::Tensor gate_weights(const MoE& m, const torch::Tensor& x);
 
@@ -55,6 +61,10 @@ struct FitOptions {
   int64_t restarts = 3;
   int64_t iterations = 200;  // L-BFGS iterations (gradient) or EM steps
   double tolerance = 1e-9;   // relative NLL change that ends EM / L-BFGS
+  // Gradient fits: gate and expert parameters stay in (−bound, bound) (θ = bound·tanh(u)): the
+  // compact parameter space the theory assumes; without it over-specified fits can drift to
+  // infinity along flat directions of the likelihood. 0 = unbounded.
+  double bound = 10.0;
 };
 struct FitResult {
   MoE model;
@@ -77,11 +87,16 @@ struct Atoms {
 };
 Atoms atoms(const MoE& m);
 
+// The gaussian-family model whose atoms are (weight, theta) (the inverse of atoms() for a
+// softmax gate: bias = log weight); used to score merged mixing measures.
+MoE gaussian_from_atoms(const torch::Tensor& weight, const torch::Tensor& theta, int64_t dim);
+
 // The Voronoi loss D(Ĝ, G*) of METHODS.md §8 (exponent 1 for cells with one fitted atom, 2 for
 // cells with several; empty cells contribute their true weight).
 double voronoi_loss(const MoE& fitted, const MoE& truth);
 
 std::string to_string(Family f);
 std::string to_string(GateFn g);
+std::string to_string(ExpertFn e);
 
 }  // namespace tunekit::lab

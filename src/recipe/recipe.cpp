@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -629,6 +630,9 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
     c.experiment = l.choice("experiment", c.experiment, {"rate", "select"});
     c.family = l.choice("family", c.family, {"gaussian", "regression", "contaminated", "multinomial"});
     c.gate = l.choice("gate", c.gate, {"softmax", "sigmoid"});
+    c.expert = l.choice("expert", c.expert, {"linear", "relu", "gelu", "tanh"});
+    if (c.expert != "linear" && c.family != "gaussian" && c.family != "regression")
+      l.fail("expert", "network experts apply to family gaussian or regression");
     l.read("classes", c.classes);
     l.read("n", c.n);
     l.read("replications", c.replications);
@@ -682,14 +686,23 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
       f.read("restarts", q.restarts);
       f.read("iterations", q.iterations);
       f.read("tolerance", q.tolerance);
+      f.read("bound", q.bound);
+      if (q.bound < 0) f.fail("bound", "must be >= 0 (0 = unbounded)");
       if (c.family == "contaminated") q.experts = 1;
       if (q.experts < 1) f.fail("experts", "must be at least 1");
       if (q.restarts < 1) f.fail("restarts", "must be at least 1");
       if (q.iterations < 1) f.fail("iterations", "must be at least 1");
+      if (q.method == "em" && c.expert != "linear")
+        f.fail("method", fmt::format("em needs linear experts (lab.expert is {}); use gradient", c.expert));
       if (q.method == "em" && c.family != "gaussian" && c.family != "contaminated")
         f.fail("method", fmt::format("em applies to family gaussian or contaminated (family is {})", c.family));
       f.finish();
     }
+    if (c.fit.bound > 0)
+      for (const auto* v : {&c.truth.beta, &c.truth.bias, &c.truth.a, &c.truth.c})
+        for (double x : *v)
+          if (std::abs(x) >= c.fit.bound)
+            l.section("fit").fail("bound", fmt::format("{} would exclude the truth (it has a parameter {})", c.fit.bound, x));
     if (c.n.empty()) l.fail("n", "needs at least one sample size");
     for (auto v : c.n)
       if (v < 10) l.fail("n", fmt::format("sample size {} is too small", v));

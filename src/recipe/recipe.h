@@ -174,6 +174,7 @@ struct LabFitConfig {
   std::string method = "gradient";  // gradient (L-BFGS) | em
   int64_t restarts = 3, iterations = 200;
   double tolerance = 1e-9;
+  double bound = 10.0;              // gradient fits: |β|, |b|, |a|, |c| < bound (0 = unbounded)
 };
 
 struct LabConfig {
@@ -181,6 +182,7 @@ struct LabConfig {
   std::string experiment = "rate";  // rate: loss vs n | select: choose the number of experts
   std::string family = "gaussian";  // gaussian | regression | contaminated | multinomial
   std::string gate = "softmax";     // softmax | sigmoid
+  std::string expert = "linear";    // gaussian, regression: linear | relu | gelu | tanh (act(aᵀx + c))
   int64_t classes = 0;              // multinomial
   LabTruthConfig truth;
   LabFitConfig fit;

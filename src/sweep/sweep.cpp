@@ -17,6 +17,7 @@
 #include "src/train/trainer.h"
 #include "src/util/error.h"
 #include "src/util/progress.h"
+#include "src/util/stats.h"
 #include "src/util/memory.h"
 #include "src/util/text.h"
 
@@ -91,17 +92,6 @@ struct Group {
   std::vector<double> gate;  // mean prompt-expert gate weight, when the cell has prompt experts
 };
 
-double mean(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0 : s / v.size();
-}
-double stddev(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  double m = mean(v), s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / (v.size() - 1));
-}
 
 }  // namespace
 
