@@ -206,6 +206,10 @@ TEST(Lab, DendrogramMergesTheClosestAtomsFirst) {
   // Two tight pairs far apart: the dendrogram keeps 2 atoms.
   Dendrogram two = build_dendrogram(w, t({0.0, 0.01, 5.0, 5.02}, {4, 1}));
   EXPECT_EQ(two.selected(), 2);
+  // On a linear scale the last merge (two heavy atoms far apart) always jumps most.
+  Dendrogram three = build_dendrogram(t({0.2, 0.2, 0.2, 0.2, 0.2}, {5}), t({0.0, 0.01, 2.0, 2.01, 4.0}, {5, 1}));
+  EXPECT_EQ(three.selected(), 3);
+  EXPECT_EQ(three.selected_linear_gap(), 2);
   EXPECT_NE(dendrogram_segments(two).find("# x0 y0 dx dy"), std::string::npos);
   ASSERT_EQ(two.levels.size(), 4u);
   EXPECT_TRUE(torch::allclose(two.levels[3].second, t({0.0, 0.01, 5.0, 5.02}, {4, 1})));
@@ -265,5 +269,5 @@ TEST(Lab, FitCommandWritesResultsSummaryAndSelection) {
                           "  n: [3000]\n  replications: 1\noutput: {dir: \"" + dir.path() + "\", name: sel}\n",
                           "sel.yaml");
   LabRunResult res = run_lab(r, true);
-  EXPECT_NE(res.table.find("| 3000 | 1/1 | 1/1 |"), std::string::npos) << res.table;
+  EXPECT_NE(res.table.find("| 3000 | 1/1 | 1/1 | 1/1 |"), std::string::npos) << res.table;
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <map>
@@ -48,12 +49,26 @@ Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor&
 }
 
 int64_t Dendrogram::selected() const {
+  // The largest jump between consecutive merge heights on a log scale: merging within a true
+  // atom's cluster costs orders of magnitude less than merging two true atoms. (On a linear scale
+  // the last merges, between heavy well-separated atoms, always jump most; measured in the README.)
+  if (merges.size() < 2) return leaves;
+  double best = -std::numeric_limits<double>::infinity();
+  int64_t k = leaves;
+  for (size_t t = 1; t < merges.size(); ++t) {
+    double gap = std::log(std::max(merges[t].height, 1e-300)) - std::log(std::max(merges[t - 1].height, 1e-300));
+    if (gap > best) best = gap, k = leaves - static_cast<int64_t>(t);  // atoms before merge t
+  }
+  return k;
+}
+
+int64_t Dendrogram::selected_linear_gap() const {
   if (merges.empty()) return leaves;
-  double prev = 0, best_gap = -std::numeric_limits<double>::infinity();
+  double prev = 0, best = -std::numeric_limits<double>::infinity();
   int64_t k = leaves;
   for (size_t t = 0; t < merges.size(); ++t) {
     double gap = merges[t].height - prev;
-    if (gap > best_gap) best_gap = gap, k = leaves - static_cast<int64_t>(t);  // atoms before merge t
+    if (gap > best) best = gap, k = leaves - static_cast<int64_t>(t);
     prev = merges[t].height;
   }
   return k;

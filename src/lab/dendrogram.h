@@ -20,8 +20,10 @@ struct Dendrogram {
   // The mixing measure at each level: levels[κ − 1] holds the κ atoms' (weights [κ], theta [κ, p]).
   std::vector<std::pair<torch::Tensor, torch::Tensor>> levels;
   // The number of atoms kept: the count just before the merge whose height jumps most above the
-  // previous merge's (the first merge's jump is from 0).
+  // previous merge's, on a log scale (tunekit's reading of "the largest height gap").
   int64_t selected() const;
+  // The same on a linear scale (the first merge's jump counted from 0), reported for comparison.
+  int64_t selected_linear_gap() const;
 };
 
 // weight [K] (normalised inside), theta [K, p].

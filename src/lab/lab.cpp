@@ -199,12 +199,12 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
                                     c.family, c.gate, c.expert, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
                                     y0, n0, slope, slope));
   } else {
-    csv = "n,replication,seed,k_dendrogram,k_dsc,k_aic,k_bic,merge_heights\n";
+    csv = "n,replication,seed,k_dendrogram,k_dendrogram_linear_gap,k_dsc,k_aic,k_bic,merge_heights\n";
     // DSC (2510.12744's code): score each level κ of the dendrogram by its next merge height plus
     // log(n) times the merged model's mean log-likelihood; only where merged atoms form a model.
     const bool dsc = c.family == "gaussian" && c.gate == "softmax";
     const int64_t K = c.max_experts, kstar = c.truth.experts;
-    std::map<int64_t, std::array<int, 4>> hits;
+    std::map<int64_t, std::array<int, 5>> hits;
     Dendrogram shown;
     for (size_t ni = 0; ni < c.n.size(); ++ni) {
       const int64_t n = c.n[ni];
@@ -241,21 +241,24 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
         const int64_t k_bic = std::min_element(bic.begin(), bic.end()) - bic.begin() + 1;
         std::vector<std::string> hs;
         for (const auto& m : dg.merges) hs.push_back(fmt::format("{:.4g}", m.height));
-        csv += fmt::format("{},{},{},{},{},{},{},{}\n", n, rep, seed, k_dg, k_dsc, k_aic, k_bic, fmt::join(hs, ";"));
+        const int64_t k_lin = dg.selected_linear_gap();
+        csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", n, rep, seed, k_dg, k_lin, k_dsc, k_aic, k_bic, fmt::join(hs, ";"));
         auto& h = hits[n];
         h[0] += k_dg == kstar;
         h[1] += k_dsc == kstar;
         h[2] += k_aic == kstar;
         h[3] += k_bic == kstar;
+        h[4] += k_lin == kstar;
         if (ni + 1 == c.n.size() && rep == 0) shown = dg;
         say(fmt::format("  n={:<7} rep {:<3} k: dendrogram {}  DSC {}  AIC {}  BIC {}  (truth {})  [{:.0f}s]", n, rep, k_dg,
                         dsc ? std::to_string(k_dsc) : "-", k_aic, k_bic, kstar, elapsed()));
       }
     }
-    std::string table =
-        fmt::format("| n | dendrogram (largest height gap) picks k*={} | dendrogram DSC | AIC | BIC |\n|---|---|---|---|---|\n", kstar);
+    std::string table = fmt::format(
+        "| n | dendrogram, log-height gap: picks k*={} | dendrogram, linear gap | dendrogram DSC | AIC | BIC |\n"
+        "|---|---|---|---|---|---|\n", kstar);
     for (const auto& [n, h] : hits)
-      table += fmt::format("| {} | {}/{} | {} | {}/{} | {}/{} |\n", n, h[0], c.replications,
+      table += fmt::format("| {} | {}/{} | {}/{} | {} | {}/{} | {}/{} |\n", n, h[0], c.replications, h[4], c.replications,
                            dsc ? fmt::format("{}/{}", h[1], c.replications) : std::string("-"), h[2], c.replications, h[3],
                            c.replications);
     res.table = table + fmt::format("\n(over-specified fit: {} experts; AIC/BIC over separate fits with 1..{} experts)\n", K, K);
