@@ -109,6 +109,15 @@ int cmd_generate(const std::string& run_dir, const std::string& checkpoint, cons
 
 int cmd_validate(const std::string& recipe_path, const std::vector<std::string>& overrides, bool print) {
   Recipe recipe = load_recipe(recipe_path, overrides);
+  if (recipe.lab.present) {  // an estimation-lab recipe: no network to build
+    const auto& l = recipe.lab;
+    std::cout << fmt::format("{}: OK\n  lab: {} experiment, family {} ({} gate, {} experts), truth {} expert(s) in {} "
+                             "dimension(s), n = {}, {} replications\n  run dir: {}\n",
+                             recipe_path, l.experiment, l.family, l.gate, l.expert, l.truth.experts, l.truth.dim,
+                             fmt::join(l.n, ", "), l.replications, recipe.run_dir());
+    if (print) std::cout << "---\n" << recipe.resolved_yaml;
+    return 0;
+  }
   RunModel rm = build_run_model(recipe, /*load_init=*/false);
   std::cout << fmt::format("{}: OK\n  model: {}\n  adapter {}: {}\n  run dir: {}\n", recipe_path, rm.model->describe(),
                            to_string(recipe.adapter.kind), rm.report.summary(), recipe.run_dir());

@@ -194,10 +194,11 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
                         fmt::format("set title '{} ({} gate, {} experts): Voronoi loss vs n'\nset logscale xy\nset xlabel 'n'\n"
                                     "set ylabel 'Voronoi loss'\nset grid\nset key bottom left\n"
                                     "plot '{}/rate.dat' using 1:2:3 with yerrorlines title 'mean ± sd over {} fits', "
-                                    "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}', "
-                                    "{} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'\n",
+                                    "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}'{}\n",
                                     c.family, c.gate, c.expert, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
-                                    y0, n0, slope, slope));
+                                    std::isfinite(slope)  // one n gives no slope
+                                        ? fmt::format(", {} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'", y0, n0, slope, slope)
+                                        : std::string()));
   } else {
     csv = "n,replication,seed,k_dendrogram,k_dendrogram_linear_gap,k_dsc,k_aic,k_bic,merge_heights\n";
     // DSC (2510.12744's code): score each level κ of the dendrogram by its next merge height plus
