@@ -164,6 +164,14 @@ output: {dir: ")" + runs.path() + R"(", name: csv}
   EXPECT_FALSE(splits.test.groups.defined());
   EXPECT_GT(evaluate(*lr.run.model, splits.test, lr.recipe).accuracy, 0.85);
 
+  // A fresh run with other tokenizer settings makes a new tokenizer; --resume keeps it.
+  const std::string bpe = slurp(runs / "csv/tokenizer.model");
+  train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=unigram", "train.max_steps=2"}), {false, true, 0});
+  const std::string unigram = slurp(runs / "csv/tokenizer.model");
+  EXPECT_NE(unigram, bpe);
+  train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=bpe", "train.max_steps=3"}), {true, true, 0});
+  EXPECT_EQ(slurp(runs / "csv/tokenizer.model"), unigram);
+
   // A test label the training file never had is named with its file and line.
   {
     std::ofstream out(data / "test.csv", std::ios::app);
