@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "data/idx.h"
 
@@ -54,6 +55,11 @@ train: {{epochs: 3, log_every: 1}}
 output: {{dir: "{}", name: tiny}}
 {})",
                      data_root, runs_dir, extra);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::string error_of(const std::function<void()>& f) {

@@ -28,6 +28,9 @@ void write_synthetic_fmnist(const std::string& dir, int per_class_train, int per
 // YAML for a tiny ViT recipe reading `data_root`, writing runs under `runs_dir`.
 std::string tiny_recipe_yaml(const std::string& data_root, const std::string& runs_dir, const std::string& extra = "");
 
+// A whole file's bytes ("" when it cannot be read).
+std::string read_file(const std::string& path);
+
 // The message of the tunekit::Error `f` throws, or "" when it throws none.
 std::string error_of(const std::function<void()>& f);
 

@@ -17,16 +17,7 @@
 using namespace tunekit;
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 using testkit::error_of;
-
-}  // namespace
 
 TEST(Md5, KnownDigests) {  // RFC 1321 test suite
   EXPECT_EQ(data::md5_hex(""), "d41d8cd98f00b204e9800998ecf8427e");
@@ -63,7 +54,7 @@ TEST(Tokenizer, TrainEncodeDecodeRoundTrip) {
     auto again = data::Tokenizer::load(dir / (type + ".model"));
     EXPECT_EQ(again.encode(texts[3]), tok.encode(texts[3]));
     data::Tokenizer::train(texts, o, dir / (type + "2.model"));
-    EXPECT_EQ(read_all(dir / (type + ".model")), read_all(dir / (type + "2.model"))) << type;
+    EXPECT_EQ(testkit::read_file(dir / (type + ".model")), testkit::read_file(dir / (type + "2.model"))) << type;
   }
   EXPECT_NE(error_of([&] { data::Tokenizer::load(dir / "missing.model"); }).find("not found"), std::string::npos);
   std::ofstream(dir / "junk.model") << "not a model";
@@ -173,7 +164,7 @@ TEST(SpamAssassin, PreparesSplitsChecksChecksumsAndRedoesDamage) {
     EXPECT_EQ(r.label, r.group.rfind("spam", 0) == 0 ? "spam" : "ham");
   }
   EXPECT_EQ(groups.size(), 5u);
-  const std::string first = read_all(o.dest + "/train.jsonl");
+  const std::string first = testkit::read_file(o.dest + "/train.jsonl");
   // Kept when intact; a damaged split file is detected and redone, identically.
   EXPECT_NE(data::prepare_spam_assassin(o).find("intact"), std::string::npos);
   {
@@ -184,11 +175,11 @@ TEST(SpamAssassin, PreparesSplitsChecksChecksumsAndRedoesDamage) {
   EXPECT_FALSE(data::spam_splits_intact(o.dest, &why));
   EXPECT_NE(why.find("train.jsonl"), std::string::npos);
   data::prepare_spam_assassin(o);
-  EXPECT_EQ(read_all(o.dest + "/train.jsonl"), first);
+  EXPECT_EQ(testkit::read_file(o.dest + "/train.jsonl"), first);
   // Another seed gives another split.
   o.seed = 5;
   data::prepare_spam_assassin(o);
-  EXPECT_NE(read_all(o.dest + "/train.jsonl"), first);
+  EXPECT_NE(testkit::read_file(o.dest + "/train.jsonl"), first);
 
   // A mail whose bytes do not match its checksum is named, not used.
   auto victim = *fs::directory_iterator(pkg + "/package/data/spam-1");
@@ -198,7 +189,7 @@ TEST(SpamAssassin, PreparesSplitsChecksChecksumsAndRedoesDamage) {
   EXPECT_NE(error_of([&] { data::read_spam_package(pkg + "/package/data", false); }).find("does not match"),
             std::string::npos);
   // A truncated archive is refused.
-  std::string whole = read_all(tgz);
+  std::string whole = testkit::read_file(tgz);
   std::ofstream(dir / "cut.tgz", std::ios::binary) << whole.substr(0, whole.size() / 2);
   o.tarball = dir / "cut.tgz";
   o.force = true;

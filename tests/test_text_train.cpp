@@ -24,11 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 void write_corpus(const std::string& dir) {
   auto c = testkit::synthetic_mails(400, 5);
   testkit::write_jsonl(dir + "/train.jsonl", c, 0, 320);
@@ -54,7 +49,7 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   EXPECT_GT(r.tokens_per_second, 0);
   const std::string run_dir = runs / "tiny_causal_lm";
   EXPECT_TRUE(fs::exists(run_dir + "/tokenizer.model"));
-  EXPECT_EQ(slurp(run_dir + "/tokenizer.model"), slurp(run_dir + "/checkpoints/best/tokenizer.model"));
+  EXPECT_EQ(testkit::read_file(run_dir + "/tokenizer.model"), testkit::read_file(run_dir + "/checkpoints/best/tokenizer.model"));
 
   LoadedRun loaded = load_run(run_dir);
   auto splits = load_data(loaded.recipe, run_dir);
@@ -82,7 +77,7 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   std::string out = runs / "gen.txt";
   ASSERT_EQ(run(std::string(TUNEKIT_CLI) + " generate " + run_dir + " --prompt 'Subject: Re meeting' --max-new-tokens 8 "
                 "--temperature 0 > " + out + " 2>/dev/null"), 0);
-  EXPECT_EQ(slurp(out).rfind("Subject: Re meeting", 0), 0u) << slurp(out);
+  EXPECT_EQ(testkit::read_file(out).rfind("Subject: Re meeting", 0), 0u) << testkit::read_file(out);
 
   // A classifier from the LM: its tokenizer and weights carry over; LoRA adapts it.
   Recipe cls = parse_recipe(testkit::tiny_text_recipe_yaml(data.path(), runs.path(), "classify",
@@ -92,7 +87,7 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
                             "cls.yaml", {"optimizer.lr=1e-2"});
   TrainResult rc = train(cls, {false, true, 0});
   const std::string cls_dir = runs / "tiny_classify";
-  EXPECT_EQ(slurp(cls_dir + "/tokenizer.model"), slurp(run_dir + "/tokenizer.model"));
+  EXPECT_EQ(testkit::read_file(cls_dir + "/tokenizer.model"), testkit::read_file(run_dir + "/tokenizer.model"));
   EXPECT_TRUE(fs::exists(cls_dir + "/checkpoints/best/adapter_model.safetensors"));
   EXPECT_GT(rc.best_val_accuracy, 0.85);
   LoadedRun lc = load_run(cls_dir);
@@ -109,8 +104,8 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
 
   // Export through the CLI: adapters merged, tokenizer beside the model, parity in Python.
   ASSERT_EQ(run(std::string(TUNEKIT_CLI) + " export " + cls_dir + " --batch 6 > " + (runs / "export.log") + " 2>&1"), 0)
-      << slurp(runs / "export.log");
-  EXPECT_EQ(slurp(cls_dir + "/export/tokenizer.model"), slurp(run_dir + "/tokenizer.model"));
+      << testkit::read_file(runs / "export.log");
+  EXPECT_EQ(testkit::read_file(cls_dir + "/export/tokenizer.model"), testkit::read_file(run_dir + "/tokenizer.model"));
   std::string script = runs / "check.py";
   std::ofstream(script) << "import sys, torch\n"
                            "m = torch.jit.load(sys.argv[1]); s = torch.jit.load(sys.argv[2])\n"
@@ -165,12 +160,12 @@ output: {dir: ")" + runs.path() + R"(", name: csv}
   EXPECT_GT(evaluate(*lr.run.model, splits.test, lr.recipe).accuracy, 0.85);
 
   // A fresh run with other tokenizer settings makes a new tokenizer; --resume keeps it.
-  const std::string bpe = slurp(runs / "csv/tokenizer.model");
+  const std::string bpe = testkit::read_file(runs / "csv/tokenizer.model");
   train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=unigram", "train.max_steps=2"}), {false, true, 0});
-  const std::string unigram = slurp(runs / "csv/tokenizer.model");
+  const std::string unigram = testkit::read_file(runs / "csv/tokenizer.model");
   EXPECT_NE(unigram, bpe);
   train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=bpe", "train.max_steps=3"}), {true, true, 0});
-  EXPECT_EQ(slurp(runs / "csv/tokenizer.model"), unigram);
+  EXPECT_EQ(testkit::read_file(runs / "csv/tokenizer.model"), unigram);
 
   // A test label the training file never had is named with its file and line.
   {
