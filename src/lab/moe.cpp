@@ -46,8 +46,8 @@ double mean_nll(const MoE& m, const torch::Tensor& x, const torch::Tensor& y) {
 }
 
 // Full-batch L-BFGS (strong Wolfe) on `params` minimising `loss()`.
-int64_t lbfgs(std::vector<torch::Tensor> params, const std::function<torch::Tensor()>& loss, int64_t iterations,
-              double tolerance) {
+void lbfgs(std::vector<torch::Tensor> params, const std::function<torch::Tensor()>& loss, int64_t iterations,
+           double tolerance) {
   torch::optim::LBFGS opt(params, torch::optim::LBFGSOptions(1)
                                       .max_iter(iterations)
                                       .max_eval(iterations * 5 / 4)
@@ -61,10 +61,9 @@ int64_t lbfgs(std::vector<torch::Tensor> params, const std::function<torch::Tens
     l.backward();
     return l;
   });
-  return iterations;
 }
 
-void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions& o, int64_t* steps) {
+void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions& o) {
   const int64_t n = x.size(0), d = x.size(1);
   auto X1 = torch::cat({x, torch::ones({n, 1}, x.options())}, 1);
   double prev = std::numeric_limits<double>::infinity();
@@ -108,7 +107,6 @@ void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions
     } else {
       lbfgs({m.beta, m.bias}, [&] { return -(r * log_gate(m, x)).sum(1).mean(); }, 20, 1e-12);
     }
-    *steps = it + 1;
     if (std::abs(prev - nll) <= o.tolerance * std::max(1.0, std::abs(nll))) break;
     prev = nll;
   }
@@ -263,9 +261,8 @@ FitResult fit(const MoE& shape, const torch::Tensor& x, const torch::Tensor& y, 
   best.nll = std::numeric_limits<double>::infinity();
   for (int r = 0; r < std::max<int64_t>(1, o.restarts); ++r) {
     MoE m = random_init(shape.family, shape.gate, o.experts, x, y, shape.classes, &shape, seed * 101 + r);
-    int64_t steps = 0;
     if (o.method == FitMethod::EM) {
-      em(m, x, y, o, &steps);
+      em(m, x, y, o);
     } else if (o.bound > 0) {
       // Optimise u with θ = bound·tanh(u) for β, b, a, c (σ stays free on its log scale).
       std::vector<torch::Tensor*> boxed{&m.beta, &m.bias, &m.a, &m.c};
@@ -279,20 +276,19 @@ FitResult fit(const MoE& shape, const torch::Tensor& x, const torch::Tensor& y, 
       };
       std::vector<torch::Tensor> params = raw;
       params.push_back(m.log_sigma);
-      steps = lbfgs(params, [&] { return -log_likelihood(view(), x, y).mean(); }, o.iterations, o.tolerance);
+      lbfgs(params, [&] { return -log_likelihood(view(), x, y).mean(); }, o.iterations, o.tolerance);
       MoE v = view();
       m.beta = leaf(v.beta);
       m.bias = leaf(v.bias);
       m.a = leaf(v.a);
       m.c = leaf(v.c);
     } else {
-      steps = lbfgs(m.trainable(), [&] { return -log_likelihood(m, x, y).mean(); }, o.iterations, o.tolerance);
+      lbfgs(m.trainable(), [&] { return -log_likelihood(m, x, y).mean(); }, o.iterations, o.tolerance);
     }
     double nll = mean_nll(m, x, y);
     if (std::isfinite(nll) && nll < best.nll) {
       best.model = m.clone();
       best.nll = nll;
-      best.iterations = steps;
       best.restart = r;
     }
   }

@@ -69,7 +69,6 @@ struct FitOptions {
 struct FitResult {
   MoE model;
   double nll = 0;  // mean negative log-likelihood at the fit
-  int64_t iterations = 0;
   int restart = 0;  // which restart won
 };
 // Maximum likelihood over the family with `experts` experts (contaminated: the frozen expert is
