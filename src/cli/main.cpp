@@ -86,7 +86,8 @@ int cmd_export(const std::string& run_dir, std::string out, const std::string& c
     fs::path tok = fs::path(r.path).parent_path() / data::kTokenizerFile;
     fs::copy_file(fs::path(run_dir) / data::kTokenizerFile, tok, fs::copy_options::overwrite_existing);
     std::cout << fmt::format("tokenizer: {} (sentencepiece; input = [bos={}] + ids, right-padded with {}, at most {} tokens)\n",
-                             tok.string(), 1, run.recipe.model.pad_id, run.recipe.model.max_seq_len);
+                             tok.string(), data::Tokenizer::load(tok.string()).bos_id(), run.recipe.model.pad_id,
+                             run.recipe.model.max_seq_len);
   }
   std::cout << fmt::format("sample input/output: {} (torch.jit.load(...).input / .output)\n", r.sample_path);
   return 0;

@@ -100,13 +100,15 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   RunModel rm = build_run_model(recipe, /*load_init=*/!resuming);
   auto& model = *rm.model;
   std::string tokenizer_message;
+  data::ImageSplits splits;
   if (recipe.data.is_text()) {
     // A fresh run makes its tokenizer anew (the recipe's tokenizer settings may have changed); a
     // resumed one keeps the ids its checkpoint was trained with.
     if (!resuming) fs::remove(fs::path(run_dir) / data::kTokenizerFile);
-    data::prepare_tokenizer(recipe, run_dir, &tokenizer_message);
+    splits = data::load_text_data(recipe, data::prepare_tokenizer(recipe, run_dir, &tokenizer_message));
+  } else {
+    splits = load_data(recipe, run_dir);
   }
-  auto splits = load_data(recipe, run_dir);
   const bool lm = recipe.model.is_lm();
   const int64_t seq_len = recipe.model.is_text() ? splits.train.inputs.size(1) : 1;
   const auto& train_set = splits.train;
