@@ -16,8 +16,8 @@
 #include "models/attention.h"
 #include "models/block.h"
 #include "models/linear.h"
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/text.h"
 
 namespace tunekit::adapters {
 

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::adapters {
 

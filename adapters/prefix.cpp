@@ -1,6 +1,6 @@
 #include "adapters/prefix.h"
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::adapters {
 

@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "models/attention.h"
-#include "src/util/threads.h"
+#include "util/threads.h"
 
 using namespace tunekit;
 using namespace tunekit::models;

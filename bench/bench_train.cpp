@@ -12,8 +12,8 @@
 
 #include "src/recipe/recipe.h"
 #include "src/train/trainer.h"
-#include "src/util/error.h"
-#include "src/util/memory.h"
+#include "util/error.h"
+#include "util/memory.h"
 
 using namespace tunekit;
 

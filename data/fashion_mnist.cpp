@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "data/idx.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 

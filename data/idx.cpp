@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::data {
 

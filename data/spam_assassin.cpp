@@ -15,8 +15,8 @@
 #include <sstream>
 
 #include "data/md5.h"
-#include "src/io/checkpoint.h"
-#include "src/util/error.h"
+#include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 
@@ -393,11 +393,11 @@ std::string write_spam_splits(const SpamCorpus& corpus, const SpamPrepareOptions
       out += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     }
     std::string name = std::string(kSplits[s]) + ".jsonl";
-    io::write_file_atomic((fs::path(o.dest) / name).string(), out);
+    write_file_atomic((fs::path(o.dest) / name).string(), out);
     manifest["files"][name] = {{"md5", md5_hex(out)}, {"bytes", out.size()}, {"mails", v.size()}, {"groups", counts[s]}};
     summary += fmt::format("  {:<5} {}\n", kSplits[s], describe_counts(counts[s]));
   }
-  io::write_file_atomic((fs::path(o.dest) / "MANIFEST.json").string(), manifest.dump(2) + "\n");
+  write_file_atomic((fs::path(o.dest) / "MANIFEST.json").string(), manifest.dump(2) + "\n");
   summary += fmt::format("wrote {}/{{train,val,test}}.jsonl", o.dest);
   return summary;
 }

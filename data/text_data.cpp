@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 

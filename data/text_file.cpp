@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 

@@ -8,8 +8,8 @@
 #include <mutex>
 #include <utility>
 
-#include "src/io/checkpoint.h"
-#include "src/util/error.h"
+#include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 
@@ -126,7 +126,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
   if (shim().train(&sentences, &args, &proto, &err) != 0)
     throw Error(fmt::format("tokenizer: sentencepiece training failed: {}", err));
   if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());
-  io::write_file_atomic(out_path, proto);
+  write_file_atomic(out_path, proto);
   return load(out_path);
 }
 

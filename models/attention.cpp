@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "models/attention_kernel.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::models {
 

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::models {
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::models {
 

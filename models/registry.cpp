@@ -2,7 +2,7 @@
 
 #include "models/text.h"
 #include "models/vit.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::models {
 

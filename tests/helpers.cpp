@@ -1,6 +1,6 @@
 #include "tests/helpers.h"
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 #include <fmt/format.h>
 

@@ -14,7 +14,7 @@
 #include "src/io/safetensors.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

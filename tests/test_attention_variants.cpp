@@ -9,7 +9,7 @@
 #include "models/vit.h"
 #include "src/export/export.h"
 #include "src/recipe/recipe.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

@@ -7,7 +7,7 @@
 #include "data/dataset.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

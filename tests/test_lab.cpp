@@ -10,7 +10,7 @@
 #include "src/lab/lab.h"
 #include "src/lab/moe.h"
 #include "src/recipe/recipe.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 #include <fstream>

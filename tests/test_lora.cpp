@@ -4,7 +4,7 @@
 #include "adapters/lora.h"
 #include "models/linear.h"
 #include "models/vit.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

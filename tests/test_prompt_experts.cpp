@@ -18,7 +18,7 @@
 #include "src/export/export.h"
 #include "src/io/adapter_file.h"
 #include "src/io/safetensors.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

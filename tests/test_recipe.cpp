@@ -4,8 +4,8 @@
 
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/text.h"
 
 using namespace tunekit;
 

@@ -7,7 +7,7 @@
 
 #include "src/recipe/recipe.h"
 #include "src/sweep/sweep.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

@@ -10,7 +10,7 @@
 #include "data/spam_assassin.h"
 #include "data/text_file.h"
 #include "data/tokenizer.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 #include "tests/text_helpers.h"
 

@@ -8,7 +8,7 @@
 #include "adapters/attach.h"
 #include "models/text.h"
 #include "src/export/export.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;

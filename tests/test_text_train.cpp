@@ -15,7 +15,7 @@
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
-#include "src/util/error.h"
+#include "util/error.h"
 #include "tests/helpers.h"
 #include "tests/text_helpers.h"
 

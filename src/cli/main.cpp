@@ -22,8 +22,9 @@
 #include "src/sweep/sweep.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/text.h"
 
 namespace fs = std::filesystem;
 using namespace tunekit;
@@ -63,7 +64,7 @@ int cmd_eval(const std::string& run_dir, const std::string& split, const std::st
   EvalResult ev = evaluate(*run.run.model, *d, run.recipe);
   std::cout << fmt::format("{} ({} split, {} checkpoint)\n", run_dir, split, checkpoint) << ev.report();
   std::string out = (fs::path(run_dir) / fmt::format("eval_{}.json", split)).string();
-  io::write_file_atomic(out, ev.json() + "\n");
+  write_file_atomic(out, ev.json() + "\n");
   std::cout << "wrote " << out << "\n";
   return 0;
 }

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "src/util/error.h"
-#include "src/util/progress.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/progress.h"
+#include "util/text.h"
 
 namespace fs = std::filesystem;
 

@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 
 #include "data/dataset.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit {
 

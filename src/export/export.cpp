@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 

@@ -9,7 +9,8 @@
 #include "models/registry.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
-#include "src/util/error.h"
+#include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 
@@ -78,7 +79,7 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
   YAML::Emitter emit;
   emit << root;
   fs::create_directories(out_dir);
-  io::write_file_atomic((fs::path(out_dir) / "recipe.yaml").string(),
+  write_file_atomic((fs::path(out_dir) / "recipe.yaml").string(),
                         fmt::format("# merged by `tunekit merge {}` from its '{}' checkpoint\n{}\n", run_dir,
                                     checkpoint, emit.c_str()));
   fs::path tokenizer = fs::path(run_dir) / "tokenizer.model";  // text runs: ids mean the same in the merged run

@@ -11,8 +11,9 @@
 
 #include "src/io/checkpoint.h"
 #include "src/io/safetensors.h"
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/text.h"
 
 namespace fs = std::filesystem;
 

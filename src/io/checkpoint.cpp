@@ -9,8 +9,9 @@
 #include <set>
 #include <sstream>
 
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/text.h"
 
 namespace fs = std::filesystem;
 
@@ -26,16 +27,6 @@ std::string temp_of(const std::string& dir) {
   return (p.parent_path() / ("." + p.filename().string() + ".tmp")).string();
 }
 }  // namespace
-
-void write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out) throw Error(fmt::format("{}: write failed", tmp));
-  }
-  fs::rename(tmp, path);
-}
 
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const TrainState& s, const std::function<void(const std::string&)>& write_extra) {

@@ -42,7 +42,4 @@ void load_optimizer(const std::string& dir, torch::optim::Optimizer& optimizer);
 // Restores the global RNG saved with the checkpoint.
 void load_rng(const std::string& dir);
 
-// Writes `text` to `path` via a temporary file and rename.
-void write_file_atomic(const std::string& path, const std::string& text);
-
 }  // namespace tunekit::io

@@ -10,7 +10,8 @@
 #include <sstream>
 
 #include "src/io/checkpoint.h"
-#include "src/util/error.h"
+#include "util/error.h"
+#include "util/file.h"
 
 namespace tunekit::io {
 

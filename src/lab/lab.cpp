@@ -14,9 +14,10 @@
 
 #include "src/io/checkpoint.h"
 #include "src/lab/dendrogram.h"
-#include "src/util/error.h"
-#include "src/util/stats.h"
-#include "src/util/threads.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/stats.h"
+#include "util/threads.h"
 
 namespace fs = std::filesystem;
 
@@ -124,7 +125,7 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
   LabRunResult res;
   res.dir = recipe.run_dir();
   fs::create_directories(res.dir);
-  io::write_file_atomic(res.dir + "/recipe.yaml", recipe.resolved_yaml);
+  write_file_atomic(res.dir + "/recipe.yaml", recipe.resolved_yaml);
   auto say = [&](const std::string& s) {
     if (!quiet) std::fprintf(stderr, "%s\n", s.c_str());
   };
@@ -271,9 +272,9 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
                                     K, c.n.back(), K - 0.5, res.dir));
   }
   res.csv = res.dir + "/results.csv";
-  io::write_file_atomic(res.csv, csv);
+  write_file_atomic(res.csv, csv);
   res.summary = res.dir + "/summary.md";
-  io::write_file_atomic(res.summary, fmt::format("# Lab {}\n\nRecipe: `{}`; seed {}; {} experiment; family {} ({} gate); "
+  write_file_atomic(res.summary, fmt::format("# Lab {}\n\nRecipe: `{}`; seed {}; {} experiment; family {} ({} gate); "
                                                  "{:.0f} s.\n\n{}", recipe.output.name, recipe.source, recipe.seed,
                                                  c.experiment, c.family, c.gate, elapsed(), res.table));
   return res;

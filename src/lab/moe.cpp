@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "data/dataset.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace tunekit::lab {
 namespace {

@@ -12,8 +12,8 @@
 #include <set>
 #include <sstream>
 
-#include "src/util/error.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/text.h"
 
 namespace tunekit {
 namespace {

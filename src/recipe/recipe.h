@@ -8,7 +8,7 @@
 
 #include "adapters/gate_kind.h"
 #include "models/attention_variant.h"
-#include "src/util/threads.h"
+#include "util/threads.h"
 
 namespace tunekit {
 

@@ -15,11 +15,12 @@
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
-#include "src/util/error.h"
-#include "src/util/progress.h"
-#include "src/util/stats.h"
-#include "src/util/memory.h"
-#include "src/util/text.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/progress.h"
+#include "util/stats.h"
+#include "util/memory.h"
+#include "util/text.h"
 
 namespace fs = std::filesystem;
 
@@ -200,7 +201,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
                      {"series", c.series},
                      {"steps", tr.steps},
                      {"seconds", seconds}};
-    io::write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
+    write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
     results.push_back(j);
     ++res.ran;
     std::fprintf(stderr, "%s: test acc %.4f  (%s)\n", label.c_str(), ev.accuracy, format_duration(seconds).c_str());
@@ -225,7 +226,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
                              ? fmt::format("{}", j["mean_gate"].get<double>())
                              : std::string());
     }
-    io::write_file_atomic(res.csv, csv);
+    write_file_atomic(res.csv, csv);
   }
 
   // summary.md: mean ± std over seeds for each grid point, in grid order.
@@ -262,7 +263,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
   }
   res.table = table;
   res.summary = res.dir + "/summary.md";
-  io::write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
+  write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
                                                  "(best validation checkpoint).\n\n{}",
                                                  name, opt.recipe_path, fmt::join(seeds, ", "), table));
 

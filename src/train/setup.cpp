@@ -8,7 +8,7 @@
 #include "models/registry.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
-#include "src/util/error.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 

@@ -14,8 +14,9 @@
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
-#include "src/util/error.h"
-#include "src/util/progress.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -59,7 +60,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
     if (j.is_discarded() || j.value("step", int64_t(0)) > step) continue;
     kept += line + "\n";
   }
-  io::write_file_atomic(path, kept);
+  write_file_atomic(path, kept);
 }
 
 class MetricsLog {
@@ -95,7 +96,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   if (!resuming && fs::exists(last_dir) && !opts.resume)
     say(fmt::format("note: {} already has checkpoints; starting over (use --resume to continue)", run_dir));
   fs::create_directories(ckpt_dir);
-  io::write_file_atomic(run_dir + "/recipe.yaml", recipe.resolved_yaml);
+  write_file_atomic(run_dir + "/recipe.yaml", recipe.resolved_yaml);
 
   RunModel rm = build_run_model(recipe, /*load_init=*/!resuming);
   auto& model = *rm.model;

@@ -1,4 +1,4 @@
-#include "src/util/progress.h"
+#include "util/progress.h"
 
 #include <fmt/format.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "src/util/threads.h"
+#include "util/threads.h"
 
 #include <dlfcn.h>
 #include <fmt/format.h>

@@ -1,4 +1,4 @@
-#include "src/util/memory.h"
+#include "util/memory.h"
 
 #include <fstream>
 #include <string>

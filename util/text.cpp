@@ -1,4 +1,4 @@
-#include "src/util/text.h"
+#include "util/text.h"
 
 #include <algorithm>
 

@@ -1,0 +1,11 @@
+// Writing files so that a reader never sees a torn one: the text goes to a temporary file
+// beside the target, which is then renamed over it.
+#pragma once
+#include <string>
+
+namespace tunekit {
+
+// Writes `text` to `path` via a temporary file and rename.
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace tunekit
