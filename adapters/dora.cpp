@@ -19,11 +19,11 @@ DoraImpl::DoraImpl(LoraOptions options_, const torch::Tensor& base_weight, bool 
 
 torch::Tensor DoraImpl::forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
   auto h = options.dropout() > 0 ? dropout(x) : x;
-  return decomposed_forward(x, h, W, b, lora_A, lora_B, scale(), magnitude, torch::Tensor(), detach_norm);
+  return decomposed_forward(x, h, W, b, lora_A, lora_B, options.scale(), magnitude, torch::Tensor(), detach_norm);
 }
 
 torch::Tensor DoraImpl::merged_weight(const torch::Tensor& W) const {
-  return decomposed_weight(W, lora_A, lora_B, scale(), magnitude, torch::Tensor());
+  return decomposed_weight(W, lora_A, lora_B, options.scale(), magnitude, torch::Tensor());
 }
 
 }  // namespace tunekit::adapters

@@ -16,7 +16,6 @@ class DoraImpl : public Adapter {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) override;
   torch::Tensor merged_weight(const torch::Tensor& W) const override;
   std::string kind() const override { return "dora"; }
-  double scale() const { return options.alpha() / static_cast<double>(options.r()); }
 
   LoraOptions options;
   bool detach_norm;

@@ -18,12 +18,12 @@ DoranImpl::DoranImpl(LoraOptions options_, std::shared_ptr<FactorGeneratorImpl> 
 torch::Tensor DoranImpl::forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
   auto [A, B] = factors();
   auto h = options.dropout() > 0 ? dropout(x) : x;
-  return decomposed_forward(x, h, W, b, A, B, scale(), magnitude, tau(), detach_norm);
+  return decomposed_forward(x, h, W, b, A, B, options.scale(), magnitude, tau(), detach_norm);
 }
 
 torch::Tensor DoranImpl::merged_weight(const torch::Tensor& W) const {
   auto [A, B] = factors();
-  return decomposed_weight(W, A, B, scale(), magnitude, tau());
+  return decomposed_weight(W, A, B, options.scale(), magnitude, tau());
 }
 
 }  // namespace tunekit::adapters

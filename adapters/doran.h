@@ -22,7 +22,6 @@ class DoranImpl : public Adapter {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) override;
   torch::Tensor merged_weight(const torch::Tensor& W) const override;
   std::string kind() const override { return "doran"; }
-  double scale() const { return options.alpha() / static_cast<double>(options.r()); }
   torch::Tensor tau() const { return torch::softplus(tau_rho); }
   std::pair<torch::Tensor, torch::Tensor> factors() const { return generator_->factors(slot_); }
 

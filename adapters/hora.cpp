@@ -12,12 +12,12 @@ HoraImpl::HoraImpl(LoraOptions options_, std::shared_ptr<FactorGeneratorImpl> ge
 torch::Tensor HoraImpl::forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
   auto [A, B] = factors();
   auto h = options.dropout() > 0 ? dropout(x) : x;
-  return low_rank_forward(x, h, W, b, A, B, scale());
+  return low_rank_forward(x, h, W, b, A, B, options.scale());
 }
 
 torch::Tensor HoraImpl::merged_weight(const torch::Tensor& W) const {
   auto [A, B] = factors();
-  return low_rank_weight(W, A, B, scale());  // METHODS.md §4: merge as LoRA once generated
+  return low_rank_weight(W, A, B, options.scale());  // METHODS.md §4: merge as LoRA once generated
 }
 
 }  // namespace tunekit::adapters

@@ -19,7 +19,6 @@ class HoraImpl : public Adapter {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) override;
   torch::Tensor merged_weight(const torch::Tensor& W) const override;
   std::string kind() const override { return "hora"; }
-  double scale() const { return options.alpha() / static_cast<double>(options.r()); }
   // The generated (A, B) this layer currently uses.
   std::pair<torch::Tensor, torch::Tensor> factors() const { return generator_->factors(slot_); }
 

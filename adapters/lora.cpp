@@ -18,11 +18,11 @@ void LoraImpl::reset() {
 
 torch::Tensor LoraImpl::forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
   auto h = options.dropout() > 0 ? dropout(x) : x;
-  return low_rank_forward(x, h, W, b, lora_A, lora_B, scale());
+  return low_rank_forward(x, h, W, b, lora_A, lora_B, options.scale());
 }
 
 torch::Tensor LoraImpl::merged_weight(const torch::Tensor& W) const {
-  return low_rank_weight(W, lora_A, lora_B, scale());
+  return low_rank_weight(W, lora_A, lora_B, options.scale());
 }
 
 }  // namespace tunekit::adapters

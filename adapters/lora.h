@@ -9,6 +9,8 @@ namespace tunekit::adapters {
 
 struct LoraOptions {
   LoraOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
+  // The scale of the update B A, alpha / r; every low-rank adapter (LoRA, DoRA, HoRA, DoRAN) uses it.
+  double scale() const { return alpha() / static_cast<double>(r()); }
   TORCH_ARG(int64_t, in_features);
   TORCH_ARG(int64_t, out_features);
   TORCH_ARG(int64_t, r) = 8;
@@ -23,7 +25,6 @@ class LoraImpl : public Adapter {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) override;
   torch::Tensor merged_weight(const torch::Tensor& W) const override;
   std::string kind() const override { return "lora"; }
-  double scale() const { return options.alpha() / static_cast<double>(options.r()); }
 
   LoraOptions options;
   torch::Tensor lora_A, lora_B;  // [r, d_in], [d_out, r]
