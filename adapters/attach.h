@@ -1,15 +1,57 @@
-// attach_adapters: walks a model's named_modules(), attaches one adapter to every
-// models::Linear whose name matches a target pattern, freezes the base and unfreezes the
-// adapters and `modules_to_save`. Also merge/unmerge and parameter counts.
+// attach_adapters: finds the hosts of the chosen adapter kind in a model (adapters/kind.h),
+// attaches one adapter to every host whose name matches a target pattern, freezes the base and
+// unfreezes the adapters and `modules_to_save`. Also merge/unmerge and parameter counts.
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
-#include "src/recipe/recipe.h"
+#include "adapters/hypernet.h"
+#include "adapters/kind.h"
+#include "adapters/lora.h"
+#include "adapters/prefix.h"
+#include "adapters/prompt_expert.h"
 
 namespace tunekit::adapters {
+
+// Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
+// its heads), by all targets under one parent module (q and v of one attention), or model-wide.
+enum class GeneratorShare { Target, Parent, Model };
+
+// Everything attach_adapters needs; each kind reads its own fields. The sizes in the nested
+// Options (in/out features, dim) are set per host.
+struct AttachOptions {
+  explicit AttachOptions(AdapterKind kind = AdapterKind::None) : kind_(kind) {}
+  TORCH_ARG(AdapterKind, kind);
+  TORCH_ARG(std::vector<std::string>, targets);          // module-name globs, e.g. "blocks.*.attn.q"
+  TORCH_ARG(std::vector<std::string>, modules_to_save);  // trained in full beside the adapter, e.g. "head"
+  TORCH_ARG(LoraOptions, lora) = LoraOptions(0, 0);      // low-rank kinds: r, alpha, dropout
+  TORCH_ARG(bool, detach_norm) = true;                   // dora, doran: norm constant in backward
+  TORCH_ARG(double, tau_init) = 1e-3;                    // doran: τ at the start
+  TORCH_ARG(HypernetOptions, hypernet);                  // hora, doran (its r is lora's r)
+  TORCH_ARG(GeneratorShare, share) = GeneratorShare::Parent;
+  TORCH_ARG(PromptExpertOptions, prompt_expert) = PromptExpertOptions(0, 0, GateOptions(0, 1));
+  TORCH_ARG(PrefixOptions, prefix) = PrefixOptions(0, 10);
+};
+
+// The modules one kind can go on, as a kind's factory finds them (adapters/kind.h).
+struct Host {
+  std::string name;
+  std::function<bool()> attach;  // false: the host already had one (left as it is)
+};
+struct Hosts {
+  std::vector<Host> hosts;
+  std::string what;             // "Linear layer", for the no-match error
+  std::string hint;             // appended to that error, e.g. "; prefixes go on e.g. blocks.*.attn"
+  std::function<void()> done;   // run once every host is attached (may be empty)
+};
+
+// The indices of `names` that the glob `pattern` matches, in order. With none, throws
+// "<label> '<pattern>' matches no <what><did you mean><hint>".
+std::vector<size_t> match_targets(const std::string& pattern, const std::vector<std::string>& names,
+                                  const std::string& label, const std::string& what, const std::string& hint = "");
 
 struct AttachReport {
   std::vector<std::string> adapted;   // module names that got an adapter
@@ -18,9 +60,9 @@ struct AttachReport {
   std::string summary() const;
 };
 
-AttachReport attach_adapters(torch::nn::Module& model, const AdapterConfig& cfg);
+AttachReport attach_adapters(torch::nn::Module& model, const AttachOptions& options);
 
-// Names of every models::Linear in the model (valid adapter targets).
+// Names of every models::Linear in the model (valid low-rank adapter targets).
 std::vector<std::string> adaptable_modules(torch::nn::Module& model);
 
 void merge_adapters(torch::nn::Module& model);

@@ -50,21 +50,21 @@ std::string default_fashion_mnist_root() {
   return prepared_complete(kPreparedFashionMnist) ? kPreparedFashionMnist : kDebianFashionMnist;
 }
 
-ImageSplits load_fashion_mnist(const DataConfig& cfg, uint64_t seed) {
-  std::string root = cfg.root.empty() ? default_fashion_mnist_root() : cfg.root;
-  auto train_all = select_classes(load_pair(root, kFiles[0], kFiles[1]), cfg.classes);
-  auto test = select_classes(load_pair(root, kFiles[2], kFiles[3]), cfg.classes);
+ImageSplits load_fashion_mnist(const FashionMnistOptions& o, uint64_t seed) {
+  std::string root = o.root().empty() ? default_fashion_mnist_root() : o.root();
+  auto train_all = select_classes(load_pair(root, kFiles[0], kFiles[1]), o.classes());
+  auto test = select_classes(load_pair(root, kFiles[2], kFiles[3]), o.classes());
   ImageSplits s;
-  if (cfg.val_fraction > 0) {
-    auto [train, val] = stratified_split(train_all, cfg.val_fraction, seed);
+  if (o.val_fraction() > 0) {
+    auto [train, val] = stratified_split(train_all, o.val_fraction(), seed);
     s.train = std::move(train);
     s.val = std::move(val);
   } else {
     s.train = train_all;
   }
-  if (cfg.limit_train > 0 && cfg.limit_train < s.train.size()) {
+  if (o.limit_train() > 0 && o.limit_train() < s.train.size()) {
     auto gen = seeded_generator(seed + 17);
-    auto idx = std::get<0>(torch::randperm(s.train.size(), gen, torch::kLong).slice(0, 0, cfg.limit_train).sort());
+    auto idx = std::get<0>(torch::randperm(s.train.size(), gen, torch::kLong).slice(0, 0, o.limit_train()).sort());
     s.train = s.train.subset(idx);
   }
   s.test = std::move(test);

@@ -2,10 +2,12 @@
 // loading, normalisation, class subsets, a held-out validation split, and `prepare`
 // (verify the four files and cache them uncompressed under .data/).
 #pragma once
+#include <torch/torch.h>
+
 #include <string>
+#include <vector>
 
 #include "data/dataset.h"
-#include "src/recipe/recipe.h"
 
 namespace tunekit::data {
 
@@ -20,8 +22,15 @@ struct ImageSplits {
 // complete, otherwise the Debian package's directory.
 std::string default_fashion_mnist_root();
 
-// Loads train/val/test per the recipe's data section (classes, val_fraction, limit_train).
-ImageSplits load_fashion_mnist(const DataConfig& cfg, uint64_t seed);
+struct FashionMnistOptions {
+  TORCH_ARG(std::string, root);              // empty: default_fashion_mnist_root()
+  TORCH_ARG(std::vector<int64_t>, classes);  // subset of labels, remapped to 0..k-1; empty = all
+  TORCH_ARG(double, val_fraction) = 0.1;     // held out from train, stratified, seeded
+  TORCH_ARG(int64_t, limit_train) = 0;       // 0 = all
+};
+
+// Loads train/val/test: the class subset, the seeded validation split and the training limit.
+ImageSplits load_fashion_mnist(const FashionMnistOptions& options, uint64_t seed);
 
 // Reads and checks the four files under `source`, writes them uncompressed to `dest`
 // with a manifest; returns a summary line. Idempotent: a complete cache is kept.

@@ -14,17 +14,16 @@ namespace fs = std::filesystem;
 namespace tunekit::data {
 namespace {
 
-TextFileSpec spec_for(const DataConfig& c, const std::string& path) {
-  return {path, c.format, c.text_field, c.label_field, c.group_field};
+TextFileSpec spec_for(const TextDataOptions& o, const std::string& path) {
+  return {path, o.format(), o.text_field(), o.label_field(), o.group_field()};
 }
 
-std::vector<TextRecord> read_required(const DataConfig& c, const std::string& path, const char* key) {
+std::vector<TextRecord> read_required(const TextDataOptions& o, const std::string& path, const char* key) {
   if (!fs::exists(path)) {
-    if (c.dataset == "spam_assassin")
-      throw Error(fmt::format("{}: not found (run `tunekit prepare spam_assassin` first)", path));
+    if (!o.prepared_by().empty()) throw Error(fmt::format("{}: not found (run `{}` first)", path, o.prepared_by()));
     throw Error(fmt::format("data.{}: {}: no such file", key, path));
   }
-  auto records = read_text_file(spec_for(c, path));
+  auto records = read_text_file(spec_for(o, path));
   if (records.empty()) throw Error(fmt::format("{}: no records", path));
   return records;
 }
@@ -49,12 +48,12 @@ std::pair<std::vector<TextRecord>, std::vector<TextRecord>> split_records(const 
   return {keep, held};
 }
 
-void check_tokenizer(const Tokenizer& tok, const ModelConfig& m) {
-  if (tok.vocab_size() > m.vocab_size)
+void check_tokenizer(const Tokenizer& tok, const TokenizerOptions& m) {
+  if (tok.vocab_size() > m.vocab_size())
     throw Error(fmt::format("{}: the tokenizer has {} pieces but model.vocab_size is {} (set model.vocab_size: {})",
-                            tok.path(), tok.vocab_size(), m.vocab_size, tok.vocab_size()));
-  if (tok.pad_id() != m.pad_id)
-    throw Error(fmt::format("{}: the tokenizer's pad id is {} but model.pad_id is {}{}", tok.path(), tok.pad_id(), m.pad_id,
+                            tok.path(), tok.vocab_size(), m.vocab_size(), tok.vocab_size()));
+  if (tok.pad_id() != m.pad_id())
+    throw Error(fmt::format("{}: the tokenizer's pad id is {} but model.pad_id is {}{}", tok.path(), tok.pad_id(), m.pad_id(),
                             tok.pad_id() < 0 ? " (the tokenizer has no pad piece: train it with a pad id, e.g. "
                                                "spm_train --pad_id=3)"
                                              : fmt::format(" (set model.pad_id: {})", tok.pad_id())));
@@ -64,37 +63,38 @@ void check_tokenizer(const Tokenizer& tok, const ModelConfig& m) {
 
 }  // namespace
 
-TextRecords read_text_records(const DataConfig& c, uint64_t seed) {
+TextRecords read_text_records(const TextDataOptions& o) {
   TextRecords r;
-  r.train = read_required(c, c.train_file, "train_file");
-  if (!c.val_file.empty()) {
-    r.val = read_required(c, c.val_file, "val_file");
-  } else if (c.val_fraction > 0) {
-    std::tie(r.train, r.val) = split_records(r.train, c.val_fraction, seed);
+  r.train = read_required(o, o.train_file(), "train_file");
+  if (!o.val_file().empty()) {
+    r.val = read_required(o, o.val_file(), "val_file");
+  } else if (o.val_fraction() > 0) {
+    std::tie(r.train, r.val) = split_records(r.train, o.val_fraction(), o.seed());
   }
-  if (!c.test_file.empty()) r.test = read_required(c, c.test_file, "test_file");
+  if (!o.test_file().empty()) r.test = read_required(o, o.test_file(), "test_file");
   return r;
 }
 
-Tokenizer run_tokenizer(const Recipe& recipe, const std::string& run_dir) {
+Tokenizer run_tokenizer(const TokenizerOptions& options, const std::string& run_dir) {
   std::string path = (fs::path(run_dir) / kTokenizerFile).string();
   if (!fs::exists(path)) throw Error(fmt::format("{}: no {} (train this run first)", run_dir, kTokenizerFile));
   Tokenizer tok = Tokenizer::load(path);
-  check_tokenizer(tok, recipe.model);
+  check_tokenizer(tok, options);
   return tok;
 }
 
-Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, std::string* message) {
-  const auto& c = recipe.data.tokenizer;
+Tokenizer prepare_tokenizer(const TokenizerOptions& options, const TextDataOptions& data, const std::string& run_dir,
+                            std::string* message) {
   fs::path dest = fs::path(run_dir) / kTokenizerFile;
   std::string msg;
   fs::create_directories(run_dir);
   std::string from;
-  if (!c.model.empty()) from = c.model;
-  else if (!recipe.init_from.run.empty()) from = (fs::path(recipe.init_from.run) / kTokenizerFile).string();
+  if (!options.model().empty()) from = options.model();
+  else if (!options.init_run().empty()) from = (fs::path(options.init_run()) / kTokenizerFile).string();
   if (!from.empty()) {
     if (!fs::exists(from))
-      throw Error(c.model.empty() ? fmt::format("init_from.run: {}: no {} (was it a text run?)", recipe.init_from.run, kTokenizerFile)
+      throw Error(options.model().empty()
+                      ? fmt::format("init_from.run: {}: no {} (was it a text run?)", options.init_run(), kTokenizerFile)
                                   : fmt::format("data.tokenizer.model: {}: no such file", from));
     Tokenizer::load(from);  // fails clearly on a non-model before anything is copied
     if (!fs::exists(dest) || !fs::equivalent(from, dest)) {
@@ -105,19 +105,16 @@ Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, st
   } else if (fs::exists(dest)) {
     msg = fmt::format("tokenizer: {} (kept)", dest.string());
   } else {
-    auto records = read_text_records(recipe.data, static_cast<uint64_t>(recipe.seed));
+    auto records = read_text_records(data);
     std::vector<std::string> texts;
     for (const auto& rec : records.train) texts.push_back(rec.text);
-    TokenizerTrainOptions o;
-    o.type = c.type;
-    o.vocab_size = c.vocab_size;
-    o.character_coverage = c.character_coverage;
+    const auto& o = options.train();
     Tokenizer::train(texts, o, dest.string());
-    msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), c.type, c.vocab_size,
+    msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), o.type, o.vocab_size,
                       texts.size());
   }
   Tokenizer tok = Tokenizer::load(dest.string());
-  check_tokenizer(tok, recipe.model);
+  check_tokenizer(tok, options);
   if (message) *message = msg + fmt::format(", {} pieces", tok.vocab_size());
   return tok;
 }
@@ -145,36 +142,34 @@ torch::Tensor encode_chunks(const std::vector<TextRecord>& records, const Tokeni
   return torch::tensor(stream, torch::kLong).slice(0, 0, n * len).view({n, len}).clone();
 }
 
-ImageSplits load_text_data(const Recipe& recipe, const Tokenizer& tok) {
-  const auto& c = recipe.data;
-  const auto& m = recipe.model;
-  TextRecords rec = read_text_records(c, static_cast<uint64_t>(recipe.seed));
+ImageSplits load_text_data(const TextDataOptions& c, const Tokenizer& tok) {
+  TextRecords rec = read_text_records(c);
   ImageSplits s;
   std::vector<std::pair<std::vector<TextRecord>*, LabelledDataset*>> parts{
       {&rec.train, &s.train}, {&rec.val, &s.val}, {&rec.test, &s.test}};
-  if (m.is_lm()) {
+  if (c.language_model()) {
     for (auto [records, d] : parts) {
       if (records->empty()) continue;
-      d->inputs = encode_chunks(*records, tok, m.max_seq_len);
+      d->inputs = encode_chunks(*records, tok, c.max_len());
       d->labels = torch::zeros({d->inputs.size(0)}, torch::kLong);
       d->class_names = {"text"};
     }
   } else {
-    std::vector<std::string> labels = c.labels;
+    std::vector<std::string> labels = c.labels();
     if (labels.empty()) {
       std::set<std::string> seen;
       for (const auto& r : rec.train) seen.insert(r.label);
       labels.assign(seen.begin(), seen.end());
     }
-    if (static_cast<int64_t>(labels.size()) != m.num_classes)
-      throw Error(fmt::format("{}: the training labels are {} ({} classes) but model.num_classes is {}", c.train_file,
-                              fmt::join(labels, ", "), labels.size(), m.num_classes));
+    if (static_cast<int64_t>(labels.size()) != c.num_classes())
+      throw Error(fmt::format("{}: the training labels are {} ({} classes) but model.num_classes is {}", c.train_file(),
+                              fmt::join(labels, ", "), labels.size(), c.num_classes()));
     std::set<std::string> group_set;
     for (auto [records, d] : parts)
       for (const auto& r : *records)
-        if (!c.group_field.empty()) group_set.insert(r.group);
+        if (!c.group_field().empty()) group_set.insert(r.group);
     std::vector<std::string> groups(group_set.begin(), group_set.end());
-    const std::string files[3] = {c.train_file, c.val_file.empty() ? c.train_file : c.val_file, c.test_file};
+    const std::string files[3] = {c.train_file(), c.val_file().empty() ? c.train_file() : c.val_file(), c.test_file()};
     for (size_t p = 0; p < parts.size(); ++p) {
       auto [records, d] = parts[p];
       if (records->empty()) continue;
@@ -183,12 +178,12 @@ ImageSplits load_text_data(const Recipe& recipe, const Tokenizer& tok) {
         auto it = std::find(labels.begin(), labels.end(), r.label);
         if (it == labels.end())
           throw Error(fmt::format("{}:{}: label '{}' is not one of {}{}", files[p], r.line, r.label, fmt::join(labels, ", "),
-                                  c.labels.empty() ? " (the labels seen in the training file)" : " (data.labels)"));
+                                  c.labels().empty() ? " (the labels seen in the training file)" : " (data.labels)"));
         y.push_back(it - labels.begin());
-        if (!c.group_field.empty())
+        if (!c.group_field().empty())
           g.push_back(std::find(groups.begin(), groups.end(), r.group) - groups.begin());
       }
-      d->inputs = encode_padded(*records, tok, m.max_seq_len, m.pad_id);
+      d->inputs = encode_padded(*records, tok, c.max_len(), c.pad_id());
       d->labels = torch::tensor(y, torch::kLong);
       d->class_names = labels;
       if (!g.empty()) {
@@ -197,9 +192,9 @@ ImageSplits load_text_data(const Recipe& recipe, const Tokenizer& tok) {
       }
     }
   }
-  if (c.limit_train > 0 && c.limit_train < s.train.size()) {
-    auto gen = seeded_generator(static_cast<uint64_t>(recipe.seed) + 17);
-    auto idx = std::get<0>(torch::randperm(s.train.size(), gen, torch::kLong).slice(0, 0, c.limit_train).sort());
+  if (c.limit_train() > 0 && c.limit_train() < s.train.size()) {
+    auto gen = seeded_generator(c.seed() + 17);
+    auto idx = std::get<0>(torch::randperm(s.train.size(), gen, torch::kLong).slice(0, 0, c.limit_train()).sort());
     s.train = s.train.subset(idx);
   }
   return s;

@@ -6,6 +6,7 @@
 
 #include "adapters/attach.h"
 #include "models/vit.h"
+#include "src/build/adapters.h"
 #include "src/export/export.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
@@ -21,7 +22,7 @@ models::ViT trained_like_vit_with_lora() {
   c.kind = AdapterKind::Lora;
   c.targets = {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.1.mlp.fc2"};
   c.modules_to_save = {"head"};
-  adapters::attach_adapters(*m, c);
+  adapters::attach_adapters(*m, build::attach_options(c));
   torch::NoGradGuard g;
   for (auto& p : m->named_parameters())
     if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.3);

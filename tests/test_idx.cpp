@@ -71,10 +71,7 @@ TEST(Idx, MissingAndBadMagic) {
 TEST(FashionMnist, ClassSubsetSplitAndLimit) {
   testkit::TempDir dir;
   testkit::write_synthetic_fmnist(dir.path(), 20, 5);
-  DataConfig cfg;
-  cfg.root = dir.path();
-  cfg.classes = {7, 2};
-  cfg.val_fraction = 0.25;
+  auto cfg = data::FashionMnistOptions().root(dir.path()).classes({7, 2}).val_fraction(0.25);
   auto s = data::load_fashion_mnist(cfg, 0);
   EXPECT_EQ(s.train.size(), 30);
   EXPECT_EQ(s.val.size(), 10);
@@ -87,14 +84,13 @@ TEST(FashionMnist, ClassSubsetSplitAndLimit) {
   EXPECT_TRUE(torch::equal(again.val.inputs, s.val.inputs));
   auto other = data::load_fashion_mnist(cfg, 1);
   EXPECT_FALSE(torch::equal(other.val.inputs, s.val.inputs));
-  cfg.limit_train = 7;
+  cfg.limit_train(7);
   EXPECT_EQ(data::load_fashion_mnist(cfg, 0).train.size(), 7);
 }
 
 TEST(FashionMnist, MissingFileNamesIt) {
   testkit::TempDir dir;
-  DataConfig cfg;
-  cfg.root = dir.path();
+  auto cfg = data::FashionMnistOptions().root(dir.path());
   std::string msg = error_of([&] { data::load_fashion_mnist(cfg, 0); });
   EXPECT_NE(msg.find(dir / "train-images-idx3-ubyte"), std::string::npos) << msg;
 }

@@ -13,7 +13,8 @@
 #include "data/text_data.h"
 #include "src/eval/generate.h"
 #include "src/lab/lab.h"
-#include "models/registry.h"
+#include "src/build/data.h"
+#include "src/build/model.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
 #include "src/export/export.h"
@@ -100,7 +101,7 @@ int cmd_generate(const std::string& run_dir, const std::string& checkpoint, cons
   if (!run.recipe.model.is_lm())
     throw Error(fmt::format("generate: {} is not a causal LM (model.task is {})", run_dir,
                             run.recipe.model.is_text() ? run.recipe.model.task : run.recipe.model.kind));
-  data::Tokenizer tok = data::run_tokenizer(run.recipe, run_dir);
+  data::Tokenizer tok = build::run_tokenizer(run.recipe, run_dir);
   GenerateResult r = generate(*run.run.model, tok, run.recipe.model.max_seq_len, options);
   std::cout << r.text << std::endl;  // flushed before the stderr summary
   std::fprintf(stderr, "[%zu new tokens%s; seed %llu, temperature %g, top-k %lld]\n", r.new_ids.size(),
@@ -142,16 +143,9 @@ int cmd_ls() {
   if (recipes.empty()) std::cout << "  (none under ./recipes; run tunekit from the repository root)\n";
   for (const auto& r : recipes) std::cout << "  " << r << "\n";
   std::cout << "models:\n";
-  for (const auto& m : models::known_models()) std::cout << fmt::format("  {:<14} {}\n", m.name, m.description);
-  std::cout << "adapters:\n"
-            << "  none           full fine-tuning: every parameter trains\n"
-            << "  linear_probe   only adapter.modules_to_save train (e.g. a new head)\n"
-            << "  lora           low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)\n"
-            << "  dora           LoRA direction + trained magnitude, m * V / ||V||_c (METHODS.md §3)\n"
-            << "  hora           LoRA factors from a hypernetwork shared across heads (and q/v) (METHODS.md §4)\n"
-            << "  doran          DoRA with learnable tau in the norm and generated factors (METHODS.md §5)\n"
-            << "  prompt_expert  frozen sub-network mixed with K trainable experts by a gate (METHODS.md §6, §7)\n"
-            << "  prefix         learnable prompt keys/values in every targeted attention layer (METHODS.md §6)\n";
+  for (const auto& m : build::known_models()) std::cout << fmt::format("  {:<14} {}\n", m.name, m.description);
+  std::cout << "adapters:\n";
+  for (const auto& k : adapters::adapter_kinds()) std::cout << fmt::format("  {:<14} {}\n", k.name, k.description);
   std::cout << "datasets:\n";
   std::string root = data::default_fashion_mnist_root();
   std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,

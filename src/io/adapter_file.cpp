@@ -31,24 +31,22 @@ std::string peft_name(const std::string& ours) {
   return kPrefix + path + "." + leaf;
 }
 
-std::string peft_type(AdapterKind k) {
-  switch (k) {
-    case AdapterKind::Hora: return "HORA";
-    case AdapterKind::Doran: return "DORAN";
-    case AdapterKind::PromptExpert: return "PROMPT_EXPERT";
-    case AdapterKind::Prefix: return "PREFIX";
-    default: return "LORA";
-  }
+// Whether a parameter's path has one of the kind's saved module names on it (adapters/kind.h).
+bool saved_by_kind(const std::string& name, const std::vector<std::string>& saves) {
+  const std::string path = "." + name;
+  for (const auto& part : saves)
+    if (path.find("." + part + ".") != std::string::npos) return true;
+  return false;
 }
 
 // (PEFT name, tensor) for every tensor the adapter file holds, as references into the model.
 std::vector<std::pair<std::string, torch::Tensor>> adapter_tensors(torch::nn::Module& model, const AdapterConfig& cfg) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   std::set<std::string> seen;
+  const auto& saves = adapters::kind_row(cfg.kind).saves;
   for (const auto& p : model.named_parameters()) {
     const auto& name = p.key();
-    if (name.find(".adapter.") != std::string::npos || name.rfind("hypernets.", 0) == 0 ||
-        name.find(".prompt.") != std::string::npos || name.find(".prefix.") != std::string::npos) {
+    if (saved_by_kind(name, saves)) {
       out.emplace_back(peft_name(name), p.value());
       seen.insert(name);
     }
@@ -97,7 +95,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
                                      {"temperature", cfg.gate.temperature},
                                      {"input", cfg.gate.input == adapters::GateInput::Mean ? "mean" : "token"}}}};
   json config = {
-      {"peft_type", peft_type(cfg.kind)},
+      {"peft_type", adapters::kind_row(cfg.kind).peft_type},
       {"task_type", nullptr},
       {"base_model_name_or_path", base_model.empty() ? json(nullptr) : json(base_model)},
       {"revision", nullptr},
@@ -107,7 +105,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
       {"lora_dropout", cfg.dropout},
       {"target_modules", adapted},  // full module names: PEFT matches them exactly
       {"modules_to_save", cfg.modules_to_save.empty() ? json(nullptr) : json(cfg.modules_to_save)},
-      {"use_dora", cfg.kind == AdapterKind::Dora || cfg.kind == AdapterKind::Doran},
+      {"use_dora", adapters::kind_row(cfg.kind).use_dora},
       {"use_rslora", false},
       {"bias", "none"},
       {"fan_in_fan_out", false},

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "adapters/gate_kind.h"
+#include "adapters/kind.h"
 #include "models/attention_variant.h"
 #include "util/threads.h"
 
@@ -35,7 +36,7 @@ struct InitFromConfig {
   std::vector<std::string> exclude;  // parameter-name globs not loaded (e.g. "head.*")
 };
 
-enum class AdapterKind { None, LinearProbe, Lora, Dora, Hora, Doran, PromptExpert, Prefix };
+using adapters::AdapterKind;  // adapters/kind.h: one row per kind
 
 // Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
 // its heads), by all targets under one parent module (q and v of one attention), or model-wide.
@@ -76,11 +77,8 @@ struct AdapterConfig {
   int64_t prefix_length = 10;                // prefix: prompt tokens per attention layer
   bool prefix_reparam = false;               // prefix: generate them with a shared MLP (2410.02200)
   int64_t prefix_hidden = 64;                // prefix: that MLP's width
-  bool saves_adapter_file() const {
-    return low_rank() || kind == AdapterKind::PromptExpert || kind == AdapterKind::Prefix;
-  }
-  bool low_rank() const { return kind == AdapterKind::Lora || kind == AdapterKind::Dora ||
-                                 kind == AdapterKind::Hora || kind == AdapterKind::Doran; }
+  bool saves_adapter_file() const { return adapters::kind_row(kind).peft_type != nullptr; }
+  bool low_rank() const { return adapters::kind_row(kind).low_rank; }
 };
 
 struct TokenizerConfig {  // data.tokenizer (text)

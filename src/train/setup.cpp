@@ -4,8 +4,9 @@
 
 #include <filesystem>
 
-#include "data/text_data.h"
-#include "models/registry.h"
+#include "src/build/adapters.h"
+#include "src/build/data.h"
+#include "src/build/model.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "util/error.h"
@@ -16,7 +17,7 @@ namespace tunekit {
 
 RunModel build_run_model(const Recipe& recipe, bool load_init) {
   RunModel r;
-  r.model = models::build_model(recipe.model);
+  r.model = build::build_model(recipe.model);
   if (load_init && !recipe.init_from.run.empty()) {
     std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / recipe.init_from.checkpoint).string();
     if (!io::checkpoint_exists(dir))
@@ -27,7 +28,7 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
     if (!recipe.init_from.exclude.empty())
       r.init_message += fmt::format(" (kept fresh: {})", fmt::join(recipe.init_from.exclude, ", "));
   }
-  r.report = adapters::attach_adapters(*r.model, recipe.adapter);
+  r.report = adapters::attach_adapters(*r.model, build::attach_options(recipe.adapter));
   if (load_init && !recipe.adapter.init_from.empty()) {
     int64_t n = io::load_adapter(recipe.adapter.init_from, *r.model, recipe.adapter);
     r.init_message += fmt::format("{}adapter: loaded {} tensors from {}", r.init_message.empty() ? "" : "; ", n,
@@ -52,8 +53,8 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
 
 data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir) {
   if (recipe.data.is_text())
-    return data::load_text_data(recipe, data::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
-  return data::load_fashion_mnist(recipe.data, static_cast<uint64_t>(recipe.seed));
+    return build::load_text_data(recipe, build::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
+  return data::load_fashion_mnist(build::fashion_mnist_options(recipe), static_cast<uint64_t>(recipe.seed));
 }
 
 }  // namespace tunekit

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "data/text_data.h"
+#include "src/build/data.h"
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
@@ -106,7 +107,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
     // A fresh run makes its tokenizer anew (the recipe's tokenizer settings may have changed); a
     // resumed one keeps the ids its checkpoint was trained with.
     if (!resuming) fs::remove(fs::path(run_dir) / data::kTokenizerFile);
-    splits = data::load_text_data(recipe, data::prepare_tokenizer(recipe, run_dir, &tokenizer_message));
+    splits = build::load_text_data(recipe, build::prepare_tokenizer(recipe, run_dir, &tokenizer_message));
   } else {
     splits = load_data(recipe, run_dir);
   }

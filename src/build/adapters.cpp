@@ -1,0 +1,53 @@
+#include "src/build/adapters.h"
+
+namespace tunekit::build {
+
+namespace {
+adapters::HypernetOptions hypernet_options(const AdapterConfig& cfg) {
+  const auto& h = cfg.hypernet;
+  return adapters::HypernetOptions()
+      .r(cfg.r)
+      .embed(h.embed)
+      .hidden(h.hidden)
+      .act(h.act == HypernetActivation::Relu   ? adapters::Activation::Relu
+           : h.act == HypernetActivation::Gelu ? adapters::Activation::Gelu
+                                               : adapters::Activation::Tanh)
+      .share_seeds(h.share_seeds);
+}
+
+adapters::GeneratorShare generator_share(HypernetShare s) {
+  return s == HypernetShare::Target  ? adapters::GeneratorShare::Target
+         : s == HypernetShare::Model ? adapters::GeneratorShare::Model
+                                     : adapters::GeneratorShare::Parent;
+}
+
+// Sizes (in/out features) are the host's, set when each expert is made.
+adapters::PromptExpertOptions prompt_expert_options(const AdapterConfig& cfg) {
+  const auto& g = cfg.gate;
+  auto gate = adapters::GateOptions(0, cfg.experts)
+                  .kind(g.kind)
+                  .top_k(g.top_k)
+                  .temperature(g.temperature)
+                  .act(g.act)
+                  .tau1(g.tau1)
+                  .tau2(g.tau2)
+                  .noise(g.noise)
+                  .bias_init(g.bias_init);
+  return adapters::PromptExpertOptions(0, 0, gate).hidden(cfg.expert_hidden).gate_input(g.input);
+}
+}  // namespace
+
+adapters::AttachOptions attach_options(const AdapterConfig& cfg) {
+  return adapters::AttachOptions(cfg.kind)
+      .targets(cfg.targets)
+      .modules_to_save(cfg.modules_to_save)
+      .lora(adapters::LoraOptions(0, 0).r(cfg.r).alpha(cfg.alpha).dropout(cfg.dropout))
+      .detach_norm(cfg.detach_norm)
+      .tau_init(cfg.tau_init)
+      .hypernet(hypernet_options(cfg))
+      .share(generator_share(cfg.hypernet.share))
+      .prompt_expert(prompt_expert_options(cfg))
+      .prefix(adapters::PrefixOptions(0, cfg.prefix_length).reparam(cfg.prefix_reparam).hidden(cfg.prefix_hidden));
+}
+
+}  // namespace tunekit::build

@@ -1,0 +1,10 @@
+// The recipe's `adapter:` section as adapters::AttachOptions (the only place that translates it).
+#pragma once
+#include "adapters/attach.h"
+#include "src/recipe/recipe.h"
+
+namespace tunekit::build {
+
+adapters::AttachOptions attach_options(const AdapterConfig& cfg);
+
+}  // namespace tunekit::build

@@ -1,0 +1,62 @@
+#include "src/build/data.h"
+
+namespace tunekit::build {
+
+data::FashionMnistOptions fashion_mnist_options(const Recipe& recipe) {
+  const auto& c = recipe.data;
+  return data::FashionMnistOptions()
+      .root(c.root)
+      .classes(c.classes)
+      .val_fraction(c.val_fraction)
+      .limit_train(c.limit_train);
+}
+
+data::TextDataOptions text_data_options(const Recipe& recipe) {
+  const auto& c = recipe.data;
+  const auto& m = recipe.model;
+  return data::TextDataOptions()
+      .train_file(c.train_file)
+      .val_file(c.val_file)
+      .test_file(c.test_file)
+      .format(c.format)
+      .text_field(c.text_field)
+      .label_field(c.label_field)
+      .group_field(c.group_field)
+      .labels(c.labels)
+      .val_fraction(c.val_fraction)
+      .limit_train(c.limit_train)
+      .prepared_by(c.dataset == "spam_assassin" ? "tunekit prepare spam_assassin" : "")
+      .seed(static_cast<uint64_t>(recipe.seed))
+      .language_model(m.is_lm())
+      .max_len(m.max_seq_len)
+      .pad_id(m.pad_id)
+      .num_classes(m.num_classes);
+}
+
+data::TokenizerOptions tokenizer_options(const Recipe& recipe) {
+  const auto& c = recipe.data.tokenizer;
+  data::TokenizerTrainOptions train;
+  train.type = c.type;
+  train.vocab_size = c.vocab_size;
+  train.character_coverage = c.character_coverage;
+  return data::TokenizerOptions()
+      .model(c.model)
+      .init_run(recipe.init_from.run)
+      .train(train)
+      .vocab_size(recipe.model.vocab_size)
+      .pad_id(recipe.model.pad_id);
+}
+
+data::Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, std::string* message) {
+  return data::prepare_tokenizer(tokenizer_options(recipe), text_data_options(recipe), run_dir, message);
+}
+
+data::Tokenizer run_tokenizer(const Recipe& recipe, const std::string& run_dir) {
+  return data::run_tokenizer(tokenizer_options(recipe), run_dir);
+}
+
+data::ImageSplits load_text_data(const Recipe& recipe, const data::Tokenizer& tok) {
+  return data::load_text_data(text_data_options(recipe), tok);
+}
+
+}  // namespace tunekit::build
