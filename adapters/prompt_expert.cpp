@@ -51,17 +51,20 @@ torch::jit::Module PromptExpertImpl::to_script(const models::ScriptUnit& unit) c
                "    else:\n        w = self.gate.forward(x)\n"
              : "    w = self.gate.forward(x)\n";
   src += "    out = w[..., 0:1] * frozen_out\n";
+  std::vector<torch::jit::Module> experts;  // experts.<i>.fc1 / .fc2, as the eager names
   for (size_t i = 0; i < fc1.size(); ++i) {
-    m.register_parameter(fmt::format("e{}_w1", i), fc1[i]->weight.detach().clone(), false);
-    m.register_parameter(fmt::format("e{}_b1", i), fc1[i]->bias.detach().clone(), false);
-    std::string e = fmt::format("torch.linear(x, self.e{0}_w1, self.e{0}_b1)", i);
+    auto e = unit.module("Expert");
+    e.register_module("fc1", models::linear_script(unit, fc1[i]));
+    std::string y = "self.fc1.forward(x)";
     if (options.hidden() > 0) {
-      m.register_parameter(fmt::format("e{}_w2", i), fc2[i]->weight.detach().clone(), false);
-      m.register_parameter(fmt::format("e{}_b2", i), fc2[i]->bias.detach().clone(), false);
-      e = fmt::format("torch.linear(torch.gelu({1}), self.e{0}_w2, self.e{0}_b2)", i, e);
+      e.register_module("fc2", models::linear_script(unit, fc2[i]));
+      y = "self.fc2.forward(torch.gelu(" + y + "))";
     }
-    src += fmt::format("    out = out + w[..., {}:{}] * {}\n", i + 1, i + 2, e);
+    e.define("def forward(self, x: Tensor) -> Tensor:\n    return " + y + "\n");
+    experts.push_back(e);
+    src += fmt::format("    out = out + w[..., {}:{}] * {}.forward(x)\n", i + 1, i + 2, models::list_item("experts", i));
   }
+  m.register_module("experts", models::list_script(unit, "Experts", experts));
   src += "    return out\n";
   m.define(src);
   return m;

@@ -126,11 +126,13 @@ def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
   if (prefix_) {  // folded: the prefixes as they are now (a reparameterisation network is dropped)
     torch::NoGradGuard no_grad;
     auto [pk, pv] = prefix_->keys_values();
-    m.register_parameter("prefix_k", pk.detach().clone(), false);
-    m.register_parameter("prefix_v", pv.detach().clone(), false);
+    auto prefix = unit.module("Prefix");  // prefix.prefix_k / prefix.prefix_v, as the direct prefix's names
+    prefix.register_parameter("prefix_k", pk.detach().clone(), false);
+    prefix.register_parameter("prefix_v", pv.detach().clone(), false);
+    m.register_module("prefix", prefix);
     src += fmt::format(
-        "    k = torch.cat([self.prefix_k.unsqueeze(0).expand(B, {L}, {C}), k], 1)\n"
-        "    v = torch.cat([self.prefix_v.unsqueeze(0).expand(B, {L}, {C}), v], 1)\n"
+        "    k = torch.cat([self.prefix.prefix_k.unsqueeze(0).expand(B, {L}, {C}), k], 1)\n"
+        "    v = torch.cat([self.prefix.prefix_v.unsqueeze(0).expand(B, {L}, {C}), v], 1)\n"
         "    if mask is not None:\n"
         "        shape = mask.size()\n"
         "        mask = torch.cat([torch.ones(shape[:-1] + [{L}]).to(mask.dtype), mask], -1)\n",
@@ -139,15 +141,9 @@ def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
   src += fmt::format("    q = q.view(B, N, {H}, {Dh})\n    k = k.view(B, k.size(1), {H}, {Dh})\n", fmt::arg("H", H),
                      fmt::arg("Dh", Dh));
   if (var.qk_norm) {
-    for (const char* name : {"q_norm", "k_norm"}) {
-      const auto& ln = std::string(name) == "q_norm" ? q_norm : k_norm;
-      m.register_parameter(std::string(name) + "_weight", ln->weight.detach().clone(), false);
-      m.register_parameter(std::string(name) + "_bias", ln->bias.detach().clone(), false);
-    }
-    src += fmt::format(
-        "    q = torch.layer_norm(q, [{Dh}], self.q_norm_weight, self.q_norm_bias, {eps})\n"
-        "    k = torch.layer_norm(k, [{Dh}], self.k_norm_weight, self.k_norm_bias, {eps})\n",
-        fmt::arg("Dh", Dh), fmt::arg("eps", py_float(q_norm->options.eps())));
+    m.register_module("q_norm", layer_norm_script(unit, q_norm));
+    m.register_module("k_norm", layer_norm_script(unit, k_norm));
+    src += "    q = self.q_norm.forward(q)\n    k = self.k_norm.forward(k)\n";
   }
   src += fmt::format(
       "    q = q.transpose(1, 2)\n    k = k.transpose(1, 2)\n"

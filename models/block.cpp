@@ -45,11 +45,13 @@ void BlockImpl::attach_output(std::shared_ptr<adapters::OutputAdapter> p) {
 
 std::string register_block_scripts(torch::jit::Module& m, const std::vector<Block>& blocks, const ScriptUnit& unit,
                                    const std::string& extra_args) {
+  std::vector<torch::jit::Module> scripts;
   std::string calls;
   for (size_t i = 0; i < blocks.size(); ++i) {
-    m.register_module(fmt::format("block{}", i), blocks[i]->to_script(unit));
-    calls += fmt::format("    h = self.block{}.forward(h{})\n", i, extra_args);
+    scripts.push_back(blocks[i]->to_script(unit));
+    calls += fmt::format("    h = {}.forward(h{})\n", list_item("blocks", i), extra_args);
   }
+  m.register_module("blocks", list_script(unit, "Blocks", scripts));
   return calls;
 }
 
@@ -72,16 +74,21 @@ std::string describe_attention(const AttentionVariant& a, bool post_attn_norm) {
   return attn;
 }
 
-torch::jit::Module layer_norm_script(const ScriptUnit& unit, const torch::nn::LayerNorm& norm) {
-  auto m = unit.module("LayerNorm");
-  const auto& o = norm->options;
-  m.register_parameter("weight", norm->weight.detach().clone(), false);
-  m.register_parameter("bias", norm->bias.detach().clone(), false);
-  m.define(fmt::format(R"(
-def forward(self, x: Tensor) -> Tensor:
-    return torch.layer_norm(x, [{}], self.weight, self.bias, {})
-)",
-                       o.normalized_shape().back(), py_float(o.eps())));
+// The MLP as the eager model nests it: mlp.fc1, mlp.fc2 and an output adapter at mlp.prompt.
+static torch::jit::Module mlp_script(const BlockImpl& block, const ScriptUnit& unit) {
+  auto m = unit.module("Mlp");
+  m.register_module("fc1", block.fc1->to_script(unit));
+  m.register_module("fc2", block.fc2->to_script(unit));
+  std::string src =
+      "def forward(self, n: Tensor) -> Tensor:\n"
+      "    f = self.fc2.forward(torch.gelu(self.fc1.forward(n)))\n";
+  if (block.mlp_prompt) {
+    m.register_module("prompt", block.mlp_prompt->to_script(unit));
+    src += "    return self.prompt.forward(n, f)\n";
+  } else {
+    src += "    return f\n";
+  }
+  m.define(src);
   return m;
 }
 
@@ -89,23 +96,17 @@ torch::jit::Module BlockImpl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("Block");
   m.register_module("norm1", layer_norm_script(unit, norm1));
   m.register_module("attn", attn->to_script(unit));
-  m.register_module("norm2", layer_norm_script(unit, norm2));
   if (options.post_attn_norm()) m.register_module("post_norm", layer_norm_script(unit, post_norm));
-  m.register_module("fc1", fc1->to_script(unit));
-  m.register_module("fc2", fc2->to_script(unit));
+  m.register_module("norm2", layer_norm_script(unit, norm2));
+  m.register_module("mlp", mlp_script(*this, unit));
   std::string src = fmt::format(R"(
 def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     h = x + {}
-    n = self.norm2.forward(h)
-    f = self.fc2.forward(torch.gelu(self.fc1.forward(n)))
+    f = self.mlp.forward(self.norm2.forward(h))
 )",
                                 options.post_attn_norm()
                                     ? "self.post_norm.forward(self.attn.forward(self.norm1.forward(x), mask))"
                                     : "self.attn.forward(self.norm1.forward(x), mask)");
-  if (mlp_prompt) {
-    m.register_module("mlp_prompt", mlp_prompt->to_script(unit));
-    src += "    f = self.mlp_prompt.forward(n, f)\n";
-  }
   if (prompt) {
     m.register_module("prompt", prompt->to_script(unit));
     src += "    return self.prompt.forward(x, h + f)\n";

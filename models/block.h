@@ -44,16 +44,14 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-// Shared by the models built from blocks: registers each block's TorchScript as blockN on `m` and
-// returns the forward lines "    h = self.blockN.forward(h<extra_args>)\n".
+// Shared by the models built from blocks: registers the blocks' TorchScript as the list "blocks"
+// on `m` (blocks.0, blocks.1, ... as in the eager model) and returns the forward lines
+// "    h = getattr(self.blocks, \"N\").forward(h<extra_args>)\n".
 std::string register_block_scripts(torch::jit::Module& m, const std::vector<Block>& blocks, const ScriptUnit& unit,
                                    const std::string& extra_args);
 // Forward FLOPs of one block on n tokens (multiply-adds x2), gate included.
 double block_flops(const BlockOptions& o, double n);
 // "softmax, gate sdpa_elementwise, qk_norm, post_attn_norm" for describe().
 std::string describe_attention(const AttentionVariant& a, bool post_attn_norm);
-
-// TorchScript form of a torch::nn::LayerNorm over the last dimension.
-torch::jit::Module layer_norm_script(const ScriptUnit& unit, const torch::nn::LayerNorm& norm);
 
 }  // namespace tunekit::models

@@ -73,13 +73,16 @@ torch::Tensor TextTransformerImpl::forward(const torch::Tensor& ids) {
 
 torch::jit::Module TextTransformerImpl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("TextTransformer");
-  m.register_parameter("token_weight", token_embed->weight.detach().clone(), false);
+  auto embed = unit.module("Embedding");  // token_embed.weight, as the eager Embedding (and the tied LM head)
+  embed.register_parameter("weight", token_embed->weight.detach().clone(), false);
+  embed.define("def forward(self, ids: Tensor) -> Tensor:\n    return torch.embedding(self.weight, ids)\n");
+  m.register_module("token_embed", embed);
   m.register_parameter("pos_embed", pos_embed.detach().clone(), false);
   std::string calls = register_block_scripts(m, blocks, unit, ", mask");
   m.register_module("norm", layer_norm_script(unit, norm));
   std::string tail;
   if (options.task() == TextTask::CausalLm) {
-    tail = "    return torch.linear(h, self.token_weight)\n";
+    tail = "    return torch.linear(h, self.token_embed.weight)\n";
   } else {
     m.register_module("head", head->to_script(unit));
     tail = fmt::format("    valid = ids != {}\n", options.pad_id());
@@ -98,7 +101,7 @@ torch::jit::Module TextTransformerImpl::to_script(const ScriptUnit& unit) const 
   m.define(fmt::format(R"(
 def forward(self, ids: Tensor) -> Tensor:
     N = ids.size(1)
-    h = torch.embedding(self.token_weight, ids) + self.pos_embed[:, :N]
+    h = self.token_embed.forward(ids) + self.pos_embed[:, :N]
     mask = ((ids != {pad}) | (torch.arange(N) == 0)).view(ids.size(0), 1, 1, N)
 {causal}{calls}    h = self.norm.forward(h)
 {tail})",

