@@ -152,7 +152,7 @@ TEST(ExportNames, VitWithLoraPromptExpertsAndPrefixesKeepsTheEagerNames) {
   c.kind = AdapterKind::Lora;
   c.r = 2;
   c.targets = {"blocks.*.attn.q", "blocks.*.attn.gate", "blocks.1.mlp.fc2", "head"};
-  adapters::attach_adapters(*m, c);
+  adapters::attach_adapters(*m, build::attach_options(c));
   m->blocks[0]->attn->attach_prefix(
       std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(16, 3).reparam(true).hidden(5)));
   m->blocks[1]->attn->attach_prefix(std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(16, 2)));
@@ -190,7 +190,7 @@ TEST(ExportNames, TextModelsKeepTheEagerNames) {
     c.hypernet.share = HypernetShare::Model;
     c.hypernet.share_seeds = false;
     c.targets = {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.fc1"};
-    adapters::attach_adapters(*m, c);
+    adapters::attach_adapters(*m, build::attach_options(c));
     expect_eager_names_in_export(*m, torch::randint(1, 19, {3, 7}, torch::kLong));
   }
   {
@@ -202,7 +202,7 @@ TEST(ExportNames, TextModelsKeepTheEagerNames) {
     c.kind = AdapterKind::Lora;
     c.r = 2;
     c.targets = {"blocks.*.attn.v", "head"};
-    adapters::attach_adapters(*m, c);
+    adapters::attach_adapters(*m, build::attach_options(c));
     m->blocks[0]->attn->attach_prefix(
         std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(8, 2).reparam(true).hidden(4)));
     m->blocks[1]->attn->attach_prefix(std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(8, 3)));
