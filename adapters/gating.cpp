@@ -8,18 +8,6 @@
 
 namespace tunekit::adapters {
 
-std::string to_string(GateKind k) {
-  switch (k) {
-    case GateKind::Softmax: return "softmax";
-    case GateKind::Sigmoid: return "sigmoid";
-    case GateKind::TopkSoftmax: return "topk_softmax";
-    case GateKind::DenseToSparse: return "dense_to_sparse";
-    case GateKind::Cosine: return "cosine";
-    case GateKind::EuclideanSigmoid: return "euclidean_sigmoid";
-  }
-  return "?";
-}
-
 GateImpl::GateImpl(GateOptions options_) : options(std::move(options_)) { reset(); }
 
 void GateImpl::reset() {

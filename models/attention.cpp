@@ -9,18 +9,6 @@
 
 namespace tunekit::models {
 
-std::string to_string(Score s) { return s == Score::Softmax ? "softmax" : "sigmoid"; }
-
-std::string to_string(Gate g) {
-  switch (g) {
-    case Gate::None: return "none";
-    case Gate::SdpaElementwise: return "sdpa_elementwise";
-    case Gate::SdpaHeadwise: return "sdpa_headwise";
-    case Gate::Value: return "value";
-  }
-  return "?";
-}
-
 double default_sigmoid_bias(int64_t max_seq_len) { return -std::log(static_cast<double>(max_seq_len)); }
 
 AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }

@@ -6,9 +6,6 @@
 
 namespace tunekit::models {
 
-std::string to_string(TextTask t) { return t == TextTask::CausalLm ? "causal_lm" : "classify"; }
-std::string to_string(TextPooling p) { return p == TextPooling::Mean ? "mean" : "last"; }
-
 TextTransformerImpl::TextTransformerImpl(TextTransformerOptions options_) : options(std::move(options_)) { reset(); }
 
 void TextTransformerImpl::reset() {
