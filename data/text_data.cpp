@@ -15,12 +15,12 @@ namespace tunekit::data {
 namespace {
 
 TextFileSpec spec_for(const DataConfig& c, const std::string& path) {
-  return {path, c.format, c.text_field, c.label_field, c.group_field};
+  return {path, to_string(c.format), c.text_field, c.label_field, c.group_field};
 }
 
 std::vector<TextRecord> read_required(const DataConfig& c, const std::string& path, const char* key) {
   if (!fs::exists(path)) {
-    if (c.dataset == "spam_assassin")
+    if (c.dataset == DatasetKind::SpamAssassin)
       throw Error(fmt::format("{}: not found (run `tunekit prepare spam_assassin` first)", path));
     throw Error(fmt::format("data.{}: {}: no such file", key, path));
   }
@@ -109,11 +109,11 @@ Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, st
     std::vector<std::string> texts;
     for (const auto& rec : records.train) texts.push_back(rec.text);
     TokenizerTrainOptions o;
-    o.type = c.type;
+    o.type = to_string(c.type);
     o.vocab_size = c.vocab_size;
     o.character_coverage = c.character_coverage;
     Tokenizer::train(texts, o, dest.string());
-    msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), c.type, c.vocab_size,
+    msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), to_string(c.type), c.vocab_size,
                       texts.size());
   }
   Tokenizer tok = Tokenizer::load(dest.string());

@@ -7,7 +7,7 @@
 namespace tunekit::models {
 
 std::shared_ptr<Model> build_model(const ModelConfig& c) {
-  if (c.kind == "vit")
+  if (c.kind == ModelKind::Vit)
     return std::make_shared<ViTImpl>(ViTOptions()
                                          .image_size(c.image_size)
                                          .channels(c.channels)
@@ -20,7 +20,7 @@ std::shared_ptr<Model> build_model(const ModelConfig& c) {
                                          .dropout(c.dropout)
                                          .attention(c.attention)
                                          .post_attn_norm(c.post_attn_norm));
-  if (c.kind == "text")
+  if (c.kind == ModelKind::Text)
     return std::make_shared<TextTransformerImpl>(
         TextTransformerOptions(c.vocab_size, c.max_seq_len)
             .dim(c.dim)
@@ -30,12 +30,12 @@ std::shared_ptr<Model> build_model(const ModelConfig& c) {
             .dropout(c.dropout)
             .attention(c.attention)
             .post_attn_norm(c.post_attn_norm)
-            .task(c.is_lm() ? TextTask::CausalLm : TextTask::Classify)
+            .task(c.task)
             .num_classes(c.num_classes)
-            .pooling(c.pooling == "last" ? TextPooling::Last : TextPooling::Mean)
+            .pooling(c.pooling)
             .causal(c.causal)
             .pad_id(c.pad_id));
-  throw Error("model.kind: unknown model '" + c.kind + "'");
+  throw Error("model.kind: unknown model '" + to_string(c.kind) + "'");
 }
 
 std::vector<RegistryEntry> known_models() {

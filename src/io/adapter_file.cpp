@@ -31,16 +31,6 @@ std::string peft_name(const std::string& ours) {
   return kPrefix + path + "." + leaf;
 }
 
-std::string peft_type(AdapterKind k) {
-  switch (k) {
-    case AdapterKind::Hora: return "HORA";
-    case AdapterKind::Doran: return "DORAN";
-    case AdapterKind::PromptExpert: return "PROMPT_EXPERT";
-    case AdapterKind::Prefix: return "PREFIX";
-    default: return "LORA";
-  }
-}
-
 // (PEFT name, tensor) for every tensor the adapter file holds, as references into the model.
 std::vector<std::pair<std::string, torch::Tensor>> adapter_tensors(torch::nn::Module& model, const AdapterConfig& cfg) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -95,7 +85,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
                            {"gate", {{"kind", adapters::to_string(cfg.gate.kind)},
                                      {"top_k", cfg.gate.top_k},
                                      {"temperature", cfg.gate.temperature},
-                                     {"input", cfg.gate.input == adapters::GateInput::Mean ? "mean" : "token"}}}};
+                                     {"input", adapters::to_string(cfg.gate.input)}}}};
   json config = {
       {"peft_type", peft_type(cfg.kind)},
       {"task_type", nullptr},

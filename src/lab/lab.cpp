@@ -57,7 +57,7 @@ int64_t seed_of(uint64_t base, size_t n_index, int64_t rep) {
 FitOptions fit_options(const LabFitConfig& c, int64_t experts) {
   FitOptions o;
   o.experts = experts;
-  o.method = c.method == "em" ? FitMethod::EM : FitMethod::Gradient;
+  o.method = c.method;
   o.restarts = c.restarts;
   o.iterations = c.iterations;
   o.tolerance = c.tolerance;
@@ -84,13 +84,9 @@ std::pair<double, double> loglog_slope(const std::vector<double>& x, const std::
 MoE truth_model(const LabConfig& c, int64_t n) {
   const auto& t = c.truth;
   MoE m;
-  m.family = c.family == "regression"     ? Family::Regression
-             : c.family == "contaminated" ? Family::Contaminated
-             : c.family == "multinomial"  ? Family::Multinomial
-                                          : Family::Gaussian;
-  m.gate = c.gate == "sigmoid" ? GateFn::Sigmoid : GateFn::Softmax;
-  m.expert = c.expert == "relu" ? ExpertFn::Relu : c.expert == "gelu" ? ExpertFn::Gelu
-             : c.expert == "tanh" ? ExpertFn::Tanh : ExpertFn::Linear;
+  m.family = c.family;
+  m.gate = c.gate;
+  m.expert = c.expert;
   m.classes = c.classes;
   const int64_t k = t.experts, d = t.dim;
   m.beta = vec(t.beta, {k, d});
@@ -133,12 +129,12 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   const uint64_t base = static_cast<uint64_t>(recipe.seed);
   say(fmt::format("lab {}: {} experiment, family {} ({} gate, {} experts), truth {} expert(s), fit {} expert(s) by {}, n = {}, {} replications",
-                  res.dir, c.experiment, c.family, c.gate, c.expert, c.truth.experts,
-                  c.experiment == "select" ? c.max_experts : c.fit.experts, c.fit.method, fmt::join(c.n, ", "),
+                  res.dir, to_string(c.experiment), to_string(c.family), to_string(c.gate), to_string(c.expert), c.truth.experts,
+                  c.experiment == Experiment::Select ? c.max_experts : c.fit.experts, to_string(c.fit.method), fmt::join(c.n, ", "),
                   c.replications));
 
   std::string csv;
-  if (c.experiment == "rate") {
+  if (c.experiment == Experiment::Rate) {
     csv = "n,replication,seed,voronoi_loss,nll_fit,nll_truth,winning_restart,seconds,fitted_weights,fitted_atoms\n";
     std::vector<double> xs, ys;
     std::map<int64_t, std::vector<double>> by_n, gap_by_n;
@@ -196,7 +192,7 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
                                     "set ylabel 'Voronoi loss'\nset grid\nset key bottom left\n"
                                     "plot '{}/rate.dat' using 1:2:3 with yerrorlines title 'mean ± sd over {} fits', "
                                     "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}'{}\n",
-                                    c.family, c.gate, c.expert, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
+                                    to_string(c.family), to_string(c.gate), to_string(c.expert), res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
                                     std::isfinite(slope)  // one n gives no slope
                                         ? fmt::format(", {} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'", y0, n0, slope, slope)
                                         : std::string()));
@@ -204,7 +200,7 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
     csv = "n,replication,seed,k_dendrogram,k_dendrogram_linear_gap,k_dsc,k_aic,k_bic,merge_heights\n";
     // DSC (2510.12744's code): score each level κ of the dendrogram by its next merge height plus
     // log(n) times the merged model's mean log-likelihood; only where merged atoms form a model.
-    const bool dsc = c.family == "gaussian" && c.gate == "softmax";
+    const bool dsc = c.family == Family::Gaussian && c.gate == GateFn::Softmax;
     const int64_t K = c.max_experts, kstar = c.truth.experts;
     std::map<int64_t, std::array<int, 5>> hits;
     Dendrogram shown;
@@ -276,7 +272,8 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
   res.summary = res.dir + "/summary.md";
   write_file_atomic(res.summary, fmt::format("# Lab {}\n\nRecipe: `{}`; seed {}; {} experiment; family {} ({} gate); "
                                                  "{:.0f} s.\n\n{}", recipe.output.name, recipe.source, recipe.seed,
-                                                 c.experiment, c.family, c.gate, elapsed(), res.table));
+                                                 to_string(c.experiment), to_string(c.family), to_string(c.gate), elapsed(),
+                                                 res.table));
   return res;
 }
 

@@ -276,7 +276,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
     std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
     return res;
   }
-  const bool by_params = base.sweep.plot_x == "trainable_params";
+  const bool by_params = base.sweep.plot_x == PlotX::TrainableParams;
   size_t xk = 0;
   bool numeric = by_params;
   for (size_t k = 0; k < dims.size() && !numeric; ++k)
