@@ -1,5 +1,5 @@
 // The adapter interfaces. Adapter: one per adapted models::Linear; it sees the frozen base
-// weight and bias on every call, so the base is never copied or replaced (ARCHITECTURE.md).
+// weight and bias on every call, so the base is never copied or replaced (docs/architecture.md).
 // OutputAdapter: mixes a frozen sub-network's output with its own (prompt experts); hosted by a
 // Linear, a block's MLP or a whole block, and exported as a module (it cannot fold into weights).
 #pragma once

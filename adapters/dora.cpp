@@ -10,7 +10,7 @@ DoraImpl::DoraImpl(LoraOptions options_, const torch::Tensor& base_weight, bool 
     : options(std::move(options_)), detach_norm(detach_norm_) {
   lora_A = register_parameter("lora_A", torch::empty({options.r(), options.in_features()}));
   lora_B = register_parameter("lora_B", torch::zeros({options.out_features(), options.r()}));
-  // METHODS.md §3: m ∈ R^{d_out} initialised to ‖W0‖_c (kept in float32, METHODS-sources §2.6).
+  // docs/methods.md §7: m ∈ R^{d_out} initialised to ‖W0‖_c (kept in float32).
   magnitude = register_parameter("lora_magnitude_vector", row_norm(base_weight.detach()).clone());
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));

@@ -1,4 +1,4 @@
-// DoRA (METHODS.md §3, arXiv 2402.09353): W' = m ⊙ (W0 + (α/r)BA) / ‖W0 + (α/r)BA‖_c with the
+// DoRA (docs/methods.md §7, arXiv 2402.09353): W' = m ⊙ (W0 + (α/r)BA) / ‖W0 + (α/r)BA‖_c with the
 // row norm detached in backward; m starts at ‖W0‖_c and A, B as LoRA, so the layer starts
 // equal to the base. Tensor names follow PEFT (lora_A, lora_B, lora_magnitude_vector).
 #pragma once

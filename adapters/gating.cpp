@@ -8,18 +8,6 @@
 
 namespace tunekit::adapters {
 
-std::string to_string(GateKind k) {
-  switch (k) {
-    case GateKind::Softmax: return "softmax";
-    case GateKind::Sigmoid: return "sigmoid";
-    case GateKind::TopkSoftmax: return "topk_softmax";
-    case GateKind::DenseToSparse: return "dense_to_sparse";
-    case GateKind::Cosine: return "cosine";
-    case GateKind::EuclideanSigmoid: return "euclidean_sigmoid";
-  }
-  return "?";
-}
-
 GateImpl::GateImpl(GateOptions options_) : options(std::move(options_)) { reset(); }
 
 void GateImpl::reset() {
@@ -30,7 +18,7 @@ void GateImpl::reset() {
   if (o.kind() == GateKind::TopkSoftmax && (o.top_k() < 1 || o.top_k() > entries))
     throw Error(fmt::format("gate: top_k {} is outside 1..{}", o.top_k(), entries));
   // β starts at 0 for the inner-product scores (the gate starts input-independent, at bias_init;
-  // METHODS-sources §7.2); the cosine router and the Euclidean centres need non-zero vectors.
+  // docs/methods.md §11); the cosine router and the Euclidean centres need non-zero vectors.
   auto w = torch::zeros({o.experts(), o.in_features()});
   if (o.kind() == GateKind::Cosine || o.kind() == GateKind::EuclideanSigmoid) {
     torch::NoGradGuard no_grad;

@@ -1,6 +1,6 @@
-// The gating family (METHODS.md §7): one Gate module whose kind selects how expert scores
+// The gating family (docs/methods.md §11): one Gate module whose kind selects how expert scores
 // s_i(x) = β_iᵀx + b_i become mixture weights. With `reference` (the contaminated-MoE form,
-// METHODS.md §6) a frozen reference expert joins with its logit pinned at 0, and the weights
+// docs/methods.md §10) a frozen reference expert joins with its logit pinned at 0, and the weights
 // cover [reference, expert_1..K]:
 //   softmax            w = softmax([0, s])
 //   sigmoid            w_i = σ(s_i), w_0 = 1 − Σ w_i   (not normalised, 2405.13997)

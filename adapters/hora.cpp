@@ -17,7 +17,7 @@ torch::Tensor HoraImpl::forward(const torch::Tensor& x, const torch::Tensor& W, 
 
 torch::Tensor HoraImpl::merged_weight(const torch::Tensor& W) const {
   auto [A, B] = factors();
-  return low_rank_weight(W, A, B, options.scale());  // METHODS.md §4: merge as LoRA once generated
+  return low_rank_weight(W, A, B, options.scale());  // docs/methods.md §8: merge as LoRA once generated
 }
 
 }  // namespace tunekit::adapters

@@ -1,4 +1,4 @@
-// HoRA (METHODS.md §4, arXiv 2510.04295, HyRA in its v2): LoRA whose factors for every head
+// HoRA (docs/methods.md §8, arXiv 2510.04295, HyRA in its v2): LoRA whose factors for every head
 // (and, with shared seeds, for q and v together) come from a joint hypernetwork instead of
 // independent parameters. The generator lives in the model's AdapterSet; this adapter only
 // refers to it, so its parameters appear once in parameters().

@@ -27,7 +27,7 @@ FactorGeneratorImpl::FactorGeneratorImpl(HypernetOptions options_) : options(std
 
 torch::Tensor FactorGeneratorImpl::seed(const std::string& name, std::vector<int64_t> shape) {
   torch::NoGradGuard no_grad;
-  // Seeds ~ Kaiming-uniform like LoRA's A (METHODS-sources §3.2), O(1) under tanh.
+  // Seeds ~ Kaiming-uniform like LoRA's A (docs/methods.md §8), O(1) under tanh.
   return register_parameter(name, kaiming(std::move(shape)));
 }
 
@@ -50,7 +50,7 @@ int64_t FactorGeneratorImpl::add_target(const std::string& name, int64_t d_in, i
   }
   torch::NoGradGuard no_grad;
   s.W2_A = register_parameter(key + "_W2_A", kaiming({d_in, z}));
-  s.W2_B = register_parameter(key + "_W2_B", torch::zeros({r, z}));  // B = 0 at start (METHODS.md §4)
+  s.W2_B = register_parameter(key + "_W2_B", torch::zeros({r, z}));  // B = 0 at start (docs/methods.md §8)
   slots_.push_back(s);
   return static_cast<int64_t>(slots_.size()) - 1;
 }

@@ -1,11 +1,11 @@
-// The factor generator HoRA and DoRAN share (METHODS.md §4, §5): low-rank factors produced by
+// The factor generator HoRA and DoRAN share (docs/methods.md §8, §9): low-rank factors produced by
 // two-layer networks from learned seed rows instead of being parameters themselves,
 //   A = act(E_A W1_Aᵀ) W2_Aᵀ ∈ R^{r×d_in},   B = act(E_B W1_Bᵀ) W2_Bᵀ ∈ R^{d_out×r},
 // with W1_A, W1_B shared by every target of the generator (heads, q/v, or layers, by the
 // recipe's `adapter.hypernet.share`) and W2 per target. B's generator runs row by row, so head
 // h's block B_h comes from head h's seed rows through the same shared network: the cross-head
 // coupling of HoRA. W2_B starts at zero, so B = 0 and the adapted model starts equal to the base.
-// Generators are owned once by an AdapterSet registered at the model root (ARCHITECTURE.md);
+// Generators are owned once by an AdapterSet registered at the model root (docs/architecture.md);
 // adapters hold references that are never registered as children.
 #pragma once
 #include <torch/torch.h>
@@ -26,7 +26,7 @@ struct HypernetOptions {
   TORCH_ARG(int64_t, hidden) = 32;  // d_z: width of the shared first layer
   TORCH_ARG(Activation, act) = Activation::Tanh;
   // One E_A and one E_B (per output size) for all targets (HoRA: "one seed for the A factors of
-  // Q and V, per-head seeds for B"), or seeds per target (DoRAN, METHODS.md §5).
+  // Q and V, per-head seeds for B"), or seeds per target (DoRAN, docs/methods.md §9).
   TORCH_ARG(bool, share_seeds) = true;
 };
 

@@ -62,7 +62,7 @@ std::string generator_group(const std::string& name, GeneratorShare share) {
 }
 
 // HoRA and DoRAN: every target adds its slot to a generator of the model's AdapterSet, which is
-// registered once, at the root, after every target has added its slot (ARCHITECTURE.md).
+// registered once, at the root, after every target has added its slot (docs/architecture.md).
 Hosts generated_hosts(torch::nn::Module& model, const AttachOptions& o, bool doran) {
   if (model.named_children().contains("hypernets"))
     throw Error("this model already has hypernetwork adapters attached");
@@ -150,17 +150,17 @@ const std::vector<AdapterKindRow>& adapter_kinds() {
       {K::LinearProbe, "linear_probe", nullptr, false, false, {}, nullptr,
        "only adapter.modules_to_save train (e.g. a new head)"},
       {K::Lora, "lora", "LORA", false, true, {"adapter"}, lora_hosts,
-       "low-rank update (alpha/r) B A on adapter.targets (METHODS.md §2)"},
+       "low-rank update (alpha/r) B A on adapter.targets (docs/methods.md §5)"},
       {K::Dora, "dora", "LORA", true, true, {"adapter"}, dora_hosts,
-       "LoRA direction + trained magnitude, m * V / ||V||_c (METHODS.md §3)"},
+       "LoRA direction + trained magnitude, m * V / ||V||_c (docs/methods.md §7)"},
       {K::Hora, "hora", "HORA", false, true, {"adapter", "hypernets"}, hora_hosts,
-       "LoRA factors from a hypernetwork shared across heads (and q/v) (METHODS.md §4)"},
+       "LoRA factors from a hypernetwork shared across heads (and q/v) (docs/methods.md §8)"},
       {K::Doran, "doran", "DORAN", true, true, {"adapter", "hypernets"}, doran_hosts,
-       "DoRA with learnable tau in the norm and generated factors (METHODS.md §5)"},
+       "DoRA with learnable tau in the norm and generated factors (docs/methods.md §9)"},
       {K::PromptExpert, "prompt_expert", "PROMPT_EXPERT", false, false, {"prompt"}, prompt_expert_hosts,
-       "frozen sub-network mixed with K trainable experts by a gate (METHODS.md §6, §7)"},
+       "frozen sub-network mixed with K trainable experts by a gate (docs/methods.md §10, §11)"},
       {K::Prefix, "prefix", "PREFIX", false, false, {"prefix"}, prefix_hosts,
-       "learnable prompt keys/values in every targeted attention layer (METHODS.md §6)"},
+       "learnable prompt keys/values in every targeted attention layer (docs/methods.md §12)"},
   };
   return rows;
 }
@@ -168,7 +168,7 @@ const std::vector<AdapterKindRow>& adapter_kinds() {
 const AdapterKindRow& kind_row(AdapterKind kind) {
   const auto& rows = adapter_kinds();
   auto i = static_cast<size_t>(kind);
-  if (i >= rows.size() || rows[i].kind != kind)
+  if (i >= rows.size() || rows[i].value != kind)
     throw Error("internal: no adapter-kind row for kind " + std::to_string(i));
   return rows[i];
 }

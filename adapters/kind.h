@@ -18,8 +18,10 @@ struct Hosts;          // adapters/attach.h
 // Finds the modules of `model` an adapter of this kind can go on, each with its attach step.
 using HostsFactory = Hosts (*)(torch::nn::Module& model, const AttachOptions& options);
 
+// The row has the fields util/enum_table.h reads (name, value, help), so the recipe parses
+// adapter.kind and prints it from this one table.
 struct AdapterKindRow {
-  AdapterKind kind;
+  AdapterKind value;
   const char* name;       // adapter.kind in a recipe
   const char* peft_type;  // adapter_config.json's peft_type; nullptr: the kind has no adapter file
   bool use_dora;          // PEFT's use_dora flag
@@ -28,11 +30,13 @@ struct AdapterKindRow {
   // module names on their path (e.g. blocks.0.attn.q.adapter.lora_A, hypernets.model.W1_A).
   std::vector<std::string> saves;
   HostsFactory hosts;       // nullptr: nothing is attached (none, linear_probe)
-  const char* description;  // one line for `tunekit ls`
+  const char* help;         // one line for `tunekit ls`
 };
 
 // Every kind, in the enum's order.
 const std::vector<AdapterKindRow>& adapter_kinds();
 const AdapterKindRow& kind_row(AdapterKind kind);
+// The enum table of AdapterKind (found by argument-dependent lookup from util/enum_table.h).
+inline const std::vector<AdapterKindRow>& enum_rows(AdapterKind) { return adapter_kinds(); }
 
 }  // namespace tunekit::adapters

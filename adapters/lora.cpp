@@ -12,7 +12,7 @@ void LoraImpl::reset() {
   lora_A = register_parameter("lora_A", torch::empty({options.r(), options.in_features()}));
   lora_B = register_parameter("lora_B", torch::zeros({options.out_features(), options.r()}));
   torch::NoGradGuard no_grad;
-  torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));  // METHODS.md §2: as PEFT
+  torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));  // docs/methods.md §5: as PEFT
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
 }
 

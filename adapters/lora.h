@@ -1,4 +1,4 @@
-// LoRA (METHODS.md §2, arXiv 2106.09685): h = W0 x + (alpha/r) * B A dropout(x).
+// LoRA (docs/methods.md §5, arXiv 2106.09685): h = W0 x + (alpha/r) * B A dropout(x).
 // A: Kaiming-uniform (a = sqrt 5, as PEFT), B = 0, so the adapted layer starts equal to the base.
 #pragma once
 #include <torch/torch.h>

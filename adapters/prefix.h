@@ -1,4 +1,4 @@
-// Prefix experts (METHODS.md §6; 2405.14124, 2410.02200): per attention layer, L learnable
+// Prefix experts (docs/methods.md §12; 2405.14124, 2410.02200): per attention layer, L learnable
 // prompt keys and values P_K, P_V ∈ R^{L×d} are concatenated to the layer's K and V (after the
 // projections), so each prompt token is one more expert in every attention row, with gating
 // score q·p_K/√d_h. With `reparam` they are generated as [P_K | P_V] = W2 tanh(W1 E) from

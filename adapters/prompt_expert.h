@@ -1,4 +1,4 @@
-// Prompt experts (METHODS.md §6; seeds 2505.18455, 2410.12258): the frozen sub-network is one
+// Prompt experts (docs/methods.md §10; arXiv 2505.18455, 2410.12258): the frozen sub-network is one
 // expert, K small trainable networks are the others, and a gate from the gating family mixes
 // them: output = w_0(x)·frozen(x) + Σ_i w_i(x)·expert_i(x), with the frozen expert's logit pinned
 // at 0 (for K = 1 and a softmax gate: (1 − g)·frozen + g·expert, g = σ(βᵀx + b)). The gate reads

@@ -9,18 +9,6 @@
 
 namespace tunekit::models {
 
-std::string to_string(Score s) { return s == Score::Softmax ? "softmax" : "sigmoid"; }
-
-std::string to_string(Gate g) {
-  switch (g) {
-    case Gate::None: return "none";
-    case Gate::SdpaElementwise: return "sdpa_elementwise";
-    case Gate::SdpaHeadwise: return "sdpa_headwise";
-    case Gate::Value: return "value";
-  }
-  return "?";
-}
-
 double default_sigmoid_bias(int64_t max_seq_len) { return -std::log(static_cast<double>(max_seq_len)); }
 
 AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }
@@ -36,7 +24,7 @@ void AttentionImpl::reset() {
   v = register_module("v", lin(d));
   o = register_module("o", lin(d));
   if (var.gate != Gate::None) {
-    // W_g as a normal Linear, b_g = 0 (METHODS.md §1, tunekit's choice).
+    // W_g as a normal Linear, b_g = 0 at the start (docs/methods.md §2, tunekit's choice).
     gate = register_module("gate", Linear(d, var.gate == Gate::SdpaHeadwise ? H : d));
     torch::NoGradGuard no_grad;
     gate->bias.zero_();

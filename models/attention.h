@@ -1,6 +1,6 @@
 // Multi-head self-attention with adaptable projections (models::Linear q, k, v, o and, when
 // gated, gate), so adapters can target e.g. "blocks.*.attn.q". Scores: softmax or sigmoid;
-// optional QK-norm and gates (METHODS.md §1, models/attention_variant.h).
+// optional QK-norm and gates (docs/methods.md §1–§3, models/attention_variant.h).
 #pragma once
 #include <torch/torch.h>
 

@@ -1,5 +1,5 @@
 // The attention core, O = softmax(scale * Q K^T) V or O = sigmoid(scale * Q K^T + b) V per head
-// (METHODS.md §1), as one autograd op that
+// (docs/methods.md §1), as one autograd op that
 // calls the BLAS GEMM directly on each (sample, head) block of the [B, N, H*Dh] projections.
 // Why: ATen 1.13's CPU bmm loops over the batch with a tensor select + copy per slice (tens of
 // thousands of tiny ops per training step at ViT shapes), and splitting heads needs transposed

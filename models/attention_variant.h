@@ -1,8 +1,10 @@
-// The attention variants a recipe can choose (METHODS.md §1): score function, sigmoid bias,
+// The attention variants a recipe can choose (docs/methods.md §1–§3): score function, sigmoid bias,
 // gate position and QK-norm. A plain struct (no LibTorch) so the recipe can carry it.
 #pragma once
 #include <cstdint>
 #include <string>
+
+#include "util/enum_table.h"
 
 namespace tunekit::models {
 
@@ -23,7 +25,26 @@ struct AttentionVariant {
   bool qk_norm = false;      // LayerNorm over each head's queries and keys
 };
 
-std::string to_string(Score s);
-std::string to_string(Gate g);
+inline constexpr EnumRow<Score> kScoreRows[] = {
+    {"softmax", Score::Softmax, "softmax over the keys (the usual attention)"},
+    {"sigmoid", Score::Sigmoid, "elementwise sigmoid of the scores plus a bias b (2409.04431)"},
+};
+inline constexpr EnumRow<SigmoidBias> kSigmoidBiasRows[] = {
+    {"auto", SigmoidBias::Auto, "b = -log(n), n the maximum sequence length"},
+    {"learnable", SigmoidBias::Learnable, "a learned scalar b, starting at -log(n)"},
+    {"fixed", SigmoidBias::Fixed, "b = a number, written in place of a name"},
+};
+inline constexpr EnumRow<Gate> kGateRows[] = {
+    {"none", Gate::None, "no gate"},
+    {"sdpa_elementwise", Gate::SdpaElementwise, "sigmoid gate per channel on the attention output (G1)"},
+    {"sdpa_headwise", Gate::SdpaHeadwise, "sigmoid gate per head on the attention output"},
+    {"value", Gate::Value, "sigmoid gate on the value projection"},
+};
+constexpr const auto& enum_rows(Score) { return kScoreRows; }
+constexpr const auto& enum_rows(SigmoidBias) { return kSigmoidBiasRows; }
+constexpr const auto& enum_rows(Gate) { return kGateRows; }
+inline std::string to_string(Score s) { return enum_name(s); }
+inline std::string to_string(SigmoidBias b) { return enum_name(b); }
+inline std::string to_string(Gate g) { return enum_name(g); }
 
 }  // namespace tunekit::models

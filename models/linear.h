@@ -1,6 +1,6 @@
 // models::Linear: the one Linear layer every adaptable projection uses. It owns the base
 // weight and bias and optionally an attached adapter (LoRA, ...), so adapters are added,
-// merged and removed without module surgery (ARCHITECTURE.md, "Adapters without surgery").
+// merged and removed without module surgery (docs/architecture.md, "Adapters without surgery").
 #pragma once
 #include <torch/torch.h>
 

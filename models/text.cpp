@@ -6,9 +6,6 @@
 
 namespace tunekit::models {
 
-std::string to_string(TextTask t) { return t == TextTask::CausalLm ? "causal_lm" : "classify"; }
-std::string to_string(TextPooling p) { return p == TextPooling::Mean ? "mean" : "last"; }
-
 TextTransformerImpl::TextTransformerImpl(TextTransformerOptions options_) : options(std::move(options_)) { reset(); }
 
 void TextTransformerImpl::reset() {
@@ -25,7 +22,7 @@ void TextTransformerImpl::reset() {
   }
   pos_embed = register_parameter("pos_embed", torch::randn({1, o.max_seq_len(), o.dim()}) * 0.02);
   AttentionVariant variant = o.attention();
-  if (variant.max_seq_len <= 0) variant.max_seq_len = o.max_seq_len();  // sigmoid b = -log n (METHODS.md §1)
+  if (variant.max_seq_len <= 0) variant.max_seq_len = o.max_seq_len();  // sigmoid b = -log n (docs/methods.md §1)
   auto list = register_module("blocks", std::make_shared<torch::nn::Module>());
   blocks.clear();
   for (int64_t i = 0; i < o.depth(); ++i)

@@ -12,11 +12,9 @@
 #include "models/block.h"
 #include "models/linear.h"
 #include "models/model.h"
+#include "models/text_task.h"
 
 namespace tunekit::models {
-
-enum class TextTask { CausalLm, Classify };
-enum class TextPooling { Mean, Last };
 
 struct TextTransformerOptions {
   TextTransformerOptions(int64_t vocab_size, int64_t max_seq_len) : vocab_size_(vocab_size), max_seq_len_(max_seq_len) {}
@@ -56,8 +54,5 @@ class TextTransformerImpl : public Model {
   Linear head{nullptr};  // Classify only; the LM head is token_embed's weight
 };
 TORCH_MODULE(TextTransformer);
-
-std::string to_string(TextTask t);
-std::string to_string(TextPooling p);
 
 }  // namespace tunekit::models

@@ -1,4 +1,4 @@
-// DoRA, HoRA and DoRAN against hand-written references (METHODS.md §3-§5): forward, gradients,
+// DoRA, HoRA and DoRAN against hand-written references (docs/methods.md §7–§9): forward, gradients,
 // zero initialisation, merge, parameter counts, shared-generator ownership, export parity.
 #include <gtest/gtest.h>
 
@@ -48,7 +48,7 @@ void perturb(torch::nn::Module& m, double std = 0.5) {
 }
 
 torch::Tensor ref_generate(const torch::Tensor& seed, const torch::Tensor& W1, const torch::Tensor& W2) {
-  // METHODS.md §4, row-vector form: act(E W1ᵀ) W2ᵀ with act = tanh.
+  // docs/methods.md §8, row-vector form: act(E W1ᵀ) W2ᵀ with act = tanh.
   return torch::matmul(torch::tanh(torch::matmul(seed, W1.t())), W2.t());
 }
 }  // namespace
@@ -92,7 +92,7 @@ TEST(Dora, ZeroInitLeavesOutputUnchangedAndMergedEqualsUnmerged) {
   EXPECT_TRUE(torch::allclose(unmerged, m(x), 0, 1e-10));
   adapters::unmerge_adapters(*m);
   EXPECT_TRUE(torch::allclose(unmerged, m(x), 0, 1e-12));
-  // Parameters: LoRA's r(d_in + d_out) plus d_out per layer (METHODS.md §3).
+  // Parameters: LoRA's r(d_in + d_out) plus d_out per layer (docs/methods.md §7).
   int64_t expect = 0;
   for (const auto& name : report.adapted) {
     auto* lin = m->named_modules()[name]->as<models::LinearImpl>();
@@ -178,7 +178,7 @@ TEST(Hora, GeneratorMatchesTheEquationsAndIsOwnedOnce) {
   // Every parameter appears once in parameters() (no module registered under two parents).
   std::set<const void*> impls;
   for (const auto& p : m->parameters()) EXPECT_TRUE(impls.insert(p.unsafeGetTensorImpl()).second);
-  // Count (METHODS.md §4, shared seeds): per block 2·z·e (W1) + r·e + d·e (seeds) + per target d·z + r·z.
+  // Count (docs/methods.md §8, shared seeds): per block 2·z·e (W1) + r·e + d·e (seeds) + per target d·z + r·z.
   const int64_t d = 16, r = 2, e = 3, z = 5;
   EXPECT_EQ(report.trainable, 2 * (2 * z * e + r * e + d * e + 2 * (d * z + r * z)));
 

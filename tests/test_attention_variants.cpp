@@ -1,5 +1,5 @@
 // Every score x gate x qk_norm combination of models::Attention against a naive reference
-// written from METHODS.md §1, gradients, masks, and TorchScript export parity.
+// written from docs/methods.md §1–§4, gradients, masks, and TorchScript export parity.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -67,7 +67,7 @@ TEST(ViT, ShapesNamesAndParameterCount) {
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 5}));
   int64_t n = 0;
   for (auto& p : m->parameters()) n += p.numel();
-  EXPECT_EQ(n, 539525);  // same as the PyTorch reference model in shared/bench
+  EXPECT_EQ(n, 539525);  // same as the PyTorch reference model in bench/torch_vit_lora.py
   auto names = m->named_modules("", false).keys();
   EXPECT_NE(std::find(names.begin(), names.end(), "blocks.3.attn.v"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "blocks.0.mlp.fc2"), names.end());

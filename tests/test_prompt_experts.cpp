@@ -1,4 +1,4 @@
-// The gating family (METHODS.md §7) against hand-computed values, and prompt experts (§6):
+// The gating family (docs/methods.md §11) against hand-computed values, and prompt experts (§10):
 // g ≡ 0 is the frozen model exactly, gradients reach only the experts and the gate, usage is
 // reported, export parity for every placement and gate.
 #include <gtest/gtest.h>
@@ -287,7 +287,7 @@ TEST(PromptExpert, BadTargetsAreClearErrors) {
 // ---------------------------------------------------------------- prefix experts
 
 namespace {
-// Naive per-head attention with the prefix concatenated (METHODS.md §1, §6), double precision.
+// Naive per-head attention with the prefix concatenated (docs/methods.md §1, §12), double precision.
 torch::Tensor naive_prefix_attention(models::AttentionImpl& a, const torch::Tensor& x, const torch::Tensor& mask) {
   auto [pk, pv] = a.prefix()->keys_values();
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = a.options.heads(), Dh = C / H, L = pk.size(0);

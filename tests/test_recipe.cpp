@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
@@ -49,6 +50,81 @@ TEST(Recipe, WrongTypeNamesLineColumnAndPath) {
 TEST(Recipe, BadChoiceSuggests) {
   EXPECT_EQ(error_of("adapter: {kind: lroa, targets: [x]}\n"),
             "r.yaml:1:17: adapter.kind: 'lroa' is not one of: none, linear_probe, lora, dora, hora, doran, prompt_expert, prefix (did you mean 'lora'?)");
+}
+
+namespace {
+// Every row of E's table: name -> value -> name, names unique, a description for `tunekit ls`.
+template <typename E>
+void expect_round_trip(const char* what) {
+  SCOPED_TRACE(what);
+  std::set<std::string> names;
+  for (const auto& row : rows_of<E>()) {
+    EXPECT_TRUE(names.insert(row.name).second) << row.name << " is listed twice";
+    EXPECT_GT(std::string(row.help).size(), 5u) << row.name;
+    auto value = enum_from_name<E>(row.name);
+    ASSERT_TRUE(value.has_value()) << row.name;
+    EXPECT_EQ(*value, row.value);
+    EXPECT_EQ(to_string(*value), row.name);
+  }
+  EXPECT_EQ(enum_names<E>().size(), names.size());
+  EXPECT_FALSE(enum_from_name<E>("no_such_choice").has_value());
+}
+}  // namespace
+
+TEST(Recipe, EnumTablesRoundTrip) {
+  expect_round_trip<ModelKind>("ModelKind");
+  expect_round_trip<models::TextTask>("TextTask");
+  expect_round_trip<models::TextPooling>("TextPooling");
+  expect_round_trip<models::Score>("Score");
+  expect_round_trip<models::SigmoidBias>("SigmoidBias");
+  expect_round_trip<models::Gate>("Gate");
+  expect_round_trip<CheckpointKind>("CheckpointKind");
+  expect_round_trip<AdapterKind>("AdapterKind");
+  expect_round_trip<HypernetShare>("HypernetShare");
+  expect_round_trip<HypernetActivation>("HypernetActivation");
+  expect_round_trip<adapters::GateKind>("GateKind");
+  expect_round_trip<adapters::GateActivation>("GateActivation");
+  expect_round_trip<adapters::GateInput>("GateInput");
+  expect_round_trip<DatasetKind>("DatasetKind");
+  expect_round_trip<TextFormat>("TextFormat");
+  expect_round_trip<TokenizerType>("TokenizerType");
+  expect_round_trip<OptimizerKind>("OptimizerKind");
+  expect_round_trip<ScheduleKind>("ScheduleKind");
+  expect_round_trip<PlotX>("PlotX");
+  expect_round_trip<lab::Experiment>("Experiment");
+  expect_round_trip<lab::Family>("Family");
+  expect_round_trip<lab::GateFn>("GateFn");
+  expect_round_trip<lab::ExpertFn>("ExpertFn");
+  expect_round_trip<lab::FitMethod>("FitMethod");
+  // The PEFT names written to adapter_config.json come from the same table.
+  EXPECT_EQ(peft_type(AdapterKind::Lora), "LORA");
+  EXPECT_EQ(peft_type(AdapterKind::Dora), "LORA");
+  EXPECT_EQ(peft_type(AdapterKind::Hora), "HORA");
+  EXPECT_EQ(peft_type(AdapterKind::Doran), "DORAN");
+  EXPECT_EQ(peft_type(AdapterKind::PromptExpert), "PROMPT_EXPERT");
+  EXPECT_EQ(peft_type(AdapterKind::Prefix), "PREFIX");
+  EXPECT_EQ(peft_type(AdapterKind::None), "");
+}
+
+TEST(Recipe, BadChoiceListsTheTable) {
+  EXPECT_EQ(error_of("schedule: {kind: cosin}\n"),
+            "r.yaml:1:18: schedule.kind: 'cosin' is not one of: " + join(enum_names<ScheduleKind>(), ", ") +
+                " (did you mean 'cosine'?)");
+  EXPECT_EQ(error_of("schedule: {kind: cosin}\n"),
+            "r.yaml:1:18: schedule.kind: 'cosin' is not one of: constant, cosine, linear (did you mean 'cosine'?)");
+  EXPECT_EQ(error_of("model:\n  kind: text\n  task: causal_llm\n"),
+            "r.yaml:3:9: model.task: 'causal_llm' is not one of: classify, causal_lm (did you mean 'causal_lm'?)");
+  EXPECT_EQ(error_of("", {"lab.family=gausian"}),
+            "override 'lab.family=gausian': lab.family: 'gausian' is not one of: gaussian, regression, contaminated, "
+            "multinomial (did you mean 'gaussian'?)");
+  EXPECT_EQ(error_of("model: {attention: {score: sigmoid, sigmoid_bias: fixed}}\n"),
+            "r.yaml:1:51: model.attention.sigmoid_bias: expected auto, learnable or a number, got 'fixed'");
+  // Parsed values are enums.
+  Recipe r = parse_recipe("model: {kind: text, task: causal_lm}\n", "r.yaml", {"sweep.plot_x=trainable_params"});
+  EXPECT_EQ(r.model.task, models::TextTask::CausalLm);
+  EXPECT_TRUE(r.model.is_lm());
+  EXPECT_EQ(r.data.dataset, DatasetKind::SpamAssassin);
+  EXPECT_EQ(r.sweep.plot_x, PlotX::TrainableParams);
 }
 
 TEST(Recipe, SemanticChecks) {

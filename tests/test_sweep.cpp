@@ -82,7 +82,7 @@ TEST(Sweep, VariantsAreNamedOverrideSets) {
   EXPECT_EQ(r.sweep.variants[0].series, "lora");
   EXPECT_EQ(r.sweep.variants[0].overrides[1].second, "[\"blocks.*.attn.q\"]");
   EXPECT_EQ(r.sweep.variants[1].name, "kind=none");  // default: the overrides
-  EXPECT_EQ(r.sweep.plot_x, "trainable_params");
+  EXPECT_EQ(r.sweep.plot_x, PlotX::TrainableParams);
   try {
     parse_recipe("sweep:\n  variants:\n    - {name: a, seed: 1}\n    - {name: a, seed: 2}\n", "r.yaml");
     ADD_FAILURE();

@@ -18,14 +18,14 @@ data::TextDataOptions text_data_options(const Recipe& recipe) {
       .train_file(c.train_file)
       .val_file(c.val_file)
       .test_file(c.test_file)
-      .format(c.format)
+      .format(to_string(c.format))
       .text_field(c.text_field)
       .label_field(c.label_field)
       .group_field(c.group_field)
       .labels(c.labels)
       .val_fraction(c.val_fraction)
       .limit_train(c.limit_train)
-      .prepared_by(c.dataset == "spam_assassin" ? "tunekit prepare spam_assassin" : "")
+      .prepared_by(c.dataset == DatasetKind::SpamAssassin ? "tunekit prepare spam_assassin" : "")
       .seed(static_cast<uint64_t>(recipe.seed))
       .language_model(m.is_lm())
       .max_len(m.max_seq_len)
@@ -36,7 +36,7 @@ data::TextDataOptions text_data_options(const Recipe& recipe) {
 data::TokenizerOptions tokenizer_options(const Recipe& recipe) {
   const auto& c = recipe.data.tokenizer;
   data::TokenizerTrainOptions train;
-  train.type = c.type;
+  train.type = to_string(c.type);
   train.vocab_size = c.vocab_size;
   train.character_coverage = c.character_coverage;
   return data::TokenizerOptions()

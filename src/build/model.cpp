@@ -7,7 +7,7 @@
 namespace tunekit::build {
 
 std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
-  if (c.kind == "vit")
+  if (c.kind == ModelKind::Vit)
     return std::make_shared<models::ViTImpl>(models::ViTOptions()
                                                  .image_size(c.image_size)
                                                  .channels(c.channels)
@@ -20,7 +20,7 @@ std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
                                                  .dropout(c.dropout)
                                                  .attention(c.attention)
                                                  .post_attn_norm(c.post_attn_norm));
-  if (c.kind == "text")
+  if (c.kind == ModelKind::Text)
     return std::make_shared<models::TextTransformerImpl>(
         models::TextTransformerOptions(c.vocab_size, c.max_seq_len)
             .dim(c.dim)
@@ -30,19 +30,12 @@ std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
             .dropout(c.dropout)
             .attention(c.attention)
             .post_attn_norm(c.post_attn_norm)
-            .task(c.is_lm() ? models::TextTask::CausalLm : models::TextTask::Classify)
+            .task(c.task)
             .num_classes(c.num_classes)
-            .pooling(c.pooling == "last" ? models::TextPooling::Last : models::TextPooling::Mean)
+            .pooling(c.pooling)
             .causal(c.causal)
             .pad_id(c.pad_id));
-  throw Error("model.kind: unknown model '" + c.kind + "'");
-}
-
-std::vector<RegistryEntry> known_models() {
-  return {{"vit", "Vision Transformer: conv patches, class token, pre-norm blocks; attention score softmax|sigmoid, "
-                  "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"},
-          {"text", "Text Transformer over sentencepiece ids: token + position embeddings, the same blocks; task "
-                   "causal_lm (tied head) or classify (pooling mean|last); causal or bidirectional, padding masked"}};
+  throw Error("model.kind: unknown model '" + to_string(c.kind) + "'");
 }
 
 }  // namespace tunekit::build

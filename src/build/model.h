@@ -1,5 +1,5 @@
 // The recipe's `model:` section as a models::Model (the one place that translates it into
-// ViTOptions / TextTransformerOptions), and the model kinds tunekit knows (for `tunekit ls`).
+// ViTOptions / TextTransformerOptions). The kinds themselves are ModelKind's table in recipe.h.
 #pragma once
 #include <memory>
 #include <string>
@@ -11,10 +11,5 @@
 namespace tunekit::build {
 
 std::shared_ptr<models::Model> build_model(const ModelConfig& cfg);
-
-struct RegistryEntry {
-  std::string name, description;
-};
-std::vector<RegistryEntry> known_models();
 
 }  // namespace tunekit::build

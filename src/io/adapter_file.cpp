@@ -93,7 +93,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
                            {"gate", {{"kind", adapters::to_string(cfg.gate.kind)},
                                      {"top_k", cfg.gate.top_k},
                                      {"temperature", cfg.gate.temperature},
-                                     {"input", cfg.gate.input == adapters::GateInput::Mean ? "mean" : "token"}}}};
+                                     {"input", adapters::to_string(cfg.gate.input)}}}};
   json config = {
       {"peft_type", adapters::kind_row(cfg.kind).peft_type},
       {"task_type", nullptr},

@@ -1,4 +1,4 @@
-// Dendrogram of a mixing measure (METHODS.md §8): repeatedly merge the two atoms with the smallest
+// Dendrogram of a mixing measure (docs/methods.md §15): repeatedly merge the two atoms with the smallest
 // d(i,j) = π_i π_j / (π_i + π_j) · ‖θ_i − θ_j‖² into one atom of weight π_i + π_j with
 // weight-averaged parameters; the merge heights choose the number of experts.
 #pragma once

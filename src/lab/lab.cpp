@@ -57,7 +57,7 @@ int64_t seed_of(uint64_t base, size_t n_index, int64_t rep) {
 FitOptions fit_options(const LabFitConfig& c, int64_t experts) {
   FitOptions o;
   o.experts = experts;
-  o.method = c.method == "em" ? FitMethod::EM : FitMethod::Gradient;
+  o.method = c.method;
   o.restarts = c.restarts;
   o.iterations = c.iterations;
   o.tolerance = c.tolerance;
@@ -84,13 +84,9 @@ std::pair<double, double> loglog_slope(const std::vector<double>& x, const std::
 MoE truth_model(const LabConfig& c, int64_t n) {
   const auto& t = c.truth;
   MoE m;
-  m.family = c.family == "regression"     ? Family::Regression
-             : c.family == "contaminated" ? Family::Contaminated
-             : c.family == "multinomial"  ? Family::Multinomial
-                                          : Family::Gaussian;
-  m.gate = c.gate == "sigmoid" ? GateFn::Sigmoid : GateFn::Softmax;
-  m.expert = c.expert == "relu" ? ExpertFn::Relu : c.expert == "gelu" ? ExpertFn::Gelu
-             : c.expert == "tanh" ? ExpertFn::Tanh : ExpertFn::Linear;
+  m.family = c.family;
+  m.gate = c.gate;
+  m.expert = c.expert;
   m.classes = c.classes;
   const int64_t k = t.experts, d = t.dim;
   m.beta = vec(t.beta, {k, d});
@@ -204,7 +200,7 @@ std::string rate_experiment(const LabContext& ctx, LabRunResult& res) {
                                   "set ylabel 'Voronoi loss'\nset grid\nset key bottom left\n"
                                   "plot '{}/rate.dat' using 1:2:3 with yerrorlines title 'mean ± sd over {} fits', "
                                   "{} * (x / {})**({}) dt 2 title 'theory slope {:.2f}'{}\n",
-                                  c.family, c.gate, c.expert, res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
+                                  to_string(c.family), to_string(c.gate), to_string(c.expert), res.dir, c.replications, y0, n0, c.theory_slope, c.theory_slope,
                                   std::isfinite(slope)  // one n gives no slope
                                       ? fmt::format(", {} * (x / {})**({}) dt 3 title 'fitted slope {:.2f}'", y0, n0, slope, slope)
                                       : std::string()));
@@ -263,7 +259,7 @@ std::string select_experiment(const LabContext& ctx, LabRunResult& res) {
   const LabConfig& c = ctx.c;
   std::string csv = "n,replication,seed,k_dendrogram,k_dendrogram_linear_gap,k_dsc,k_aic,k_bic,merge_heights\n";
   // DSC only where merged atoms form a model.
-  const bool dsc = c.family == "gaussian" && c.gate == "softmax";
+  const bool dsc = c.family == Family::Gaussian && c.gate == GateFn::Softmax;
   const int64_t K = c.max_experts, kstar = c.truth.experts;
   std::map<int64_t, std::array<int, 5>> hits;
   Dendrogram shown;
@@ -318,16 +314,17 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
   write_file_atomic(res.dir + "/recipe.yaml", recipe.resolved_yaml);
   const LabContext ctx{c, static_cast<uint64_t>(recipe.seed), quiet};
   ctx.say(fmt::format("lab {}: {} experiment, family {} ({} gate, {} experts), truth {} expert(s), fit {} expert(s) by {}, n = {}, {} replications",
-                      res.dir, c.experiment, c.family, c.gate, c.expert, c.truth.experts,
-                      c.experiment == "select" ? c.max_experts : c.fit.experts, c.fit.method, fmt::join(c.n, ", "),
+                      res.dir, to_string(c.experiment), to_string(c.family), to_string(c.gate), to_string(c.expert),
+                      c.truth.experts, c.experiment == Experiment::Select ? c.max_experts : c.fit.experts,
+                      to_string(c.fit.method), fmt::join(c.n, ", "),
                       c.replications));
-  const std::string csv = c.experiment == "rate" ? rate_experiment(ctx, res) : select_experiment(ctx, res);
+  const std::string csv = c.experiment == Experiment::Rate ? rate_experiment(ctx, res) : select_experiment(ctx, res);
   res.csv = res.dir + "/results.csv";
   write_file_atomic(res.csv, csv);
   res.summary = res.dir + "/summary.md";
   write_file_atomic(res.summary, fmt::format("# Lab {}\n\nRecipe: `{}`; seed {}; {} experiment; family {} ({} gate); "
                                                  "{:.0f} s.\n\n{}", recipe.output.name, recipe.source, recipe.seed,
-                                                 c.experiment, c.family, c.gate, ctx.elapsed(), res.table));
+                                                 to_string(c.experiment), to_string(c.family), to_string(c.gate), ctx.elapsed(), res.table));
   return res;
 }
 

@@ -114,20 +114,6 @@ void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions
 
 }  // namespace
 
-std::string to_string(Family f) {
-  switch (f) {
-    case Family::Gaussian: return "gaussian";
-    case Family::Regression: return "regression";
-    case Family::Contaminated: return "contaminated";
-    case Family::Multinomial: return "multinomial";
-  }
-  return "?";
-}
-std::string to_string(GateFn g) { return g == GateFn::Softmax ? "softmax" : "sigmoid"; }
-std::string to_string(ExpertFn e) {
-  return e == ExpertFn::Relu ? "relu" : e == ExpertFn::Gelu ? "gelu" : e == ExpertFn::Tanh ? "tanh" : "linear";
-}
-
 torch::Tensor expert_outputs(const MoE& m, const torch::Tensor& x) {
   auto z = x.mm(m.a.t()) + m.c;
   switch (m.expert) {

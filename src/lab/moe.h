@@ -1,4 +1,4 @@
-// The estimation lab's model family (METHODS.md §6–§8), in double precision:
+// The estimation lab's model family (docs/methods.md §13–§15), in double precision:
 //   gaussian     p(y|x) = Σ_i g_i(x) N(y; a_iᵀx + c_i, σ_i²)            (Gaussian MoE regression)
 //   regression   y = Σ_i g_i(x) (a_iᵀx + c_i) + ε, ε ~ N(0, σ²)           (deterministic MoE, 2405.13997)
 //   contaminated p(y|x) = (1 − g(x)) N(y; a0ᵀx + c0, σ0²) + g(x) N(y; aᵀx + c, σ²),
@@ -12,13 +12,9 @@
 #include <string>
 #include <vector>
 
-namespace tunekit::lab {
+#include "src/lab/lab_kinds.h"
 
-enum class Family { Gaussian, Regression, Contaminated, Multinomial };
-enum class GateFn { Softmax, Sigmoid };
-// Expert networks h_i(x) = act(a_iᵀx + c_i) (gaussian and regression families): linear, or a
-// one-unit feed-forward network (the strongly identifiable experts of 2405.13997).
-enum class ExpertFn { Linear, Relu, Gelu, Tanh };
+namespace tunekit::lab {
 
 struct MoE {
   Family family = Family::Gaussian;
@@ -54,7 +50,6 @@ Sample sample(const MoE& truth, int64_t n, uint64_t seed);
 MoE random_init(Family family, GateFn gate, int64_t k, const torch::Tensor& x, const torch::Tensor& y, int64_t classes,
                 const MoE* frozen_from, uint64_t seed);
 
-enum class FitMethod { Gradient, EM };
 struct FitOptions {
   int64_t experts = 2;
   FitMethod method = FitMethod::Gradient;
@@ -90,12 +85,8 @@ Atoms atoms(const MoE& m);
 // softmax gate: bias = log weight); used to score merged mixing measures.
 MoE gaussian_from_atoms(const torch::Tensor& weight, const torch::Tensor& theta, int64_t dim);
 
-// The Voronoi loss D(Ĝ, G*) of METHODS.md §8 (exponent 1 for cells with one fitted atom, 2 for
+// The Voronoi loss D(Ĝ, G*) of docs/methods.md §14 (exponent 1 for cells with one fitted atom, 2 for
 // cells with several; empty cells contribute their true weight).
 double voronoi_loss(const MoE& fitted, const MoE& truth);
-
-std::string to_string(Family f);
-std::string to_string(GateFn g);
-std::string to_string(ExpertFn e);
 
 }  // namespace tunekit::lab

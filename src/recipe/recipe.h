@@ -1,5 +1,6 @@
 // The typed recipe: everything a run needs, parsed from YAML plus `key.path=value`
-// overrides and validated up front. Past this point nothing reads YAML or strings-as-enums.
+// overrides and validated up front. Past this point nothing reads YAML or strings-as-enums:
+// every choice is an enum with its table of names (util/enum_table.h) next to it.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -9,20 +10,35 @@
 #include "adapters/gate_kind.h"
 #include "adapters/kind.h"
 #include "models/attention_variant.h"
+#include "models/text_task.h"
+#include "src/lab/lab_recipe.h"
+#include "util/enum_table.h"
 #include "util/threads.h"
 
 namespace tunekit {
 
+enum class ModelKind { Vit, Text };
+inline constexpr EnumRow<ModelKind> kModelKindRows[] = {
+    {"vit", ModelKind::Vit,
+     "Vision Transformer: conv patches, class token, pre-norm blocks; attention score softmax|sigmoid, "
+     "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"},
+    {"text", ModelKind::Text,
+     "Text Transformer over sentencepiece ids: token + position embeddings, the same blocks; task "
+     "causal_lm (tied head) or classify (pooling mean|last); causal or bidirectional, padding masked"},
+};
+constexpr const auto& enum_rows(ModelKind) { return kModelKindRows; }
+inline std::string to_string(ModelKind k) { return enum_name(k); }
+
 struct ModelConfig {
-  std::string kind = "vit";  // vit | text
+  ModelKind kind = ModelKind::Vit;
   int64_t image_size = 28, channels = 1, patch = 4, dim = 128, depth = 4, heads = 4;  // image_size..patch: vit
   // text: vocabulary (= the tokenizer's), context length, task and head.
   int64_t vocab_size = 4000, max_seq_len = 128, pad_id = 3;
-  std::string task = "classify";  // classify | causal_lm
-  std::string pooling = "mean";   // classify: mean | last
+  models::TextTask task = models::TextTask::Classify;
+  models::TextPooling pooling = models::TextPooling::Mean;  // classify only
   bool causal = true;             // text attention is causal (false: bidirectional classifier)
-  bool is_text() const { return kind == "text"; }
-  bool is_lm() const { return kind == "text" && task == "causal_lm"; }
+  bool is_text() const { return kind == ModelKind::Text; }
+  bool is_lm() const { return is_text() && task == models::TextTask::CausalLm; }
   double mlp_ratio = 2.0;
   int64_t num_classes = 10;
   double dropout = 0.0;
@@ -30,27 +46,56 @@ struct ModelConfig {
   bool post_attn_norm = false;
 };
 
+enum class CheckpointKind { Best, Last };
+inline constexpr EnumRow<CheckpointKind> kCheckpointKindRows[] = {
+    {"best", CheckpointKind::Best, "the checkpoint with the best validation score"},
+    {"last", CheckpointKind::Last, "the latest checkpoint"},
+};
+constexpr const auto& enum_rows(CheckpointKind) { return kCheckpointKindRows; }
+inline std::string to_string(CheckpointKind k) { return enum_name(k); }
+
 struct InitFromConfig {
-  std::string run;                   // run directory to start from; empty = random init
-  std::string checkpoint = "best";   // best | last
+  std::string run;                                   // run directory to start from; empty = random init
+  CheckpointKind checkpoint = CheckpointKind::Best;  // its checkpoints/best or checkpoints/last
   std::vector<std::string> exclude;  // parameter-name globs not loaded (e.g. "head.*")
 };
 
 using adapters::AdapterKind;  // adapters/kind.h: one row per kind
+inline std::string to_string(AdapterKind k) { return enum_name(k); }
+// peft_type in adapter_config.json ("" for kinds without an adapter file).
+inline std::string peft_type(AdapterKind k) {
+  const char* p = adapters::kind_row(k).peft_type;
+  return p ? p : "";
+}
 
 // Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
 // its heads), by all targets under one parent module (q and v of one attention), or model-wide.
 enum class HypernetShare { Target, Parent, Model };
-enum class HypernetActivation { Tanh, Relu, Gelu };
+inline constexpr EnumRow<HypernetShare> kHypernetShareRows[] = {
+    {"target", HypernetShare::Target, "one generator per target module, shared across its heads"},
+    {"parent", HypernetShare::Parent, "shared by the targets under one parent module (q and v of one attention)"},
+    {"model", HypernetShare::Model, "one generator for the whole model"},
+};
+constexpr const auto& enum_rows(HypernetShare) { return kHypernetShareRows; }
+inline std::string to_string(HypernetShare s) { return enum_name(s); }
 
-struct HypernetConfig {  // adapter.hypernet (METHODS.md §4, §5)
+enum class HypernetActivation { Tanh, Relu, Gelu };
+inline constexpr EnumRow<HypernetActivation> kHypernetActivationRows[] = {
+    {"tanh", HypernetActivation::Tanh, "tanh between the generator's layers"},
+    {"relu", HypernetActivation::Relu, "relu between the generator's layers"},
+    {"gelu", HypernetActivation::Gelu, "gelu between the generator's layers"},
+};
+constexpr const auto& enum_rows(HypernetActivation) { return kHypernetActivationRows; }
+inline std::string to_string(HypernetActivation a) { return enum_name(a); }
+
+struct HypernetConfig {  // adapter.hypernet (docs/methods.md §8, §9)
   int64_t embed = 16, hidden = 32;
   HypernetActivation act = HypernetActivation::Tanh;
   HypernetShare share = HypernetShare::Parent;  // default: parent for hora, model for doran
   bool share_seeds = true;                      // default: true for hora, false for doran
 };
 
-struct GateConfig {  // adapter.gate (prompt experts; METHODS.md §6, §7)
+struct GateConfig {  // adapter.gate (prompt experts; docs/methods.md §10, §11)
   adapters::GateKind kind = adapters::GateKind::Softmax;
   int64_t top_k = 2;
   double temperature = 1.0;
@@ -81,25 +126,52 @@ struct AdapterConfig {
   bool low_rank() const { return adapters::kind_row(kind).low_rank; }
 };
 
+enum class TokenizerType { Unigram, Bpe };
+inline constexpr EnumRow<TokenizerType> kTokenizerTypeRows[] = {
+    {"unigram", TokenizerType::Unigram, "sentencepiece unigram language model"},
+    {"bpe", TokenizerType::Bpe, "byte-pair encoding"},
+};
+constexpr const auto& enum_rows(TokenizerType) { return kTokenizerTypeRows; }
+inline std::string to_string(TokenizerType t) { return enum_name(t); }
+
 struct TokenizerConfig {  // data.tokenizer (text)
   std::string model;             // an existing sentencepiece .model; empty = train one (or init_from.run's)
-  std::string type = "unigram";  // unigram | bpe, when training
+  TokenizerType type = TokenizerType::Unigram;  // when training
   int64_t vocab_size = 0;        // when training; 0 = model.vocab_size
   double character_coverage = 0.9995;
 };
 
+enum class DatasetKind { FashionMnist, SpamAssassin, Text };
+inline constexpr EnumRow<DatasetKind> kDatasetKindRows[] = {
+    {"fashion_mnist", DatasetKind::FashionMnist, "28x28 grey images, 10 classes"},
+    {"spam_assassin", DatasetKind::SpamAssassin, "6,046 e-mails (ham/spam, 5 groups) from npm"},
+    {"text", DatasetKind::Text, "your own JSONL/CSV/TSV files: data.train_file, text_field, label_field"},
+};
+constexpr const auto& enum_rows(DatasetKind) { return kDatasetKindRows; }
+inline std::string to_string(DatasetKind d) { return enum_name(d); }
+
+enum class TextFormat { Auto, Jsonl, Csv, Tsv };
+inline constexpr EnumRow<TextFormat> kTextFormatRows[] = {
+    {"auto", TextFormat::Auto, "from the file's extension"},
+    {"jsonl", TextFormat::Jsonl, "one JSON object per line"},
+    {"csv", TextFormat::Csv, "comma-separated, with a header row"},
+    {"tsv", TextFormat::Tsv, "tab-separated, with a header row"},
+};
+constexpr const auto& enum_rows(TextFormat) { return kTextFormatRows; }
+inline std::string to_string(TextFormat f) { return enum_name(f); }
+
 struct DataConfig {
-  std::string dataset = "fashion_mnist";  // fashion_mnist | spam_assassin | text
+  DatasetKind dataset = DatasetKind::FashionMnist;
   std::string root;              // default: .data/fashion-mnist if prepared, else the Debian path;
                                  // spam_assassin: .data/spam-assassin
   std::vector<int64_t> classes;  // fashion_mnist: subset of labels, remapped to 0..k-1; empty = all
   // Text files (dataset text; spam_assassin fills them in): JSONL, CSV or TSV.
   std::string train_file, val_file, test_file;  // val_file empty: val_fraction of train
-  std::string format = "auto";                  // auto | jsonl | csv | tsv
+  TextFormat format = TextFormat::Auto;
   std::string text_field = "text", label_field = "label", group_field;
   std::vector<std::string> labels;              // class names in order; empty = sorted training labels
   TokenizerConfig tokenizer;
-  bool is_text() const { return dataset != "fashion_mnist"; }
+  bool is_text() const { return dataset != DatasetKind::FashionMnist; }
   double val_fraction = 0.1;     // held out from train, stratified, seeded
   int64_t batch_size = 64;
   int64_t eval_batch_size = 512;
@@ -107,6 +179,12 @@ struct DataConfig {
 };
 
 enum class OptimizerKind { AdamW, SGD };
+inline constexpr EnumRow<OptimizerKind> kOptimizerKindRows[] = {
+    {"adamw", OptimizerKind::AdamW, "Adam with decoupled weight decay"},
+    {"sgd", OptimizerKind::SGD, "stochastic gradient descent with momentum"},
+};
+constexpr const auto& enum_rows(OptimizerKind) { return kOptimizerKindRows; }
+inline std::string to_string(OptimizerKind k) { return enum_name(k); }
 
 struct OptimizerConfig {
   OptimizerKind name = OptimizerKind::AdamW;
@@ -118,6 +196,13 @@ struct OptimizerConfig {
 };
 
 enum class ScheduleKind { Constant, Cosine, Linear };
+inline constexpr EnumRow<ScheduleKind> kScheduleKindRows[] = {
+    {"constant", ScheduleKind::Constant, "the learning rate after warm-up stays at optimizer.lr"},
+    {"cosine", ScheduleKind::Cosine, "cosine decay from optimizer.lr to lr * min_lr_ratio"},
+    {"linear", ScheduleKind::Linear, "linear decay from optimizer.lr to lr * min_lr_ratio"},
+};
+constexpr const auto& enum_rows(ScheduleKind) { return kScheduleKindRows; }
+inline std::string to_string(ScheduleKind k) { return enum_name(k); }
 
 struct ScheduleConfig {
   ScheduleKind kind = ScheduleKind::Cosine;
@@ -146,48 +231,21 @@ struct SweepVariant {
   std::vector<std::pair<std::string, std::string>> overrides;
 };
 
+enum class PlotX { Grid, TrainableParams };
+inline constexpr EnumRow<PlotX> kPlotXRows[] = {
+    {"grid", PlotX::Grid, "x = the first numeric grid key"},
+    {"trainable_params", PlotX::TrainableParams, "x = trainable parameters, one curve per variant series"},
+};
+constexpr const auto& enum_rows(PlotX) { return kPlotXRows; }
+inline std::string to_string(PlotX p) { return enum_name(p); }
+
 // `sweep:` — variants (each a set of overrides) times a grid over recipe keys (each value applied
 // as an override) times seeds.
 struct SweepConfig {
   std::vector<SweepVariant> variants;                                  // empty = one unnamed variant
   std::vector<std::pair<std::string, std::vector<std::string>>> grid;  // key path -> values, in file order
   std::vector<int64_t> seeds;                                         // empty = the recipe's seed
-  std::string plot_x = "grid";  // grid: first numeric grid key; trainable_params: x = trainable parameters
-};
-
-// `lab:` — the estimation lab (tunekit fit): a ground-truth MoE, the fit, and the experiment.
-// Matrices are flat row-major lists (beta: experts x dim, a: experts x dim, or experts x classes
-// x dim for multinomial).
-struct LabTruthConfig {
-  int64_t experts = 2, dim = 1;
-  std::vector<double> beta, bias, a, c, sigma;
-  std::vector<double> frozen_a;  // contaminated: the pre-trained expert a0, c0, sigma0
-  double frozen_c = 0, frozen_sigma = 1;
-  double approach = 0;   // contaminated: prompt = frozen + (prompt - frozen) * (n / approach_n0)^-approach
-  double approach_n0 = 1000;
-};
-
-struct LabFitConfig {
-  int64_t experts = 2;            // fitted experts (> truth: over-specified)
-  std::string method = "gradient";  // gradient (L-BFGS) | em
-  int64_t restarts = 3, iterations = 200;
-  double tolerance = 1e-9;
-  double bound = 10.0;              // gradient fits: |β|, |b|, |a|, |c| < bound (0 = unbounded)
-};
-
-struct LabConfig {
-  bool present = false;
-  std::string experiment = "rate";  // rate: loss vs n | select: choose the number of experts
-  std::string family = "gaussian";  // gaussian | regression | contaminated | multinomial
-  std::string gate = "softmax";     // softmax | sigmoid
-  std::string expert = "linear";    // gaussian, regression: linear | relu | gelu | tanh (act(aᵀx + c))
-  int64_t classes = 0;              // multinomial
-  LabTruthConfig truth;
-  LabFitConfig fit;
-  std::vector<int64_t> n{1000, 3162, 10000, 31623, 100000};
-  int64_t replications = 8;
-  double theory_slope = -0.5;       // shown beside the fitted slope
-  int64_t max_experts = 5;          // select: fits of 1..max_experts for AIC/BIC; the dendrogram fit uses it
+  PlotX plot_x = PlotX::Grid;
 };
 
 struct Recipe {
@@ -214,11 +272,5 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 // Same, from YAML text (`source` names it in error messages).
 Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
-
-std::string to_string(AdapterKind k);
-std::string to_string(HypernetShare s);
-std::string to_string(HypernetActivation a);
-std::string to_string(ScheduleKind k);
-std::string to_string(OptimizerKind k);
 
 }  // namespace tunekit

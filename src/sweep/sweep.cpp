@@ -403,7 +403,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
     std::fprintf(stderr, "plots skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
     return res;
   }
-  const PlotAxis x = plot_axis(dims, base.sweep.plot_x == "trainable_params");
+  const PlotAxis x = plot_axis(dims, base.sweep.plot_x == PlotX::TrainableParams);
   res.plots = write_plots(res.dir, name, gnuplot, dims, x, !base.sweep.variants.empty(), groups);
   return res;
 }

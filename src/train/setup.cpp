@@ -19,10 +19,10 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
   RunModel r;
   r.model = build::build_model(recipe.model);
   if (load_init && !recipe.init_from.run.empty()) {
-    std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / recipe.init_from.checkpoint).string();
+    std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / to_string(recipe.init_from.checkpoint)).string();
     if (!io::checkpoint_exists(dir))
       throw Error(fmt::format("init_from.run: {}: no '{}' checkpoint (train that recipe first)", recipe.init_from.run,
-                              recipe.init_from.checkpoint));
+                              to_string(recipe.init_from.checkpoint)));
     int64_t n = io::load_weights(dir, *r.model, recipe.init_from.exclude, /*strict=*/true, false);
     r.init_message = fmt::format("loaded {} tensors from {}", n, dir);
     if (!recipe.init_from.exclude.empty())

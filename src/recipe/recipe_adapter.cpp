@@ -1,0 +1,100 @@
+// The recipe's `adapter:` section, with adapter.hypernet (HoRA, DoRAN) and adapter.gate (prompt experts).
+#include <fmt/format.h>
+
+#include "src/recipe/recipe_sections.h"
+
+namespace tunekit::recipe {
+namespace {
+
+void parse_hypernet(Section& a, AdapterConfig& c) {
+  Section h = a.section("hypernet");
+  auto& g = c.hypernet;
+  h.read("embed", g.embed);
+  h.read("hidden", g.hidden);
+  g.act = h.choice("act", g.act);
+  // Defaults by method: HoRA shares within the attention module (q, v and all heads) with
+  // one seed set; DoRAN shares across layers with seeds per projection (docs/methods.md §8, §9).
+  g.share = h.choice("share", c.kind == AdapterKind::Doran ? HypernetShare::Model : HypernetShare::Parent);
+  g.share_seeds = c.kind != AdapterKind::Doran;
+  h.read("share_seeds", g.share_seeds);
+  if (g.embed <= 0) h.fail("embed", "must be positive");
+  if (g.hidden <= 0) h.fail("hidden", "must be positive");
+  if (a.has("hypernet") && c.kind != AdapterKind::Hora && c.kind != AdapterKind::Doran)
+    a.fail("hypernet", fmt::format("only applies to kind hora or doran (kind is {})", to_string(c.kind)));
+  h.finish();
+}
+
+void parse_gate(Section& a, AdapterConfig& c) {
+  Section g = a.section("gate");
+  auto& q = c.gate;
+  q.kind = g.choice("kind", q.kind);
+  g.read("top_k", q.top_k);
+  g.read("temperature", q.temperature);
+  q.act = g.choice("act", q.act);
+  g.read("tau1", q.tau1);
+  g.read("tau2", q.tau2);
+  g.read("noise", q.noise);
+  g.read("bias_init", q.bias_init);
+  q.input = g.choice("input", q.input);
+  if (!(q.temperature > 0)) g.fail("temperature", "must be positive");
+  if (q.tau1 < 0 || q.tau2 < 0 || q.noise < 0) g.fail(q.noise < 0 ? "noise" : "tau1", "must be >= 0");
+  if (q.top_k < 1 || q.top_k > c.experts + 1)
+    g.fail("top_k", fmt::format("must be in 1..experts+1 = {} (the frozen expert counts)", c.experts + 1));
+  if (a.has("gate") && c.kind != AdapterKind::PromptExpert)
+    a.fail("gate", fmt::format("only applies to kind prompt_expert (kind is {})", to_string(c.kind)));
+  g.finish();
+}
+
+void check_adapter(Section& a, const AdapterConfig& c) {
+  const std::string kind = to_string(c.kind);
+  if (c.experts < 1) a.fail("experts", "must be at least 1");
+  if (c.expert_hidden < 0) a.fail("expert_hidden", "must be >= 0 (0 = linear experts)");
+  if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
+  if (c.alpha <= 0) a.fail("alpha", "must be positive");
+  if (c.dropout < 0 || c.dropout >= 1) a.fail("dropout", "must be in [0, 1)");
+  if (!(c.tau_init > 0)) a.fail("tau_init", "must be positive (τ = softplus(ρ) > 0)");
+  if (a.has("tau_init") && c.kind != AdapterKind::Doran) a.fail("tau_init", "only applies to kind doran");
+  if (c.kind == AdapterKind::Prefix && c.targets.empty())
+    a.fail("targets", "prefix needs the attention modules to extend, e.g. [\"blocks.*.attn\"]");
+  if (c.kind == AdapterKind::PromptExpert && c.targets.empty())
+    a.fail("targets", "prompt_expert needs target modules: the head, blocks.N.mlp or blocks.N, e.g. [head]");
+  if (c.low_rank() && c.targets.empty())
+    a.fail("targets", fmt::format("{} needs at least one target pattern, e.g. [\"blocks.*.attn.q\", \"blocks.*.attn.v\"]", kind));
+  if (!c.init_from.empty() && !c.saves_adapter_file()) {
+    std::vector<std::string> with_files;
+    for (const auto& row : adapters::adapter_kinds())
+      if (row.peft_type) with_files.push_back(row.name);
+    a.fail("init_from", fmt::format("needs an adapter kind with adapter files ({}), not {}", join(with_files, ", "), kind));
+  }
+  if (c.kind == AdapterKind::LinearProbe && c.modules_to_save.empty())
+    a.fail("modules_to_save", "linear_probe trains only modules_to_save; name at least one, e.g. [head]");
+}
+
+}  // namespace
+
+AdapterConfig parse_adapter(Section a) {
+  AdapterConfig c;
+  c.kind = a.choice("kind", c.kind);
+  a.read("r", c.r);
+  a.read("alpha", c.alpha);
+  a.read("dropout", c.dropout);
+  a.read("targets", c.targets);
+  a.read("modules_to_save", c.modules_to_save);
+  a.read("tau_init", c.tau_init);
+  a.read("detach_norm", c.detach_norm);
+  a.read("init_from", c.init_from);
+  parse_hypernet(a, c);
+  a.read("prefix_length", c.prefix_length);
+  a.read("prefix_reparam", c.prefix_reparam);
+  a.read("prefix_hidden", c.prefix_hidden);
+  if (c.prefix_length < 1) a.fail("prefix_length", "must be at least 1");
+  if (c.prefix_hidden < 1) a.fail("prefix_hidden", "must be at least 1");
+  a.read("experts", c.experts);
+  a.read("expert_hidden", c.expert_hidden);
+  parse_gate(a, c);
+  check_adapter(a, c);
+  a.finish();
+  return c;
+}
+
+}  // namespace tunekit::recipe

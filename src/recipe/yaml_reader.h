@@ -1,0 +1,139 @@
+// The generic YAML reader under the recipe parser: where each value came from (file:line:col or
+// the override that set it), `key.path=value` overrides, and Section, a mapping that remembers
+// which keys were read so the others are reported as unknown with a did-you-mean.
+#pragma once
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "util/enum_table.h"
+#include "util/error.h"
+#include "util/text.h"
+
+namespace tunekit::yaml {
+
+// Where a value came from: a file position, or the command-line override that set it.
+struct Origin {
+  std::string file;
+  std::map<std::string, std::string> overrides;  // key path -> "key.path=value"
+
+  // "file:line:col", or "override 'key.path=value'" for values (and sections) set by one.
+  std::string where(const YAML::Node& node, const std::string& path) const;
+};
+
+// Parses the YAML text (an empty text is an empty mapping) and applies the overrides, recording
+// them in `origin`. Errors name the file position or the override.
+YAML::Node load(const std::string& yaml_text, Origin& origin, const std::vector<std::string>& overrides);
+
+// Sets key.path to value in root, creating sections on the way.
+void apply_override(YAML::Node& root, const std::string& text, Origin& origin);
+
+// A mapping section of the recipe that remembers which keys were read, so keys nobody read are
+// reported as unknown (with a suggestion) by finish().
+class Section {
+ public:
+  Section(YAML::Node node, std::string path, const Origin& origin);
+
+  bool has(const std::string& key) const;
+  // The key's node (a null node when absent), marking the key as known.
+  YAML::Node take(const std::string& key);
+  // A child section; an absent key gives an empty one.
+  Section section(const std::string& key);
+
+  template <typename T>
+  void read(const std::string& key, T& out) {
+    known_.insert(key);
+    if (!has(key)) return;
+    out = convert<T>(node_[key], child(key));
+  }
+
+  // Reads a name from E's table (util/enum_table.h); a name outside it lists the table's names.
+  template <typename E>
+  E choice(const std::string& key, E fallback) {
+    std::string v = enum_name(fallback);
+    read(key, v);
+    if (auto e = enum_from_name<E>(v)) return *e;
+    const auto names = enum_names<E>();
+    fail(key, fmt::format("'{}' is not one of: {}{}", v, join(names, ", "), did_you_mean(v, names)));
+  }
+
+  // A mapping of arbitrary keys to lists of scalars (e.g. sweep.grid), in file order.
+  std::vector<std::pair<std::string, std::vector<std::string>>> string_lists(const std::string& key);
+
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const;
+  // "expected <what>, got <what n is>" at n, which sits at `path`.
+  [[noreturn]] void type_error(const YAML::Node& n, const std::string& path, const char* what) const;
+  // Reports the first key nobody read.
+  void finish() const;
+
+  const Origin& origin() const { return origin_; }
+  std::string child(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+ private:
+  std::string label() const { return path_.empty() ? "recipe" : path_; }
+
+  template <typename T>
+  T convert(const YAML::Node& n, const std::string& path) const;
+
+  YAML::Node node_;
+  std::string path_;
+  const Origin& origin_;
+  std::set<std::string> known_;
+};
+
+// One YAML scalar (or list) as T, with Section's error messages.
+template <typename T>
+T Section::convert(const YAML::Node& n, const std::string& path) const {
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!n.IsScalar()) type_error(n, path, "a string");
+    return n.Scalar();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    static const std::set<std::string> yes{"true", "True", "yes", "on"}, no{"false", "False", "no", "off"};
+    if (n.IsScalar() && yes.count(n.Scalar())) return true;
+    if (n.IsScalar() && no.count(n.Scalar())) return false;
+    type_error(n, path, "true or false");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (n.IsScalar()) {
+      const std::string& s = n.Scalar();
+      char* end = nullptr;
+      errno = 0;
+      long long v = std::strtoll(s.c_str(), &end, 10);
+      if (!s.empty() && *end == '\0' && errno == 0) return static_cast<T>(v);
+    }
+    type_error(n, path, "an integer");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (n.IsScalar()) {
+      const std::string& s = n.Scalar();
+      char* end = nullptr;
+      double v = std::strtod(s.c_str(), &end);
+      if (!s.empty() && *end == '\0') return v;
+    }
+    type_error(n, path, "a number");
+  } else {  // std::vector<U> or std::array<U, N>
+    using U = typename T::value_type;
+    if (!n.IsSequence()) type_error(n, path, "a list");
+    std::vector<U> items;
+    for (size_t i = 0; i < n.size(); ++i) items.push_back(convert<U>(n[i], fmt::format("{}[{}]", path, i)));
+    if constexpr (std::is_same_v<T, std::vector<U>>) {
+      return items;
+    } else {
+      T arr{};
+      if (items.size() != arr.size())
+        throw Error(fmt::format("{}: {}: expected a list of {} numbers, got {}", origin_.where(n, path), path,
+                                arr.size(), items.size()));
+      std::copy(items.begin(), items.end(), arr.begin());
+      return arr;
+    }
+  }
+}
+
+}  // namespace tunekit::yaml
