@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter.h"
+#include "src/train/objective.h"
 
 namespace tunekit {
 
@@ -109,8 +110,7 @@ EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, 
 }
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe) {
-  if (recipe.model.is_lm()) return evaluate_lm(model, data, recipe.data.eval_batch_size, recipe.model.pad_id);
-  return evaluate(model, data, recipe.data.eval_batch_size);
+  return make_objective(recipe)->evaluate(model, data, recipe.data.eval_batch_size);
 }
 
 std::string EvalResult::report() const {

@@ -46,7 +46,7 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
 // Causal LM on token chunks: mean next-token cross-entropy (pad targets ignored), perplexity.
 EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id);
 
-// The evaluation the recipe's model calls for, at its eval batch size.
+// The evaluation the recipe's objective calls for (src/train/objective.h), at its eval batch size.
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe);
 
 // Next-token cross-entropy of LM logits [B, N, V] for ids [B, N] (mean over non-pad targets).
