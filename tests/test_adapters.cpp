@@ -352,8 +352,8 @@ TEST(Adapters, KindTableHasOneRowPerKindInOrder) {
   ASSERT_EQ(rows.size(), 8u);
   std::set<std::string> names;
   for (size_t i = 0; i < rows.size(); ++i) {
-    EXPECT_EQ(static_cast<size_t>(rows[i].kind), i);
-    EXPECT_EQ(rows[i].name, to_string(rows[i].kind));  // the recipe's spelling
+    EXPECT_EQ(static_cast<size_t>(rows[i].value), i);
+    EXPECT_EQ(rows[i].name, to_string(rows[i].value));  // the recipe's spelling
     EXPECT_TRUE(names.insert(rows[i].name).second);
     EXPECT_EQ(rows[i].peft_type != nullptr, !rows[i].saves.empty()) << rows[i].name;
     EXPECT_EQ(rows[i].hosts != nullptr, !rows[i].saves.empty()) << rows[i].name;

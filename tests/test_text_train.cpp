@@ -13,6 +13,7 @@
 #include "src/eval/generate.h"
 #include "src/export/export.h"
 #include "src/recipe/recipe.h"
+#include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "util/error.h"
@@ -39,6 +40,7 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   testkit::TempDir data, runs;
   write_corpus(data.path());
   Recipe lm = parse_recipe(testkit::tiny_text_recipe_yaml(data.path(), runs.path(), "causal_lm"), "lm.yaml");
+  EXPECT_EQ(make_objective(lm)->name(), "next_token");
   TrainResult r = train(lm, {false, true, 0});
   ASSERT_GT(r.losses.size(), 40u);
   double first = 0, last = 0;

@@ -4,7 +4,9 @@
 #include <fstream>
 
 #include "src/io/checkpoint.h"
+#include "src/eval/evaluator.h"
 #include "src/recipe/recipe.h"
+#include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "tests/helpers.h"
@@ -111,6 +113,44 @@ TEST_F(TinyTraining, GradAccumulationMatchesTheBigBatch) {
   auto pa = a.run.model->named_parameters(), pb = b.run.model->named_parameters();
   for (const auto& item : pa)
     EXPECT_LT((item.value() - pb[item.key()]).abs().max().item<double>(), 1e-5) << item.key();
+}
+
+TEST_F(TinyTraining, ClassifierRecipeGetsTheClassificationObjective) {
+  EXPECT_EQ(make_objective(recipe())->name(), "classification");
+}
+
+TEST(Objective, LossScoreAndLogFieldsPerTask) {
+  torch::manual_seed(0);
+  ClassificationObjective cls;
+  NextTokenObjective next(/*pad_id=*/0);
+  auto logits = torch::randn({4, 3}), labels = torch::tensor({0, 2, 1, 2}, torch::kLong);
+  EXPECT_TRUE(torch::equal(cls.loss(logits, torch::Tensor(), labels),
+                           torch::nn::functional::cross_entropy(logits, labels)));
+  auto lm_logits = torch::randn({2, 5, 7}), ids = torch::randint(0, 7, {2, 5}, torch::kLong);
+  EXPECT_TRUE(torch::equal(next.loss(lm_logits, ids, torch::zeros({2}, torch::kLong)), lm_loss(lm_logits, ids, 0)));
+
+  EvalResult ev;
+  ev.loss = 2.0;
+  ev.accuracy = 0.5;
+  ev.perplexity = std::exp(2.0);
+  EXPECT_DOUBLE_EQ(cls.score(ev), 0.5);   // higher accuracy is better
+  EXPECT_DOUBLE_EQ(next.score(ev), -2.0);  // lower loss is better
+  EXPECT_TRUE(cls.eval_fields(ev).contains("macro_f1"));
+  EXPECT_FALSE(cls.eval_fields(ev).contains("perplexity"));
+  EXPECT_TRUE(next.eval_fields(ev).contains("perplexity"));
+  EXPECT_EQ(cls.eval_text(ev), "val loss 2.0000  val accuracy 0.5000");
+  EXPECT_EQ(std::string(cls.throughput(10, 32).unit), "samples/s");
+  EXPECT_DOUBLE_EQ(next.throughput(10, 32).per_second, 320);
+
+  io::TrainState state;  // no validation ran: the LM reports no best loss
+  TrainResult r;
+  next.report_best(state, r);
+  EXPECT_TRUE(r.lm);
+  EXPECT_EQ(r.best_val_loss, -1);
+  state.best_epoch = 1;
+  state.best_metric = -1.5;
+  next.report_best(state, r);
+  EXPECT_EQ(r.best_val_loss, 1.5);
 }
 
 TEST(Schedule, WarmupThenCosine) {

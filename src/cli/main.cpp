@@ -19,6 +19,7 @@
 #include "src/build/model.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
+#include "src/train/objective.h"
 #include "src/export/export.h"
 #include "src/export/merge.h"
 #include "src/io/checkpoint.h"

@@ -108,11 +108,6 @@ EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, 
   return r;
 }
 
-EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe) {
-  if (recipe.model.is_lm()) return evaluate_lm(model, data, recipe.data.eval_batch_size, recipe.model.pad_id);
-  return evaluate(model, data, recipe.data.eval_batch_size);
-}
-
 std::string EvalResult::report() const {
   if (lm)
     return fmt::format("sequences {}  tokens {}  loss {:.4f}  perplexity {:.2f}  next-token accuracy {:.4f}\n", n, tokens,

@@ -10,7 +10,6 @@
 
 #include "data/dataset.h"
 #include "models/model.h"
-#include "src/recipe/recipe.h"
 
 namespace tunekit {
 
@@ -46,8 +45,6 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
 // Causal LM on token chunks: mean next-token cross-entropy (pad targets ignored), perplexity.
 EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id);
 
-// The evaluation the recipe's model calls for, at its eval batch size.
-EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe);
 
 // Next-token cross-entropy of LM logits [B, N, V] for ids [B, N] (mean over non-pad targets).
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& ids, int64_t pad_id);

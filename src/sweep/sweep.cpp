@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "src/eval/evaluator.h"
+#include "src/train/objective.h"
 #include "src/io/checkpoint.h"
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"

@@ -14,6 +14,7 @@
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
+#include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -78,236 +79,340 @@ class MetricsLog {
   std::ofstream out_;
 };
 
-}  // namespace
+// --- the run's state, shared by the phases below ---
 
-TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
-  const auto wall0 = std::chrono::steady_clock::now();
-  const std::string run_dir = recipe.run_dir();
-  const std::string ckpt_dir = run_dir + "/checkpoints";
-  const std::string last_dir = ckpt_dir + "/last", best_dir = ckpt_dir + "/best";
-  auto say = [&](const std::string& s) {
+// What set-up builds and each phase of training reads and advances.
+struct Run {
+  Run(const Recipe& r, const TrainOptions& o)
+      : recipe(r),
+        opts(o),
+        run_dir(r.run_dir()),
+        ckpt_dir(run_dir + "/checkpoints"),
+        last_dir(ckpt_dir + "/last"),
+        best_dir(ckpt_dir + "/best"),
+        objective(make_objective(r)) {}
+
+  const Recipe& recipe;
+  const TrainOptions& opts;
+  const std::string run_dir, ckpt_dir, last_dir, best_dir;
+  const std::unique_ptr<Objective> objective;
+  RunModel rm;
+  data::ImageSplits splits;
+  int64_t seq_len = 1;  // tokens per sample (1 for images)
+  std::vector<torch::Tensor> params;  // the trainable ones
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  io::TrainState state;
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<Progress> progress;
+  int64_t batch_size = 0, accum = 1, batches_per_epoch = 0, total_steps = 0;
+  // Files a checkpoint carries beside the weights (adapter file, tokenizer); empty when none.
+  std::function<void(const std::string&)> write_extra;
+  double train_seconds = 0;  // over the whole run, resumed calls included
+  int64_t samples_this_call = 0;
+  double seconds_this_call = 0;
+  double window_loss = 0;  // losses since the last "train" line of metrics.jsonl
+  int64_t window_n = 0;
+  TrainResult result;
+
+  models::Model& model() { return *rm.model; }
+  void say(const std::string& s) const {
     if (!opts.quiet) std::fprintf(stderr, "%s\n", s.c_str());
-  };
+  }
+  // Writes a checkpoint of the model (with the optimizer for `last`, to resume from).
+  void save(const std::string& dir, torch::optim::Optimizer* with_optimizer) {
+    state.train_seconds = train_seconds;
+    io::save_checkpoint(dir, model(), with_optimizer, state, write_extra);
+  }
+  void checkpoint_last() { save(last_dir, optimizer.get()); }
+};
 
+// --- set-up and resume ---
+
+// Decides between resuming and starting over, and writes the run's recipe.yaml. True to resume.
+bool open_run_dir(const Run& run) {
+  bool resuming = run.opts.resume && io::checkpoint_exists(run.last_dir);
+  if (run.opts.resume && !resuming) run.say(fmt::format("no checkpoint in {} to resume from; starting fresh", run.last_dir));
+  if (!resuming && fs::exists(run.last_dir) && !run.opts.resume)
+    run.say(fmt::format("note: {} already has checkpoints; starting over (use --resume to continue)", run.run_dir));
+  fs::create_directories(run.ckpt_dir);
+  write_file_atomic(run.run_dir + "/recipe.yaml", run.recipe.resolved_yaml);
+  return resuming;
+}
+
+// The run's data through the one path every verb reads it by (load_data). A text run first makes
+// its tokenizer: a fresh run anew (the recipe's tokenizer settings may have changed), a resumed
+// one keeps the ids its checkpoint was trained with.
+data::ImageSplits load_training_data(const Run& run, bool resuming, std::string* tokenizer_message) {
+  if (run.recipe.data.is_text()) {
+    if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
+    build::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
+  }
+  return load_data(run.recipe, run.run_dir);
+}
+
+// Restores model, optimizer, RNG and position from the last checkpoint, or clears what a
+// previous run left; then opens metrics.jsonl.
+void resume_or_start(Run& run, bool resuming) {
+  const std::string metrics_path = run.run_dir + "/metrics.jsonl";
+  if (resuming) {
+    std::string from = io::existing_checkpoint(run.last_dir);
+    io::load_weights(from, run.model(), {}, /*strict=*/true, false);
+    io::load_optimizer(from, *run.optimizer);
+    io::load_rng(from);
+    run.state = io::load_train_state(from);
+    truncate_metrics(metrics_path, run.state.step);
+  } else {
+    fs::remove(metrics_path);
+    fs::remove_all(run.best_dir);
+  }
+  run.metrics = std::make_unique<MetricsLog>(metrics_path);
+}
+
+// Low-rank adapters are also written on their own (PEFT layout), and text runs' tokenizer travels
+// with each checkpoint.
+void set_checkpoint_extras(Run& run) {
+  const Recipe& recipe = run.recipe;
+  if (!recipe.adapter.saves_adapter_file() && !recipe.data.is_text()) return;
+  run.write_extra = [&run](const std::string& dir) {
+    const Recipe& recipe = run.recipe;
+    if (recipe.adapter.saves_adapter_file())
+      io::save_adapter(dir, run.model(), recipe.adapter, run.rm.report.adapted, recipe.init_from.run);
+    if (recipe.data.is_text())
+      fs::copy_file(fs::path(run.run_dir) / data::kTokenizerFile, fs::path(dir) / data::kTokenizerFile,
+                    fs::copy_options::overwrite_existing);
+  };
+}
+
+// The run's opening lines: model, init, tokenizer, adapter, data and step budget, resume position.
+void announce(const Run& run, const std::string& threads, const std::string& tokenizer_message, bool resuming) {
+  const Recipe& recipe = run.recipe;
+  const auto& s = run.splits;
+  run.say(fmt::format("run {}: {}", run.run_dir, run.rm.model->describe()));
+  if (!run.rm.init_message.empty()) run.say("init: " + run.rm.init_message);
+  if (!tokenizer_message.empty()) run.say(tokenizer_message);
+  run.say(fmt::format("adapter {}: {}", to_string(recipe.adapter.kind), run.rm.report.summary()));
+  run.say(fmt::format("data: {} train / {} val / {} test {}, batch {} x accum {}, {} steps; threads: {}",
+                      s.train.size(), s.val.size(), s.test.size(),
+                      run.objective->describe_samples(s.train, recipe.model.is_text()), run.batch_size, run.accum,
+                      run.total_steps, threads));
+  if (resuming)
+    run.say(fmt::format("resuming from step {} (epoch {}, batch {})", run.state.step, run.state.epoch + 1,
+                        run.state.batch_in_epoch));
+}
+
+// Seeds, builds the model, loads the data, makes the optimizer and resumes or starts the run.
+void set_up(Run& run) {
+  const Recipe& recipe = run.recipe;
   std::string threads = apply_thread_policy(recipe.threads);
   torch::manual_seed(static_cast<uint64_t>(recipe.seed));
-
-  bool resuming = opts.resume && io::checkpoint_exists(last_dir);
-  if (opts.resume && !resuming) say(fmt::format("no checkpoint in {} to resume from; starting fresh", last_dir));
-  if (!resuming && fs::exists(last_dir) && !opts.resume)
-    say(fmt::format("note: {} already has checkpoints; starting over (use --resume to continue)", run_dir));
-  fs::create_directories(ckpt_dir);
-  write_file_atomic(run_dir + "/recipe.yaml", recipe.resolved_yaml);
-
-  RunModel rm = build_run_model(recipe, /*load_init=*/!resuming);
-  auto& model = *rm.model;
+  const bool resuming = open_run_dir(run);
+  run.rm = build_run_model(recipe, /*load_init=*/!resuming);
   std::string tokenizer_message;
-  data::ImageSplits splits;
-  if (recipe.data.is_text()) {
-    // A fresh run makes its tokenizer anew (the recipe's tokenizer settings may have changed); a
-    // resumed one keeps the ids its checkpoint was trained with.
-    if (!resuming) fs::remove(fs::path(run_dir) / data::kTokenizerFile);
-    splits = build::load_text_data(recipe, build::prepare_tokenizer(recipe, run_dir, &tokenizer_message));
-  } else {
-    splits = load_data(recipe, run_dir);
-  }
-  const bool lm = recipe.model.is_lm();
-  const int64_t seq_len = recipe.model.is_text() ? splits.train.inputs.size(1) : 1;
-  const auto& train_set = splits.train;
-  const bool has_val = splits.val.size() > 0;
+  run.splits = load_training_data(run, resuming, &tokenizer_message);
+  const auto& train_set = run.splits.train;
+  run.seq_len = recipe.model.is_text() ? train_set.inputs.size(1) : 1;
   if (train_set.size() < recipe.data.batch_size)
     throw Error(fmt::format("data: the training split has {} samples, fewer than data.batch_size {}",
                             train_set.size(), recipe.data.batch_size));
 
-  std::vector<torch::Tensor> params;
-  for (auto& p : model.parameters())
-    if (p.requires_grad()) params.push_back(p);
-  auto optimizer = make_optimizer(recipe.optimizer, params);
+  for (auto& p : run.model().parameters())
+    if (p.requires_grad()) run.params.push_back(p);
+  run.optimizer = make_optimizer(recipe.optimizer, run.params);
+  resume_or_start(run, resuming);
 
-  io::TrainState state;
-  if (resuming) {
-    std::string from = io::existing_checkpoint(last_dir);
-    io::load_weights(from, model, {}, /*strict=*/true, false);
-    io::load_optimizer(from, *optimizer);
-    io::load_rng(from);
-    state = io::load_train_state(from);
-    truncate_metrics(run_dir + "/metrics.jsonl", state.step);
-  } else {
-    fs::remove(run_dir + "/metrics.jsonl");
-    fs::remove_all(best_dir);
+  run.batch_size = recipe.data.batch_size;
+  run.accum = recipe.train.grad_accum;
+  run.batches_per_epoch = train_set.size() / run.batch_size;  // the last partial batch is dropped
+  const int64_t steps_per_epoch = (run.batches_per_epoch + run.accum - 1) / run.accum;
+  run.total_steps = steps_per_epoch * recipe.train.epochs;
+  if (recipe.train.max_steps > 0) run.total_steps = std::min(run.total_steps, recipe.train.max_steps);
+  announce(run, threads, tokenizer_message, resuming);
+
+  run.result.run_dir = run.run_dir;
+  run.result.trainable = run.rm.report.trainable;
+  run.result.total = run.rm.report.total;
+  run.result.flops_per_sample = run.model().flops_per_sample();
+  run.progress = std::make_unique<Progress>("train", run.total_steps, recipe.train.log_every, run.opts.quiet);
+  run.train_seconds = run.state.train_seconds;
+  set_checkpoint_extras(run);
+}
+
+// --- one optimizer step ---
+
+struct Step {
+  double loss = 0;         // mean over its micro-batches
+  double lr = 0;
+  int64_t next_batch = 0;  // the epoch's first batch not yet consumed
+};
+
+// Forward and backward of batch `b` of the epoch's order; returns its loss.
+double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
+  const auto& train_set = run.splits.train;
+  auto idx = perm.slice(0, b * run.batch_size, (b + 1) * run.batch_size);
+  auto x = train_set.inputs.index_select(0, idx);
+  auto y = train_set.labels.index_select(0, idx);
+  auto loss = run.objective->loss(run.model().forward(x), x, y);
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value))
+    throw Error(fmt::format("training diverged: loss is {} at step {} (lower optimizer.lr or set "
+                            "train.clip_grad_norm)", loss_value, run.state.step + 1));
+  (run.accum > 1 ? loss / double(run.accum) : loss).backward();
+  run.state.samples += run.batch_size;
+  run.samples_this_call += run.batch_size;
+  return loss_value;
+}
+
+// Accumulates gradients over up to `accum` batches from batch `b` (fewer at the epoch's end),
+// then clips, sets the scheduled learning rate and steps the optimizer.
+Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
+  const int64_t end = std::min(b + run.accum, run.batches_per_epoch);
+  double loss_sum = 0;
+  for (int64_t i = b; i < end; ++i) loss_sum += forward_backward(run, perm, i);
+
+  const Recipe& recipe = run.recipe;
+  const double lr = scheduled_lr(recipe.schedule, recipe.optimizer.lr, run.state.step, run.total_steps);
+  set_lr(*run.optimizer, lr);
+  if (recipe.train.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(run.params, recipe.train.clip_grad_norm);
+  run.optimizer->step();
+  run.optimizer->zero_grad();
+  ++run.state.step;
+  run.state.batch_in_epoch = end;
+  return {loss_sum / double(end - b), lr, end};
+}
+
+// Records a step: its loss, the time it took (since `t_start`, which it advances), the progress
+// line and, every log_every steps, a "train" line in metrics.jsonl.
+void log_step(Run& run, int64_t epoch, const Step& step, std::chrono::steady_clock::time_point& t_start) {
+  auto& state = run.state;
+  run.result.losses.emplace_back(state.step, step.loss);
+  run.window_loss += step.loss;
+  ++run.window_n;
+  auto now = std::chrono::steady_clock::now();
+  double dt = std::chrono::duration<double>(now - t_start).count();
+  t_start = now;
+  run.train_seconds += dt;
+  run.seconds_this_call += dt;
+  const double rate = run.seconds_this_call > 0 ? run.samples_this_call / run.seconds_this_call : 0;
+  const Throughput speed = run.objective->throughput(rate, run.seq_len);
+  const int64_t epochs = run.recipe.train.epochs;
+  run.progress->update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}", epoch + 1, epochs,
+                                               step.loss, step.lr, speed.per_second, speed.unit));
+  if (state.step % run.recipe.train.log_every == 0 || state.step == run.total_steps) {
+    run.metrics->write({{"type", "train"}, {"step", state.step}, {"epoch", epoch + 1},
+                        {"loss", run.window_loss / run.window_n}, {"lr", step.lr}, {"samples_per_second", rate}});
+    run.window_loss = 0;
+    run.window_n = 0;
   }
-  MetricsLog metrics(run_dir + "/metrics.jsonl");
+}
 
-  const int64_t bs = recipe.data.batch_size, accum = recipe.train.grad_accum;
-  const int64_t batches_per_epoch = train_set.size() / bs;  // the last partial batch is dropped
-  const int64_t steps_per_epoch = (batches_per_epoch + accum - 1) / accum;
-  int64_t total_steps = steps_per_epoch * recipe.train.epochs;
-  if (recipe.train.max_steps > 0) total_steps = std::min(total_steps, recipe.train.max_steps);
+enum class EpochEnd { Done, BudgetSpent, Stopped };
 
-  say(fmt::format("run {}: {}", run_dir, model.describe()));
-  if (!rm.init_message.empty()) say("init: " + rm.init_message);
-  if (!tokenizer_message.empty()) say(tokenizer_message);
-  say(fmt::format("adapter {}: {}", to_string(recipe.adapter.kind), rm.report.summary()));
-  say(fmt::format("data: {} train / {} val / {} test {}, batch {} x accum {}, {} steps; threads: {}", train_set.size(),
-                  splits.val.size(), splits.test.size(),
-                  lm ? fmt::format("chunks of {} tokens", seq_len) : recipe.model.is_text() ? "texts" : "images", bs, accum,
-                  total_steps, threads));
-  if (resuming)
-    say(fmt::format("resuming from step {} (epoch {}, batch {})", state.step, state.epoch + 1, state.batch_in_epoch));
-
-  TrainResult result;
-  result.run_dir = run_dir;
-  result.trainable = rm.report.trainable;
-  result.total = rm.report.total;
-  result.flops_per_sample = model.flops_per_sample();
-
-  Progress progress("train", total_steps, recipe.train.log_every, opts.quiet);
-  model.train();
-  optimizer->zero_grad();
-  double train_seconds = state.train_seconds;
-  int64_t samples_this_call = 0;
-  double seconds_this_call = 0;
-  // Low-rank adapters are also written on their own (PEFT layout) inside every checkpoint.
-  // Low-rank adapters are also written on their own (PEFT layout), and text runs' tokenizer
-  // travels with each checkpoint.
-  std::function<void(const std::string&)> write_adapter;
-  if (recipe.adapter.saves_adapter_file() || recipe.data.is_text())
-    write_adapter = [&](const std::string& dir) {
-      if (recipe.adapter.saves_adapter_file())
-        io::save_adapter(dir, model, recipe.adapter, rm.report.adapted, recipe.init_from.run);
-      if (recipe.data.is_text())
-        fs::copy_file(fs::path(run_dir) / data::kTokenizerFile, fs::path(dir) / data::kTokenizerFile,
-                      fs::copy_options::overwrite_existing);
-    };
-  auto checkpoint_last = [&] {
-    state.train_seconds = train_seconds;
-    io::save_checkpoint(last_dir, model, optimizer.get(), state, write_adapter);
-  };
-
-  bool stop = state.step >= total_steps;
-  double window_loss = 0;
-  int64_t window_n = 0;
-  for (int64_t epoch = state.epoch; epoch < recipe.train.epochs && !stop; ++epoch) {
-    state.epoch = epoch;
-    auto perm = data::epoch_permutation(train_set.size(), static_cast<uint64_t>(recipe.seed), epoch);
-    double step_loss = 0;
-    int64_t micro = 0;
-    auto t_start = std::chrono::steady_clock::now();
-    for (int64_t b = state.batch_in_epoch; b < batches_per_epoch; ++b) {
-      auto idx = perm.slice(0, b * bs, (b + 1) * bs);
-      auto x = train_set.inputs.index_select(0, idx);
-      auto y = train_set.labels.index_select(0, idx);
-      auto out = model.forward(x);
-      auto loss = lm ? lm_loss(out, x, recipe.model.pad_id) : torch::nn::functional::cross_entropy(out, y);
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value))
-        throw Error(fmt::format("training diverged: loss is {} at step {} (lower optimizer.lr or set "
-                                "train.clip_grad_norm)", loss_value, state.step + 1));
-      (accum > 1 ? loss / double(accum) : loss).backward();
-      step_loss += loss_value;
-      ++micro;
-      state.samples += bs;
-      samples_this_call += bs;
-      bool boundary = micro == accum || b + 1 == batches_per_epoch;
-      if (!boundary) continue;
-
-      double lr = scheduled_lr(recipe.schedule, recipe.optimizer.lr, state.step, total_steps);
-      set_lr(*optimizer, lr);
-      if (recipe.train.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, recipe.train.clip_grad_norm);
-      optimizer->step();
-      optimizer->zero_grad();
-      ++state.step;
-      state.batch_in_epoch = b + 1;
-      double mean_loss = step_loss / micro;
-      result.losses.emplace_back(state.step, mean_loss);
-      window_loss += mean_loss;
-      ++window_n;
-      step_loss = 0;
-      micro = 0;
-
-      auto now = std::chrono::steady_clock::now();
-      double dt = std::chrono::duration<double>(now - t_start).count();
-      t_start = now;
-      train_seconds += dt;
-      seconds_this_call += dt;
-      double rate = seconds_this_call > 0 ? samples_this_call / seconds_this_call : 0;
-      progress.update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}", epoch + 1,
-                                              recipe.train.epochs, mean_loss, lr, lm ? rate * seq_len : rate,
-                                              lm ? "tokens/s" : "samples/s"));
-      if (state.step % recipe.train.log_every == 0 || state.step == total_steps) {
-        metrics.write({{"type", "train"}, {"step", state.step}, {"epoch", epoch + 1},
-                       {"loss", window_loss / window_n}, {"lr", lr}, {"samples_per_second", rate}});
-        window_loss = 0;
-        window_n = 0;
-      }
-      if (opts.stop_after_steps > 0 && state.step >= opts.stop_after_steps) {
-        progress.clear();
-        say(fmt::format("stopping after step {} (as asked)", state.step));
-        result.steps = state.step;
-        return result;  // abrupt: no checkpoint, as if the process had been killed
-      }
-      if (recipe.train.checkpoint_every > 0 && state.step % recipe.train.checkpoint_every == 0 &&
-          b + 1 < batches_per_epoch)
-        checkpoint_last();
-      if (state.step >= total_steps) {
-        stop = true;
-        break;
-      }
+// The optimizer steps of one epoch, from the run's position in it.
+EpochEnd run_epoch(Run& run, int64_t epoch) {
+  auto& state = run.state;
+  state.epoch = epoch;
+  auto perm = data::epoch_permutation(run.splits.train.size(), static_cast<uint64_t>(run.recipe.seed), epoch);
+  auto t_start = std::chrono::steady_clock::now();
+  for (int64_t b = state.batch_in_epoch; b < run.batches_per_epoch;) {
+    const Step step = train_step(run, perm, b);
+    b = step.next_batch;
+    log_step(run, epoch, step, t_start);
+    if (run.opts.stop_after_steps > 0 && state.step >= run.opts.stop_after_steps) {
+      run.progress->clear();
+      run.say(fmt::format("stopping after step {} (as asked)", state.step));
+      return EpochEnd::Stopped;
     }
-
-    // End of epoch (or of the step budget): validate, keep the best, checkpoint.
-    progress.clear();
-    if (has_val) {
-      auto ev = evaluate(model, splits.val, recipe);
-      model.train();
-      result.final_val_accuracy = ev.accuracy;
-      // The kept metric: accuracy for classifiers, −loss for language models (higher is better).
-      const double metric = lm ? -ev.loss : ev.accuracy;
-      bool better = state.best_epoch < 0 || metric > state.best_metric;
-      nlohmann::json line{{"type", "eval"}, {"split", "val"}, {"step", state.step}, {"epoch", epoch + 1},
-                          {"loss", ev.loss}, {"accuracy", ev.accuracy}};
-      if (lm) line["perplexity"] = ev.perplexity;
-      else line["macro_f1"] = ev.macro_f1;
-      metrics.write(line);
-      say(lm ? fmt::format("epoch {}/{}: val loss {:.4f}  perplexity {:.2f}  next-token accuracy {:.4f}{}", epoch + 1,
-                           recipe.train.epochs, ev.loss, ev.perplexity, ev.accuracy, better ? "  (best)" : "")
-             : fmt::format("epoch {}/{}: val loss {:.4f}  val accuracy {:.4f}{}", epoch + 1, recipe.train.epochs, ev.loss,
-                           ev.accuracy, better ? "  (best)" : ""));
-      if (better) {
-        state.best_metric = metric;
-        state.best_epoch = epoch + 1;
-      }
-    }
-    if (!stop) {  // a step budget that ends mid-epoch leaves the position at its last batch
-      state.epoch = epoch + 1;
-      state.batch_in_epoch = 0;
-    }
-    if (!has_val || state.best_epoch == epoch + 1) {
-      state.train_seconds = train_seconds;
-      io::save_checkpoint(best_dir, model, nullptr, state, write_adapter);
-    }
-    checkpoint_last();
+    const int64_t every = run.recipe.train.checkpoint_every;
+    if (every > 0 && state.step % every == 0 && b < run.batches_per_epoch) run.checkpoint_last();
+    if (state.step >= run.total_steps) return EpochEnd::BudgetSpent;
   }
+  return EpochEnd::Done;
+}
 
-  result.steps = state.step;
-  result.lm = lm;
-  result.best_val_accuracy = lm ? -1 : state.best_metric;
-  result.best_val_loss = lm && state.best_epoch >= 0 ? -state.best_metric : -1;
-  result.train_seconds = train_seconds;
-  result.samples_per_second = seconds_this_call > 0 ? samples_this_call / seconds_this_call : 0;
-  result.tokens_per_second = recipe.model.is_text() ? result.samples_per_second * seq_len : 0;
-  result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
-  if (!io::checkpoint_exists(best_dir)) io::save_checkpoint(best_dir, model, nullptr, state, write_adapter);
-  metrics.write({{"type", "summary"}, {"step", state.step}, {"samples_per_second", result.samples_per_second},
-                 {"wall_seconds", result.wall_seconds}, {"flops_per_sample", result.flops_per_sample},
-                 {"tokens_per_second", result.tokens_per_second},
-                 {"train_seconds", train_seconds}, {lm ? "best_val_loss" : "best_val_accuracy", lm ? result.best_val_loss : state.best_metric},
-                 {"trainable_params", result.trainable}, {"total_params", result.total}});
-  progress.finish(lm ? fmt::format("{} steps, {:.0f} tokens/s, best val loss {:.4f} (perplexity {:.2f})", state.step,
-                                   result.tokens_per_second, result.best_val_loss, std::exp(result.best_val_loss))
-                     : fmt::format("{} steps, {:.0f} samples/s, best val accuracy {:.4f}", state.step,
-                                   result.samples_per_second, state.best_metric));
-  return result;
+// --- end of epoch ---
+
+// Evaluates the validation split, logs it, and remembers the epoch when its score is the best.
+void validate(Run& run, int64_t epoch) {
+  auto& state = run.state;
+  const Objective& objective = *run.objective;
+  auto ev = objective.evaluate(run.model(), run.splits.val, run.recipe.data.eval_batch_size);
+  run.model().train();
+  run.result.final_val_accuracy = ev.accuracy;
+  const double score = objective.score(ev);
+  const bool better = state.best_epoch < 0 || score > state.best_metric;
+  nlohmann::json line = objective.eval_fields(ev);
+  line["type"] = "eval";
+  line["split"] = "val";
+  line["step"] = state.step;
+  line["epoch"] = epoch + 1;
+  run.metrics->write(line);
+  run.say(fmt::format("epoch {}/{}: {}{}", epoch + 1, run.recipe.train.epochs, objective.eval_text(ev),
+                      better ? "  (best)" : ""));
+  if (better) {
+    state.best_metric = score;
+    state.best_epoch = epoch + 1;
+  }
+}
+
+// Validates, keeps the best checkpoint, and checkpoints the position. `budget_spent`: the step
+// budget ended the epoch (mid-epoch, the position stays at its last batch).
+void end_epoch(Run& run, int64_t epoch, bool budget_spent) {
+  run.progress->clear();
+  const bool has_val = run.splits.val.size() > 0;
+  if (has_val) validate(run, epoch);
+  if (!budget_spent) {
+    run.state.epoch = epoch + 1;
+    run.state.batch_in_epoch = 0;
+  }
+  if (!has_val || run.state.best_epoch == epoch + 1) run.save(run.best_dir, nullptr);
+  run.checkpoint_last();
+}
+
+// --- the summary ---
+
+TrainResult summarise(Run& run, std::chrono::steady_clock::time_point wall0) {
+  auto& r = run.result;
+  r.steps = run.state.step;
+  r.train_seconds = run.train_seconds;
+  r.samples_per_second = run.seconds_this_call > 0 ? run.samples_this_call / run.seconds_this_call : 0;
+  r.tokens_per_second = run.recipe.model.is_text() ? r.samples_per_second * run.seq_len : 0;
+  r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  run.objective->report_best(run.state, r);
+  if (!io::checkpoint_exists(run.best_dir)) run.save(run.best_dir, nullptr);
+  nlohmann::json line{{"type", "summary"},
+                      {"step", run.state.step},
+                      {"samples_per_second", r.samples_per_second},
+                      {"wall_seconds", r.wall_seconds},
+                      {"flops_per_sample", r.flops_per_sample},
+                      {"tokens_per_second", r.tokens_per_second},
+                      {"train_seconds", run.train_seconds},
+                      {"trainable_params", r.trainable},
+                      {"total_params", r.total}};
+  run.objective->add_summary_fields(r, line);
+  run.metrics->write(line);
+  run.progress->finish(run.objective->summary_text(r));
+  return r;
+}
+
+}  // namespace
+
+TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
+  const auto wall0 = std::chrono::steady_clock::now();
+  Run run(recipe, opts);
+  set_up(run);
+  run.model().train();
+  run.optimizer->zero_grad();
+  bool stop = run.state.step >= run.total_steps;
+  for (int64_t epoch = run.state.epoch; epoch < recipe.train.epochs && !stop; ++epoch) {
+    const EpochEnd end = run_epoch(run, epoch);
+    if (end == EpochEnd::Stopped) {  // abrupt: no checkpoint, as if the process had been killed
+      run.result.steps = run.state.step;
+      return run.result;
+    }
+    stop = end == EpochEnd::BudgetSpent;
+    end_epoch(run, epoch, stop);
+  }
+  return summarise(run, wall0);
 }
 
 }  // namespace tunekit

@@ -1,6 +1,7 @@
 // The training loop: batches -> forward/backward/step with AdamW, warm-up + cosine schedule,
 // clipping and accumulation; per-epoch validation, best/last checkpoints, metrics.jsonl,
-// progress output, and resume from the last checkpoint.
+// progress output, and resume from the last checkpoint. What differs between tasks (loss,
+// evaluation, the kept metric, log lines) comes from the recipe's Objective (objective.h).
 #pragma once
 #include <string>
 #include <vector>
