@@ -9,13 +9,17 @@ namespace tunekit::adapters {
 
 struct LoraOptions {
   LoraOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
-  // The scale of the update B A, alpha / r; every low-rank adapter (LoRA, DoRA, HoRA, DoRAN) uses it.
-  double scale() const { return alpha() / static_cast<double>(r()); }
+  // The scale of the update B A: alpha / r, or alpha / sqrt(r) with rsLoRA (docs/methods.md §6);
+  // every low-rank adapter (LoRA, DoRA, HoRA, DoRAN) uses it.
+  double scale() const {
+    return rslora() ? alpha() / std::sqrt(static_cast<double>(r())) : alpha() / static_cast<double>(r());
+  }
   TORCH_ARG(int64_t, in_features);
   TORCH_ARG(int64_t, out_features);
   TORCH_ARG(int64_t, r) = 8;
   TORCH_ARG(double, alpha) = 16.0;
   TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(bool, rslora) = false;  // rank-stabilised scale alpha / sqrt(r)
 };
 
 class LoraImpl : public Adapter {

@@ -196,6 +196,7 @@ TEST(AdapterFile, PeftKeyNamesForLoraAndDora) {
   auto config = nlohmann::json::parse(slurp(dir / "adapter_config.json"));
   EXPECT_EQ(config["peft_type"], "LORA");
   EXPECT_EQ(config["use_dora"], true);
+  EXPECT_EQ(config["use_rslora"], false);
   EXPECT_EQ(config["r"], 2);
   EXPECT_EQ(config["lora_alpha"], 4.0);
   EXPECT_EQ(config["base_model_name_or_path"], "runs/pre");
@@ -242,6 +243,45 @@ TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
   }
 }
 
+TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
+  torch::manual_seed(3);
+  auto cfg = adapter_cfg(AdapterKind::Lora);
+  cfg.rslora = true;
+  auto a = vit();
+  auto report = adapters::attach_adapters(*a, build::attach_options(cfg));
+  {
+    torch::NoGradGuard g;
+    for (auto& p : a->parameters())
+      if (p.requires_grad()) p.add_(torch::randn_like(p) * 0.1);
+  }
+  testkit::TempDir dir;
+  io::save_adapter(dir.path(), *a, cfg, report.adapted, "");
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir / "adapter_config.json"))["use_rslora"], true);
+  auto b = vit(), plain = vit();
+  {
+    torch::NoGradGuard g;
+    auto src = a->named_parameters();
+    for (auto* m : {&b, &plain})
+      for (auto& p : (*m)->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  adapters::attach_adapters(*b, build::attach_options(cfg));
+  io::load_adapter(dir.path(), *b, cfg);
+  auto x = torch::randn({2, 1, 8, 8});
+  a->eval();
+  b->eval();
+  EXPECT_TRUE(torch::equal(a(x), b(x)));
+  // The same tensors under plain LoRA's alpha/r give another output (r = 2: scale 2 vs 2.83).
+  auto no_rs = adapter_cfg(AdapterKind::Lora);
+  adapters::attach_adapters(*plain, build::attach_options(no_rs));
+  {
+    torch::NoGradGuard g;
+    auto src = a->named_parameters();
+    for (auto& p : plain->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  plain->eval();
+  EXPECT_FALSE(torch::allclose(a(x), plain(x)));
+}
+
 TEST(AdapterFile, MismatchesAreClearErrors) {
   auto cfg = adapter_cfg(AdapterKind::Lora);
   auto a = vit();
@@ -263,6 +303,9 @@ TEST(AdapterFile, MismatchesAreClearErrors) {
   auto r4 = cfg;
   r4.r = 4;
   expect_error(r4, "has r=2 but adapter.r is 4");
+  auto rs = cfg;  // a file written without rsLoRA read with it would take the wrong scale
+  rs.rslora = true;
+  expect_error(rs, "was trained with use_rslora: false (scale alpha/r) but adapter.rslora is true");
   auto fewer = cfg;
   fewer.targets = {"blocks.*.attn.q"};
   expect_error(fewer, "has no place in this model");

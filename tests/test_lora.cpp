@@ -38,6 +38,21 @@ TEST(Lora, HandComputedForwardAndMerge) {
   EXPECT_TRUE(torch::allclose(lora.merged_weight(W), torch::tensor({{7.0f, 12.0f}, {-2.0f, -3.0f}})));
 }
 
+TEST(Lora, RsLoraScalesByAlphaOverSqrtR) {
+  // d_in 2, d_out 2, r 4, alpha 4 -> rsLoRA scale 4 / sqrt(4) = 2 (plain LoRA: 1).
+  adapters::LoraImpl lora(adapters::LoraOptions(2, 2).r(4).alpha(4).rslora(true));
+  EXPECT_DOUBLE_EQ(lora.options.scale(), 2.0);
+  EXPECT_DOUBLE_EQ(adapters::LoraOptions(2, 2).r(4).alpha(4).scale(), 1.0);
+  torch::NoGradGuard g;
+  lora.lora_A.copy_(torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}, {1.0f, 1.0f}, {0.0f, 0.0f}}));
+  lora.lora_B.copy_(torch::tensor({{1.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 1.0f, 0.0f}}));
+  auto W = torch::zeros({2, 2}), b = torch::zeros({2});
+  auto x = torch::tensor({{1.0f, 2.0f}});
+  // A x = [1, 2, 3, 0]; B A x = [1, 3]; * 2 = [2, 6]
+  EXPECT_TRUE(torch::allclose(lora.forward(x, W, b), torch::tensor({{2.0f, 6.0f}})));
+  EXPECT_TRUE(torch::allclose(lora.merged_weight(W), torch::tensor({{2.0f, 0.0f}, {2.0f, 2.0f}})));
+}
+
 TEST(Lora, ZeroInitLeavesOutputUnchanged) {
   torch::manual_seed(0);
   auto m = tiny_vit();

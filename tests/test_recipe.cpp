@@ -47,6 +47,13 @@ TEST(Recipe, WrongTypeNamesLineColumnAndPath) {
   EXPECT_EQ(error_of("model: 3\n"), "r.yaml:1:8: model: expected a mapping");
 }
 
+TEST(Recipe, RsLoraOnlyForLowRankKinds) {
+  EXPECT_TRUE(parse_recipe("adapter: {kind: dora, rslora: true, targets: [x]}\n", "r.yaml").adapter.rslora);
+  EXPECT_FALSE(parse_recipe("adapter: {kind: lora, targets: [x]}\n", "r.yaml").adapter.rslora);
+  EXPECT_EQ(error_of("adapter: {kind: prefix, rslora: true, targets: [x]}\n"),
+            "r.yaml:1:33: adapter.rslora: only applies to kinds lora, dora, hora, doran");
+}
+
 TEST(Recipe, BadChoiceSuggests) {
   EXPECT_EQ(error_of("adapter: {kind: lroa, targets: [x]}\n"),
             "r.yaml:1:17: adapter.kind: 'lroa' is not one of: none, linear_probe, lora, dora, hora, doran, prompt_expert, prefix (did you mean 'lora'?)");

@@ -41,7 +41,7 @@ adapters::AttachOptions attach_options(const AdapterConfig& cfg) {
   return adapters::AttachOptions(cfg.kind)
       .targets(cfg.targets)
       .modules_to_save(cfg.modules_to_save)
-      .lora(adapters::LoraOptions(0, 0).r(cfg.r).alpha(cfg.alpha).dropout(cfg.dropout))
+      .lora(adapters::LoraOptions(0, 0).r(cfg.r).alpha(cfg.alpha).dropout(cfg.dropout).rslora(cfg.rslora))
       .detach_norm(cfg.detach_norm)
       .tau_init(cfg.tau_init)
       .hypernet(hypernet_options(cfg))

@@ -106,7 +106,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
       {"target_modules", adapted},  // full module names: PEFT matches them exactly
       {"modules_to_save", cfg.modules_to_save.empty() ? json(nullptr) : json(cfg.modules_to_save)},
       {"use_dora", adapters::kind_row(cfg.kind).use_dora},
-      {"use_rslora", false},
+      {"use_rslora", cfg.rslora},
       {"bias", "none"},
       {"fan_in_fan_out", false},
       {"init_lora_weights", true},
@@ -160,6 +160,11 @@ int64_t load_adapter(const std::string& path, torch::nn::Module& model, const Ad
                               to_string(cfg.kind)));
     if (cfg.low_rank() && config.value("r", cfg.r) != cfg.r)
       throw Error(fmt::format("adapter.init_from: {} has r={} but adapter.r is {}", dir, config.value("r", 0), cfg.r));
+    if (cfg.low_rank() && config.contains("use_rslora") && config["use_rslora"].is_boolean() &&
+        config["use_rslora"].get<bool>() != cfg.rslora)
+      throw Error(fmt::format("adapter.init_from: {} was trained with use_rslora: {} (scale alpha/{}) but adapter.rslora is "
+                              "{}; set adapter.rslora: {}", dir, !cfg.rslora, cfg.rslora ? "r" : "sqrt(r)", cfg.rslora,
+                              !cfg.rslora));
     if (cfg.low_rank() && config.value("lora_alpha", cfg.alpha) != cfg.alpha)
       throw Error(fmt::format("adapter.init_from: {} has lora_alpha={} but adapter.alpha is {}", dir,
                               config.value("lora_alpha", 0.0), cfg.alpha));

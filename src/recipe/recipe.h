@@ -115,6 +115,7 @@ struct AdapterConfig {
   HypernetConfig hypernet;                   // hora, doran
   double tau_init = 1e-3;                    // doran: τ at the start
   bool detach_norm = true;                   // dora, doran: norm constant in backward
+  bool rslora = false;                       // low-rank kinds: scale alpha/sqrt(r) (rsLoRA) instead of alpha/r
   std::string init_from;                     // a saved adapter (dir with adapter_model.safetensors, or a run)
   int64_t experts = 1;                       // prompt_expert: K trainable experts
   int64_t expert_hidden = 0;                 // prompt_expert: 0 = Linear experts, > 0 = MLP width

@@ -82,6 +82,8 @@ AdapterConfig parse_adapter(Section a) {
   a.read("modules_to_save", c.modules_to_save);
   a.read("tau_init", c.tau_init);
   a.read("detach_norm", c.detach_norm);
+  a.read("rslora", c.rslora);
+  if (a.has("rslora") && !c.low_rank()) a.fail("rslora", "only applies to kinds lora, dora, hora, doran");
   a.read("init_from", c.init_from);
   parse_hypernet(a, c);
   a.read("prefix_length", c.prefix_length);
