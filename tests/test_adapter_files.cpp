@@ -10,7 +10,7 @@
 
 #include "adapters/attach.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/io/adapter_file.h"
 #include "src/io/safetensors.h"
 #include "src/train/setup.h"
@@ -174,7 +174,7 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
 
 TEST(AdapterFile, PeftKeyNamesForLoraAndDora) {
   auto m = vit();
-  adapters::attach_adapters(*m, build::attach_options(adapter_cfg(AdapterKind::Lora)));
+  adapters::attach_adapters(*m, from_recipe::attach_options(adapter_cfg(AdapterKind::Lora)));
   std::set<std::string> keys;
   for (const auto& [k, t] : io::adapter_state(*m, adapter_cfg(AdapterKind::Lora))) keys.insert(k);
   EXPECT_EQ(keys, (std::set<std::string>{
@@ -186,7 +186,7 @@ TEST(AdapterFile, PeftKeyNamesForLoraAndDora) {
 
   auto d = vit();
   auto cfg = adapter_cfg(AdapterKind::Dora);
-  auto report = adapters::attach_adapters(*d, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*d, from_recipe::attach_options(cfg));
   testkit::TempDir dir;
   io::save_adapter(dir.path(), *d, cfg, report.adapted, "runs/pre");
   auto file = io::read_safetensors(dir / "adapter_model.safetensors");
@@ -213,7 +213,7 @@ TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
     cfg.hypernet.share = kind == AdapterKind::Doran ? HypernetShare::Model : HypernetShare::Parent;
     cfg.hypernet.share_seeds = kind == AdapterKind::Hora;
     auto a = vit();
-    auto report = adapters::attach_adapters(*a, build::attach_options(cfg));
+    auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
     {
       torch::NoGradGuard g;
       for (auto& p : a->parameters())
@@ -232,7 +232,7 @@ TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
       auto src = a->named_parameters();
       for (auto& p : b->named_parameters()) p.value().copy_(src[p.key()]);
     }
-    adapters::attach_adapters(*b, build::attach_options(cfg));
+    adapters::attach_adapters(*b, from_recipe::attach_options(cfg));
     auto x = torch::randn({2, 1, 8, 8});
     a->eval();
     b->eval();
@@ -248,7 +248,7 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
   auto cfg = adapter_cfg(AdapterKind::Lora);
   cfg.rslora = true;
   auto a = vit();
-  auto report = adapters::attach_adapters(*a, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
   {
     torch::NoGradGuard g;
     for (auto& p : a->parameters())
@@ -264,7 +264,7 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
     for (auto* m : {&b, &plain})
       for (auto& p : (*m)->named_parameters()) p.value().copy_(src[p.key()]);
   }
-  adapters::attach_adapters(*b, build::attach_options(cfg));
+  adapters::attach_adapters(*b, from_recipe::attach_options(cfg));
   io::load_adapter(dir.path(), *b, cfg);
   auto x = torch::randn({2, 1, 8, 8});
   a->eval();
@@ -272,7 +272,7 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
   EXPECT_TRUE(torch::equal(a(x), b(x)));
   // The same tensors under plain LoRA's alpha/r give another output (r = 2: scale 2 vs 2.83).
   auto no_rs = adapter_cfg(AdapterKind::Lora);
-  adapters::attach_adapters(*plain, build::attach_options(no_rs));
+  adapters::attach_adapters(*plain, from_recipe::attach_options(no_rs));
   {
     torch::NoGradGuard g;
     auto src = a->named_parameters();
@@ -285,12 +285,12 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
 TEST(AdapterFile, MismatchesAreClearErrors) {
   auto cfg = adapter_cfg(AdapterKind::Lora);
   auto a = vit();
-  auto report = adapters::attach_adapters(*a, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
   testkit::TempDir dir;
   io::save_adapter(dir.path(), *a, cfg, report.adapted, "");
   auto expect_error = [&](AdapterConfig other, const std::string& needle) {
     auto b = vit();
-    adapters::attach_adapters(*b, build::attach_options(other));
+    adapters::attach_adapters(*b, from_recipe::attach_options(other));
     try {
       io::load_adapter(dir.path(), *b, other);
       ADD_FAILURE() << "no error for " << needle;

@@ -12,7 +12,7 @@
 #include "adapters/hypernet.h"
 #include "adapters/lora.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/export/export.h"
 #include "tests/helpers.h"
 
@@ -81,7 +81,7 @@ TEST(Dora, ZeroInitLeavesOutputUnchangedAndMergedEqualsUnmerged) {
   auto x = torch::randn({4, 1, 8, 8}, torch::kDouble);
   auto before = m(x);
   auto report =
-      adapters::attach_adapters(*m, build::attach_options(cfg_of(AdapterKind::Dora, {"blocks.*.attn.*", "blocks.*.mlp.fc1"})));
+      adapters::attach_adapters(*m, from_recipe::attach_options(cfg_of(AdapterKind::Dora, {"blocks.*.attn.*", "blocks.*.mlp.fc1"})));
   m->to(torch::kDouble);
   EXPECT_TRUE(torch::allclose(before, m(x), 0, 1e-12));  // g = ‖W0‖/‖W0‖ = 1
   perturb(*m);
@@ -167,7 +167,7 @@ TEST(Hora, GeneratorMatchesTheEquationsAndIsOwnedOnce) {
   torch::manual_seed(5);
   auto m = tiny_vit(/*dim=*/16, /*heads=*/2, /*depth=*/2);
   auto cfg = cfg_of(AdapterKind::Hora);
-  auto report = adapters::attach_adapters(*m, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   perturb(*m);
   // One generator per attention module (share: parent), q and v sharing one seed set.
   auto named = m->named_parameters();
@@ -203,7 +203,7 @@ TEST(Hora, ZeroInitLeavesOutputUnchangedMergeAndExport) {
   auto m = tiny_vit();
   auto x = torch::randn({4, 1, 8, 8});
   auto before = m(x);
-  adapters::attach_adapters(*m, build::attach_options(cfg_of(AdapterKind::Hora, {"blocks.*.attn.*"})));
+  adapters::attach_adapters(*m, from_recipe::attach_options(cfg_of(AdapterKind::Hora, {"blocks.*.attn.*"})));
   EXPECT_TRUE(torch::equal(before, m(x)));  // W2_B = 0 -> B = 0
   perturb(*m);
   m->eval();
@@ -220,7 +220,7 @@ TEST(Hora, ZeroInitLeavesOutputUnchangedMergeAndExport) {
 TEST(Hora, GradientsThroughTheGeneratorMatchFiniteDifferences) {
   torch::manual_seed(7);
   auto m = tiny_vit(8, 2, 1);
-  adapters::attach_adapters(*m, build::attach_options(cfg_of(AdapterKind::Hora)));
+  adapters::attach_adapters(*m, from_recipe::attach_options(cfg_of(AdapterKind::Hora)));
   m->to(torch::kDouble);
   perturb(*m);
   auto q = m->blocks[0]->attn->q;
@@ -236,7 +236,7 @@ TEST(Hora, HeadRowsOfBComeFromThatHeadsSeedRows) {
   // Perturbing head 1's seed rows of E_B changes only head 1's rows of ΔW_q.
   torch::manual_seed(8);
   auto m = tiny_vit(16, 2, 1);  // d_h = 8
-  adapters::attach_adapters(*m, build::attach_options(cfg_of(AdapterKind::Hora)));
+  adapters::attach_adapters(*m, from_recipe::attach_options(cfg_of(AdapterKind::Hora)));
   perturb(*m);
   auto q = m->blocks[0]->attn->q;
   auto before = q->effective_weight();
@@ -255,7 +255,7 @@ TEST(Hora, ShareOptionsChangeWhatIsShared) {
     auto c = cfg_of(AdapterKind::Hora);
     c.hypernet.share = share;
     c.hypernet.share_seeds = seeds;
-    return adapters::attach_adapters(*m, build::attach_options(c)).trainable;
+    return adapters::attach_adapters(*m, from_recipe::attach_options(c)).trainable;
   };
   const int64_t d = 16, r = 2, e = 3, z = 5, per_target_w2 = d * z + r * z, seeds = r * e + d * e;
   // per target: own W1 and seeds; 4 targets
@@ -274,7 +274,7 @@ TEST(Doran, ForwardMatchesTheDecompositionWithTau) {
   auto x = torch::randn({3, 1, 8, 8});
   auto before = m(x);
   auto cfg = cfg_of(AdapterKind::Doran);
-  auto report = adapters::attach_adapters(*m, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   EXPECT_TRUE(torch::allclose(before, m(x), 1e-5, 1e-6));  // m = ‖W0‖ + τ0: W' = W0 at start
   // One generator for the whole model (the issue: shared across layers), seeds per target.
   int64_t gens = 0;
@@ -307,7 +307,7 @@ TEST(Doran, GradientsMatchFiniteDifferencesIncludingTau) {
   auto m = tiny_vit(8, 2, 1);
   auto cfg = cfg_of(AdapterKind::Doran, {"blocks.0.attn.q"});
   cfg.detach_norm = false;
-  adapters::attach_adapters(*m, build::attach_options(cfg));
+  adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   m->to(torch::kDouble);
   perturb(*m);
   std::vector<torch::Tensor> inputs{torch::randn({2, 8}, torch::kDouble)};
@@ -323,7 +323,7 @@ TEST(Doran, MergedEqualsUnmergedAndExports) {
   torch::manual_seed(11);
   auto m = tiny_vit();
   adapters::attach_adapters(
-      *m, build::attach_options(cfg_of(AdapterKind::Doran, {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.*"})));
+      *m, from_recipe::attach_options(cfg_of(AdapterKind::Doran, {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.*"})));
   perturb(*m);
   m->eval();
   auto x = torch::randn({4, 1, 8, 8});
@@ -342,7 +342,7 @@ TEST(Adapters, GateAndMlpLayersAreTargets) {
   for (auto kind : {AdapterKind::Lora, AdapterKind::Dora, AdapterKind::Hora, AdapterKind::Doran}) {
     auto mm = models::ViT(opts);
     auto report =
-        adapters::attach_adapters(*mm, build::attach_options(cfg_of(kind, {"blocks.0.attn.gate", "blocks.0.mlp.fc2"})));
+        adapters::attach_adapters(*mm, from_recipe::attach_options(cfg_of(kind, {"blocks.0.attn.gate", "blocks.0.mlp.fc2"})));
     EXPECT_EQ(report.adapted, (std::vector<std::string>{"blocks.0.attn.gate", "blocks.0.mlp.fc2"}));
   }
 }

@@ -7,7 +7,7 @@
 #include "adapters/attach.h"
 #include "models/attention.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/export/export.h"
 #include "src/recipe/recipe.h"
 #include "util/error.h"
@@ -153,7 +153,7 @@ TEST(AttentionVariants, GateShapesAndAdapterTargets) {
   AdapterConfig cfg;
   cfg.kind = AdapterKind::Lora;
   cfg.targets = {"blocks.*.attn.gate"};
-  EXPECT_EQ(adapters::attach_adapters(*m, build::attach_options(cfg)).adapted.size(), 2u);
+  EXPECT_EQ(adapters::attach_adapters(*m, from_recipe::attach_options(cfg)).adapted.size(), 2u);
 }
 
 TEST(AttentionVariants, CausalMaskIsRespectedBySigmoidScores) {

@@ -11,7 +11,7 @@
 #include "adapters/prompt_expert.h"
 #include "models/text.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/export/export.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
@@ -27,7 +27,7 @@ models::ViT trained_like_vit_with_lora() {
   c.kind = AdapterKind::Lora;
   c.targets = {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.1.mlp.fc2"};
   c.modules_to_save = {"head"};
-  adapters::attach_adapters(*m, build::attach_options(c));
+  adapters::attach_adapters(*m, from_recipe::attach_options(c));
   torch::NoGradGuard g;
   for (auto& p : m->named_parameters())
     if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.3);
@@ -152,7 +152,7 @@ TEST(ExportNames, VitWithLoraPromptExpertsAndPrefixesKeepsTheEagerNames) {
   c.kind = AdapterKind::Lora;
   c.r = 2;
   c.targets = {"blocks.*.attn.q", "blocks.*.attn.gate", "blocks.1.mlp.fc2", "head"};
-  adapters::attach_adapters(*m, build::attach_options(c));
+  adapters::attach_adapters(*m, from_recipe::attach_options(c));
   m->blocks[0]->attn->attach_prefix(
       std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(16, 3).reparam(true).hidden(5)));
   m->blocks[1]->attn->attach_prefix(std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(16, 2)));
@@ -190,7 +190,7 @@ TEST(ExportNames, TextModelsKeepTheEagerNames) {
     c.hypernet.share = HypernetShare::Model;
     c.hypernet.share_seeds = false;
     c.targets = {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.fc1"};
-    adapters::attach_adapters(*m, build::attach_options(c));
+    adapters::attach_adapters(*m, from_recipe::attach_options(c));
     expect_eager_names_in_export(*m, torch::randint(1, 19, {3, 7}, torch::kLong));
   }
   {
@@ -202,7 +202,7 @@ TEST(ExportNames, TextModelsKeepTheEagerNames) {
     c.kind = AdapterKind::Lora;
     c.r = 2;
     c.targets = {"blocks.*.attn.v", "head"};
-    adapters::attach_adapters(*m, build::attach_options(c));
+    adapters::attach_adapters(*m, from_recipe::attach_options(c));
     m->blocks[0]->attn->attach_prefix(
         std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(8, 2).reparam(true).hidden(4)));
     m->blocks[1]->attn->attach_prefix(std::make_shared<adapters::PrefixImpl>(adapters::PrefixOptions(8, 3)));

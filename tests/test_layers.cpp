@@ -56,7 +56,7 @@ std::string wrong_way(const std::string& folder, const std::vector<std::string>&
 
 TEST(Layers, LibraryFoldersIncludeNothingFromSrc) {
   for (const char* folder : {"util", "models", "adapters", "data"})
-    EXPECT_EQ(wrong_way(folder, {"src/"}), "") << folder << "/ must not include src/ (translate recipes in src/build/)";
+    EXPECT_EQ(wrong_way(folder, {"src/"}), "") << folder << "/ must not include src/ (translate recipes in src/from_recipe/)";
 }
 
 TEST(Layers, UtilIsTheBottom) {

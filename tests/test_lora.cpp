@@ -4,7 +4,7 @@
 #include "adapters/lora.h"
 #include "models/linear.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "util/error.h"
 #include "tests/helpers.h"
 
@@ -59,7 +59,7 @@ TEST(Lora, ZeroInitLeavesOutputUnchanged) {
   auto x = torch::randn({4, 1, 8, 8});
   auto before = m(x);
   auto report = adapters::attach_adapters(
-      *m, build::attach_options(lora_cfg({"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.fc1"})));
+      *m, from_recipe::attach_options(lora_cfg({"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.fc1"})));
   EXPECT_EQ(report.adapted.size(), 6u);
   EXPECT_TRUE(torch::equal(before, m(x)));
 }
@@ -67,7 +67,7 @@ TEST(Lora, ZeroInitLeavesOutputUnchanged) {
 TEST(Lora, MergedEqualsUnmergedAndUnmergeRestores) {
   torch::manual_seed(1);
   auto m = tiny_vit();
-  adapters::attach_adapters(*m, build::attach_options(lora_cfg({"blocks.*.attn.*"})));
+  adapters::attach_adapters(*m, from_recipe::attach_options(lora_cfg({"blocks.*.attn.*"})));
   {
     torch::NoGradGuard g;
     for (auto& p : m->named_parameters())
@@ -88,7 +88,7 @@ TEST(Lora, OnlyAdapterAndSavedModulesGetGradients) {
   torch::manual_seed(2);
   auto m = tiny_vit();
   auto report =
-      adapters::attach_adapters(*m, build::attach_options(lora_cfg({"blocks.*.attn.q", "blocks.*.attn.v"}, {"head"})));
+      adapters::attach_adapters(*m, from_recipe::attach_options(lora_cfg({"blocks.*.attn.q", "blocks.*.attn.v"}, {"head"})));
   // r (d_in + d_out) per adapted layer, plus the head.
   EXPECT_EQ(report.trainable, 4 * 4 * (16 + 16) + (16 * 3 + 3));
   {
@@ -123,12 +123,12 @@ TEST(Lora, GradcheckDouble) {
 TEST(Lora, UnmatchedTargetIsAnError) {
   auto m = tiny_vit();
   try {
-    adapters::attach_adapters(*m, build::attach_options(lora_cfg({"blocks.*.atn.q"})));
+    adapters::attach_adapters(*m, from_recipe::attach_options(lora_cfg({"blocks.*.atn.q"})));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("pattern 'blocks.*.atn.q' matches no Linear layer"), std::string::npos);
   }
-  EXPECT_THROW(adapters::attach_adapters(*tiny_vit(), build::attach_options(lora_cfg({"blocks.*.attn.q"}, {"haed"}))),
+  EXPECT_THROW(adapters::attach_adapters(*tiny_vit(), from_recipe::attach_options(lora_cfg({"blocks.*.attn.q"}, {"haed"}))),
                Error);
 }
 
@@ -137,6 +137,6 @@ TEST(LinearProbe, OnlyHeadTrains) {
   AdapterConfig c;
   c.kind = AdapterKind::LinearProbe;
   c.modules_to_save = {"head"};
-  auto report = adapters::attach_adapters(*m, build::attach_options(c));
+  auto report = adapters::attach_adapters(*m, from_recipe::attach_options(c));
   EXPECT_EQ(report.trainable, 16 * 3 + 3);
 }

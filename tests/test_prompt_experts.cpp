@@ -14,7 +14,7 @@
 #include "adapters/prefix.h"
 #include "models/text.h"
 #include "models/vit.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/eval/evaluator.h"
 #include "src/export/export.h"
 #include "src/io/adapter_file.h"
@@ -170,7 +170,7 @@ TEST(PromptExpert, ClosedGateIsTheFrozenModelExactly) {
     auto frozen = m(x);
     auto cfg = prompt_cfg({"head", "blocks.0.mlp", "blocks.1"}, kind, /*experts=*/2);
     cfg.gate.bias_init = -1e30;  // g ≡ 0
-    auto report = adapters::attach_adapters(*m, build::attach_options(cfg));
+    auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
     EXPECT_EQ(report.adapted, (std::vector<std::string>{"head", "blocks.0.mlp", "blocks.1"}));  // pattern order
     m->eval();
     EXPECT_TRUE(torch::equal(m(x), frozen)) << adapters::to_string(kind);
@@ -180,7 +180,7 @@ TEST(PromptExpert, ClosedGateIsTheFrozenModelExactly) {
 TEST(PromptExpert, GradientsReachOnlyTheExpertsAndTheGate) {
   torch::manual_seed(3);
   auto m = vit();
-  adapters::attach_adapters(*m, build::attach_options(prompt_cfg({"head", "blocks.1.mlp"}, GateKind::Sigmoid)));
+  adapters::attach_adapters(*m, from_recipe::attach_options(prompt_cfg({"head", "blocks.1.mlp"}, GateKind::Sigmoid)));
   m(torch::randn({4, 1, 8, 8})).pow(2).sum().backward();
   int64_t prompt_params = 0;
   for (const auto& p : m->named_parameters()) {
@@ -208,7 +208,7 @@ TEST(PromptExpert, ExportParityForEveryPlacementAndGate) {
       cfg.expert_hidden = 5;
       cfg.gate.input = input;
       cfg.gate.bias_init = 0.3;
-      adapters::attach_adapters(*m, build::attach_options(cfg));
+      adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
       {
         torch::NoGradGuard no_grad;
         for (auto& p : m->named_parameters())
@@ -225,7 +225,7 @@ TEST(PromptExpert, EvaluationReportsGateUsageAndFilesRoundTrip) {
   auto m = vit();
   auto cfg = prompt_cfg({"head", "blocks.1.mlp"});
   cfg.gate.bias_init = -1.0;
-  auto report = adapters::attach_adapters(*m, build::attach_options(cfg));
+  auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   data::LabelledDataset d;
   d.inputs = torch::randn({10, 1, 8, 8});
   d.labels = torch::randint(0, 3, {10}, torch::kLong);
@@ -256,7 +256,7 @@ TEST(PromptExpert, EvaluationReportsGateUsageAndFilesRoundTrip) {
     auto src = m->named_parameters();
     for (auto& p : other->named_parameters()) p.value().copy_(src[p.key()]);
   }
-  adapters::attach_adapters(*other, build::attach_options(cfg));
+  adapters::attach_adapters(*other, from_recipe::attach_options(cfg));
   io::load_adapter(dir.path(), *other, cfg);
   auto x = torch::randn({2, 1, 8, 8});
   m->eval();
@@ -267,7 +267,7 @@ TEST(PromptExpert, EvaluationReportsGateUsageAndFilesRoundTrip) {
 TEST(PromptExpert, BadTargetsAreClearErrors) {
   auto m = vit();
   try {
-    adapters::attach_adapters(*m, build::attach_options(prompt_cfg({"blocks.1.mpl"})));
+    adapters::attach_adapters(*m, from_recipe::attach_options(prompt_cfg({"blocks.1.mpl"})));
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("did you mean 'blocks.1.mlp'"), std::string::npos) << e.what();
@@ -339,7 +339,7 @@ TEST(Prefix, TrainsOnlyThePrefixesAndExportsWithParity) {
   c.kind = AdapterKind::Prefix;
   c.targets = {"blocks.*.attn"};
   c.prefix_length = 4;
-  auto report = adapters::attach_adapters(*m, build::attach_options(c));
+  auto report = adapters::attach_adapters(*m, from_recipe::attach_options(c));
   EXPECT_EQ(report.adapted, (std::vector<std::string>{"blocks.0.attn", "blocks.1.attn"}));
   EXPECT_EQ(report.trainable, 2 * 2 * 4 * 16);  // P_K and P_V per layer
   m(torch::randn({2, 1, 8, 8})).sum().backward();
@@ -349,7 +349,7 @@ TEST(Prefix, TrainsOnlyThePrefixesAndExportsWithParity) {
   EXPECT_LE(export_torchscript(*m, torch::randn({3, 1, 8, 8}), dir / "model.pt").max_abs_diff, kExportTolerance);
   try {
     c.targets = {"blocks.*.atn"};
-    adapters::attach_adapters(*vit(), build::attach_options(c));
+    adapters::attach_adapters(*vit(), from_recipe::attach_options(c));
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("did you mean 'blocks.0.attn'"), std::string::npos) << e.what();
@@ -365,7 +365,7 @@ TEST(Prefix, TextModelWithMasksExportsWithParity) {
   c.prefix_length = 3;
   c.prefix_reparam = true;
   c.prefix_hidden = 5;
-  adapters::attach_adapters(*m, build::attach_options(c));
+  adapters::attach_adapters(*m, from_recipe::attach_options(c));
   auto ids = torch::randint(1, 17, {3, 7}, torch::kLong);
   ids[0].slice(0, 4, 7).fill_(0);  // padding
   testkit::TempDir dir;

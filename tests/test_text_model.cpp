@@ -7,7 +7,7 @@
 
 #include "adapters/attach.h"
 #include "models/text.h"
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 #include "src/export/export.h"
 #include "util/error.h"
 #include "tests/helpers.h"
@@ -121,7 +121,7 @@ TEST(TextModel, EveryVariantExportsWithParityUnderEveryAdapter) {
           c.hypernet.share_seeds = kind == AdapterKind::Hora;
           c.targets = {"blocks.*.attn.q", "blocks.*.attn.v", "blocks.*.mlp.fc2"};
           if (v.gate != Gate::None) c.targets.push_back("blocks.*.attn.gate");
-          auto report = adapters::attach_adapters(*m, build::attach_options(c));
+          auto report = adapters::attach_adapters(*m, from_recipe::attach_options(c));
           ASSERT_EQ(report.adapted.size(), v.gate != Gate::None ? 8u : 6u);
           EXPECT_TRUE(torch::allclose(m(ids), base, 1e-5, 1e-6));  // every adapter starts at the base
           torch::NoGradGuard g;

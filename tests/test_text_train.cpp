@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "src/build/data.h"
+#include "src/from_recipe/data.h"
 #include "src/eval/evaluator.h"
 #include "src/eval/generate.h"
 #include "src/export/export.h"
@@ -63,7 +63,7 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   EXPECT_NEAR(std::abs(r.best_val_loss - evaluate(*loaded.run.model, splits.val, loaded.recipe).loss), 0, 1e-5);
 
   // Generation: greedy is deterministic; sampling is reproducible by seed.
-  auto tok = build::run_tokenizer(loaded.recipe, run_dir);
+  auto tok = from_recipe::run_tokenizer(loaded.recipe, run_dir);
   GenerateOptions g;
   g.prompt = "Subject: Re offer";
   g.max_new_tokens = 12;

@@ -15,8 +15,8 @@
 #include "data/text_data.h"
 #include "src/eval/generate.h"
 #include "src/lab/lab.h"
-#include "src/build/data.h"
-#include "src/build/model.h"
+#include "src/from_recipe/data.h"
+#include "src/from_recipe/model.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
 #include "src/train/objective.h"
@@ -104,7 +104,7 @@ int cmd_generate(const std::string& run_dir, const std::string& checkpoint, cons
   if (!run.recipe.model.is_lm())
     throw Error(fmt::format("generate: {} is not a causal LM (model.task is {})", run_dir,
                             run.recipe.model.is_text() ? to_string(run.recipe.model.task) : to_string(run.recipe.model.kind)));
-  data::Tokenizer tok = build::run_tokenizer(run.recipe, run_dir);
+  data::Tokenizer tok = from_recipe::run_tokenizer(run.recipe, run_dir);
   GenerateResult r = generate(*run.run.model, tok, run.recipe.model.max_seq_len, options);
   std::cout << r.text << std::endl;  // flushed before the stderr summary
   std::fprintf(stderr, "[%zu new tokens%s; seed %llu, temperature %g, top-k %lld]\n", r.new_ids.size(),

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "adapters/attach.h"
-#include "src/build/model.h"
+#include "src/from_recipe/model.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
 #include "util/error.h"
@@ -37,7 +37,7 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
     throw Error(fmt::format("merge: {} exists and is not a run directory; choose another --out", out_dir));
 
   // The plain model, with every weight taken from the adapted one after merging.
-  auto plain = build::build_model(run.recipe.model);
+  auto plain = from_recipe::build_model(run.recipe.model);
   adapted.eval();
   plain->eval();
   adapters::merge_adapters(adapted);

@@ -4,9 +4,9 @@
 
 #include <filesystem>
 
-#include "src/build/adapters.h"
-#include "src/build/data.h"
-#include "src/build/model.h"
+#include "src/from_recipe/adapters.h"
+#include "src/from_recipe/data.h"
+#include "src/from_recipe/model.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "util/error.h"
@@ -17,7 +17,7 @@ namespace tunekit {
 
 RunModel build_run_model(const Recipe& recipe, bool load_init) {
   RunModel r;
-  r.model = build::build_model(recipe.model);
+  r.model = from_recipe::build_model(recipe.model);
   if (load_init && !recipe.init_from.run.empty()) {
     std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / to_string(recipe.init_from.checkpoint)).string();
     if (!io::checkpoint_exists(dir))
@@ -28,7 +28,7 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
     if (!recipe.init_from.exclude.empty())
       r.init_message += fmt::format(" (kept fresh: {})", fmt::join(recipe.init_from.exclude, ", "));
   }
-  r.report = adapters::attach_adapters(*r.model, build::attach_options(recipe.adapter));
+  r.report = adapters::attach_adapters(*r.model, from_recipe::attach_options(recipe.adapter));
   if (load_init && !recipe.adapter.init_from.empty()) {
     int64_t n = io::load_adapter(recipe.adapter.init_from, *r.model, recipe.adapter);
     r.init_message += fmt::format("{}adapter: loaded {} tensors from {}", r.init_message.empty() ? "" : "; ", n,
@@ -53,8 +53,8 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
 
 data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir) {
   if (recipe.data.is_text())
-    return build::load_text_data(recipe, build::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
-  return data::load_fashion_mnist(build::fashion_mnist_options(recipe), static_cast<uint64_t>(recipe.seed));
+    return from_recipe::load_text_data(recipe, from_recipe::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
+  return data::load_fashion_mnist(from_recipe::fashion_mnist_options(recipe), static_cast<uint64_t>(recipe.seed));
 }
 
 }  // namespace tunekit

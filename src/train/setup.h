@@ -30,7 +30,7 @@ struct LoadedRun {
 LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint = "best");
 
 // The recipe's train/val/test data. Text recipes read the tokenizer of `run_dir` (default: the
-// recipe's run directory), which training puts there (build::prepare_tokenizer).
+// recipe's run directory), which training puts there (from_recipe::prepare_tokenizer).
 data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir = "");
 
 }  // namespace tunekit

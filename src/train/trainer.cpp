@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "data/text_data.h"
-#include "src/build/data.h"
+#include "src/from_recipe/data.h"
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
@@ -145,7 +145,7 @@ bool open_run_dir(const Run& run) {
 data::ImageSplits load_training_data(const Run& run, bool resuming, std::string* tokenizer_message) {
   if (run.recipe.data.is_text()) {
     if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
-    build::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
+    from_recipe::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
   }
   return load_data(run.recipe, run.run_dir);
 }

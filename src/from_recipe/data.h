@@ -7,7 +7,7 @@
 #include "data/text_data.h"
 #include "src/recipe/recipe.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 data::FashionMnistOptions fashion_mnist_options(const Recipe& recipe);
 data::TextDataOptions text_data_options(const Recipe& recipe);
@@ -18,4 +18,4 @@ data::Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_d
 data::Tokenizer run_tokenizer(const Recipe& recipe, const std::string& run_dir);
 data::ImageSplits load_text_data(const Recipe& recipe, const data::Tokenizer& tok);
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe

@@ -3,8 +3,8 @@
 #include "adapters/attach.h"
 #include "src/recipe/recipe.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 adapters::AttachOptions attach_options(const AdapterConfig& cfg);
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe

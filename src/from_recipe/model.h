@@ -8,8 +8,8 @@
 #include "models/model.h"
 #include "src/recipe/recipe.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 std::shared_ptr<models::Model> build_model(const ModelConfig& cfg);
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe

@@ -1,6 +1,6 @@
-#include "src/build/adapters.h"
+#include "src/from_recipe/adapters.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 namespace {
 adapters::HypernetOptions hypernet_options(const AdapterConfig& cfg) {
@@ -50,4 +50,4 @@ adapters::AttachOptions attach_options(const AdapterConfig& cfg) {
       .prefix(adapters::PrefixOptions(0, cfg.prefix_length).reparam(cfg.prefix_reparam).hidden(cfg.prefix_hidden));
 }
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe

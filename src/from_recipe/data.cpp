@@ -1,6 +1,6 @@
-#include "src/build/data.h"
+#include "src/from_recipe/data.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 data::FashionMnistOptions fashion_mnist_options(const Recipe& recipe) {
   const auto& c = recipe.data;
@@ -59,4 +59,4 @@ data::ImageSplits load_text_data(const Recipe& recipe, const data::Tokenizer& to
   return data::load_text_data(text_data_options(recipe), tok);
 }
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe

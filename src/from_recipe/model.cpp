@@ -1,10 +1,10 @@
-#include "src/build/model.h"
+#include "src/from_recipe/model.h"
 
 #include "models/text.h"
 #include "models/vit.h"
 #include "util/error.h"
 
-namespace tunekit::build {
+namespace tunekit::from_recipe {
 
 std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
   if (c.kind == ModelKind::Vit)
@@ -38,4 +38,4 @@ std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
   throw Error("model.kind: unknown model '" + to_string(c.kind) + "'");
 }
 
-}  // namespace tunekit::build
+}  // namespace tunekit::from_recipe
