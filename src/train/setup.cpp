@@ -51,9 +51,10 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
   return out;
 }
 
-data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir) {
+data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir, const data::Tokenizer* tokenizer) {
   if (recipe.data.is_text())
-    return from_recipe::load_text_data(recipe, from_recipe::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
+    return from_recipe::load_text_data(
+        recipe, tokenizer ? *tokenizer : from_recipe::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));
   return data::load_fashion_mnist(from_recipe::fashion_mnist_options(recipe), static_cast<uint64_t>(recipe.seed));
 }
 

@@ -6,6 +6,7 @@
 
 #include "adapters/attach.h"
 #include "data/fashion_mnist.h"
+#include "data/tokenizer.h"
 #include "models/model.h"
 #include "src/recipe/recipe.h"
 
@@ -29,8 +30,10 @@ struct LoadedRun {
 };
 LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint = "best");
 
-// The recipe's train/val/test data. Text recipes read the tokenizer of `run_dir` (default: the
-// recipe's run directory), which training puts there (from_recipe::prepare_tokenizer).
-data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir = "");
+// The recipe's train/val/test data. Text recipes use `tokenizer` when given, else read the one
+// of `run_dir` (default: the recipe's run directory), which training puts there
+// (from_recipe::prepare_tokenizer).
+data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir = "",
+                            const data::Tokenizer* tokenizer = nullptr);
 
 }  // namespace tunekit

@@ -143,11 +143,10 @@ bool open_run_dir(const Run& run) {
 // its tokenizer: a fresh run anew (the recipe's tokenizer settings may have changed), a resumed
 // one keeps the ids its checkpoint was trained with.
 data::ImageSplits load_training_data(const Run& run, bool resuming, std::string* tokenizer_message) {
-  if (run.recipe.data.is_text()) {
-    if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
-    from_recipe::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
-  }
-  return load_data(run.recipe, run.run_dir);
+  if (!run.recipe.data.is_text()) return load_data(run.recipe, run.run_dir);
+  if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
+  const data::Tokenizer tok = from_recipe::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
+  return load_data(run.recipe, run.run_dir, &tok);  // the tokenizer just made, not read again
 }
 
 // Restores model, optimizer, RNG and position from the last checkpoint, or clears what a
