@@ -16,10 +16,6 @@
 
 namespace tunekit::adapters {
 
-// Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
-// its heads), by all targets under one parent module (q and v of one attention), or model-wide.
-enum class GeneratorShare { Target, Parent, Model };
-
 // Everything attach_adapters needs; each kind reads its own fields. The sizes in the nested
 // Options (in/out features, dim) are set per host.
 struct AttachOptions {

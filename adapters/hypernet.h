@@ -16,9 +16,9 @@
 #include <utility>
 #include <vector>
 
-namespace tunekit::adapters {
+#include "adapters/hypernet_kind.h"
 
-enum class Activation { Tanh, Relu, Gelu };
+namespace tunekit::adapters {
 
 struct HypernetOptions {
   TORCH_ARG(int64_t, r) = 8;

@@ -9,16 +9,8 @@ adapters::HypernetOptions hypernet_options(const AdapterConfig& cfg) {
       .r(cfg.r)
       .embed(h.embed)
       .hidden(h.hidden)
-      .act(h.act == HypernetActivation::Relu   ? adapters::Activation::Relu
-           : h.act == HypernetActivation::Gelu ? adapters::Activation::Gelu
-                                               : adapters::Activation::Tanh)
+      .act(h.act)
       .share_seeds(h.share_seeds);
-}
-
-adapters::GeneratorShare generator_share(HypernetShare s) {
-  return s == HypernetShare::Target  ? adapters::GeneratorShare::Target
-         : s == HypernetShare::Model ? adapters::GeneratorShare::Model
-                                     : adapters::GeneratorShare::Parent;
 }
 
 // Sizes (in/out features) are the host's, set when each expert is made.
@@ -45,7 +37,7 @@ adapters::AttachOptions attach_options(const AdapterConfig& cfg) {
       .detach_norm(cfg.detach_norm)
       .tau_init(cfg.tau_init)
       .hypernet(hypernet_options(cfg))
-      .share(generator_share(cfg.hypernet.share))
+      .share(cfg.hypernet.share)
       .prompt_expert(prompt_expert_options(cfg))
       .prefix(adapters::PrefixOptions(0, cfg.prefix_length).reparam(cfg.prefix_reparam).hidden(cfg.prefix_hidden));
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "adapters/gate_kind.h"
+#include "adapters/hypernet_kind.h"
 #include "adapters/kind.h"
 #include "models/attention_variant.h"
 #include "models/text_task.h"
@@ -62,30 +63,11 @@ struct InitFromConfig {
 
 using adapters::AdapterKind;  // adapters/kind.h: one row per kind
 inline std::string to_string(AdapterKind k) { return enum_name(k); }
-// peft_type in adapter_config.json ("" for kinds without an adapter file).
-inline std::string peft_type(AdapterKind k) {
-  const char* p = adapters::kind_row(k).peft_type;
-  return p ? p : "";
-}
 
-// Where a HoRA/DoRAN generator's shared first layers are shared: by each target alone (across
-// its heads), by all targets under one parent module (q and v of one attention), or model-wide.
-enum class HypernetShare { Target, Parent, Model };
-inline constexpr EnumRow<HypernetShare> kHypernetShareRows[] = {
-    {"target", HypernetShare::Target, "one generator per target module, shared across its heads"},
-    {"parent", HypernetShare::Parent, "shared by the targets under one parent module (q and v of one attention)"},
-    {"model", HypernetShare::Model, "one generator for the whole model"},
-};
-constexpr const auto& enum_rows(HypernetShare) { return kHypernetShareRows; }
+// adapter.hypernet's choices are the generator's own enums (adapters/hypernet_kind.h).
+using HypernetShare = adapters::GeneratorShare;
+using HypernetActivation = adapters::Activation;
 inline std::string to_string(HypernetShare s) { return enum_name(s); }
-
-enum class HypernetActivation { Tanh, Relu, Gelu };
-inline constexpr EnumRow<HypernetActivation> kHypernetActivationRows[] = {
-    {"tanh", HypernetActivation::Tanh, "tanh between the generator's layers"},
-    {"relu", HypernetActivation::Relu, "relu between the generator's layers"},
-    {"gelu", HypernetActivation::Gelu, "gelu between the generator's layers"},
-};
-constexpr const auto& enum_rows(HypernetActivation) { return kHypernetActivationRows; }
 inline std::string to_string(HypernetActivation a) { return enum_name(a); }
 
 struct HypernetConfig {  // adapter.hypernet (docs/methods.md §8, §9)
