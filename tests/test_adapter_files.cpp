@@ -61,6 +61,20 @@ AdapterConfig adapter_cfg(AdapterKind kind) {
 models::ViT vit() {
   return models::ViT(models::ViTOptions().image_size(8).patch(4).dim(8).depth(2).heads(2).num_classes(3));
 }
+
+// Moves every trainable parameter away from its initial value (so a loaded adapter is visible).
+void perturb_trainable(torch::nn::Module& m) {
+  torch::NoGradGuard g;
+  for (auto& p : m.parameters())
+    if (p.requires_grad()) p.add_(torch::randn_like(p) * 0.1);
+}
+
+// Copies the parameters `to` shares by name with `from`.
+void copy_parameters(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard g;
+  auto src = from.named_parameters();
+  for (auto& p : to.named_parameters()) p.value().copy_(src[p.key()]);
+}
 }  // namespace
 
 TEST(Safetensors, RoundTripKeepsNamesDtypesShapesAndValues) {
@@ -214,11 +228,7 @@ TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
     cfg.hypernet.share_seeds = kind == AdapterKind::Hora;
     auto a = vit();
     auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
-    {
-      torch::NoGradGuard g;
-      for (auto& p : a->parameters())
-        if (p.requires_grad()) p.add_(torch::randn_like(p) * 0.1);
-    }
+    perturb_trainable(*a);
     testkit::TempDir dir;
     io::save_adapter(dir.path(), *a, cfg, report.adapted, "");
     auto config = nlohmann::json::parse(slurp(dir / "adapter_config.json"));
@@ -227,11 +237,7 @@ TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
 
     // Same base weights, fresh adapter, then load: identical outputs.
     auto b = vit();
-    {
-      torch::NoGradGuard g;
-      auto src = a->named_parameters();
-      for (auto& p : b->named_parameters()) p.value().copy_(src[p.key()]);
-    }
+    copy_parameters(*a, *b);
     adapters::attach_adapters(*b, from_recipe::attach_options(cfg));
     auto x = torch::randn({2, 1, 8, 8});
     a->eval();
@@ -249,21 +255,12 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
   cfg.rslora = true;
   auto a = vit();
   auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
-  {
-    torch::NoGradGuard g;
-    for (auto& p : a->parameters())
-      if (p.requires_grad()) p.add_(torch::randn_like(p) * 0.1);
-  }
+  perturb_trainable(*a);
   testkit::TempDir dir;
   io::save_adapter(dir.path(), *a, cfg, report.adapted, "");
   EXPECT_EQ(nlohmann::json::parse(slurp(dir / "adapter_config.json"))["use_rslora"], true);
-  auto b = vit(), plain = vit();
-  {
-    torch::NoGradGuard g;
-    auto src = a->named_parameters();
-    for (auto* m : {&b, &plain})
-      for (auto& p : (*m)->named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  auto b = vit();
+  copy_parameters(*a, *b);
   adapters::attach_adapters(*b, from_recipe::attach_options(cfg));
   io::load_adapter(dir.path(), *b, cfg);
   auto x = torch::randn({2, 1, 8, 8});
@@ -272,12 +269,9 @@ TEST(AdapterFile, RsLoraIsWrittenAsUseRsloraAndLoadsWithItsScale) {
   EXPECT_TRUE(torch::equal(a(x), b(x)));
   // The same tensors under plain LoRA's alpha/r give another output (r = 2: scale 2 vs 2.83).
   auto no_rs = adapter_cfg(AdapterKind::Lora);
+  auto plain = vit();
   adapters::attach_adapters(*plain, from_recipe::attach_options(no_rs));
-  {
-    torch::NoGradGuard g;
-    auto src = a->named_parameters();
-    for (auto& p : plain->named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  copy_parameters(*a, *plain);
   plain->eval();
   EXPECT_FALSE(torch::allclose(a(x), plain(x)));
 }

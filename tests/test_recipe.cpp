@@ -104,6 +104,10 @@ TEST(Recipe, EnumTablesRoundTrip) {
   expect_round_trip<lab::ExpertFn>("ExpertFn");
   expect_round_trip<lab::FitMethod>("FitMethod");
   // The PEFT names written to adapter_config.json come from the same table.
+  auto peft_type = [](AdapterKind k) {  // the kind row's adapter_config.json peft_type ("" = no file)
+    const char* p = adapters::kind_row(k).peft_type;
+    return std::string(p ? p : "");
+  };
   EXPECT_EQ(peft_type(AdapterKind::Lora), "LORA");
   EXPECT_EQ(peft_type(AdapterKind::Dora), "LORA");
   EXPECT_EQ(peft_type(AdapterKind::Hora), "HORA");
