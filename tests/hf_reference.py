@@ -103,8 +103,9 @@ def st_dtype_of(tensor):
     return TORCH_TO_ST[tensor.dtype]
 
 
-def tensor_bytes(tensor):
-    """The tensor's elements as little-endian bytes, row-major."""
+def tensor_array(tensor):
+    """The tensor's elements as a little-endian numpy array, row-major (no copy where the
+    machine is little-endian already)."""
     t = tensor.detach().cpu().contiguous()
     name = st_dtype_of(t)
     if t.dtype == torch.bfloat16:
@@ -114,7 +115,11 @@ def tensor_bytes(tensor):
         arr = t.to(torch.uint8).numpy()
     else:
         arr = t.numpy()
-    return arr.astype(ST_DTYPES[name][2], copy=False).tobytes()
+    return arr.astype(ST_DTYPES[name][2], copy=False)
+
+
+def tensor_bytes(tensor):
+    return tensor_array(tensor).tobytes()
 
 
 def tensor_from_bytes(raw, st_dtype, shape):
@@ -157,7 +162,7 @@ def write_safetensors_lazy(path, specs, metadata=None):
             t = make()
             if st_dtype_of(t) != st_dtype or list(t.shape) != [int(s) for s in shape]:
                 fail(f"{path}: {name} made as {st_dtype_of(t)} {list(t.shape)}, declared {st_dtype} {list(shape)}")
-            f.write(tensor_bytes(t))
+            f.write(memoryview(tensor_array(t)).cast("B"))
             del t
     os.replace(tmp, path)
     return offset
@@ -795,14 +800,14 @@ def check_ids(cfg, ids):
 
 def init_tensor(name, shape, role, gen):
     """Random values of a realistic scale: logits O(1), norms near 1, nothing degenerate."""
-    def randn(std):
-        return torch.randn(shape, generator=gen) * std
+    def randn(std):  # in place: --write of a large model holds one copy of the largest tensor
+        return torch.randn(shape, generator=gen).mul_(std)
     if role == "norm":
-        return 1.0 + randn(0.1)
+        return randn(0.1).add_(1.0)
     if role == "bias":
         return randn(0.05)
-    if role == "embed":
-        return randn(0.2)
+    if role == "embed":  # a tied head's logits then have a std near 1 at any width
+        return randn(1.0 / math.sqrt(shape[1]))
     if role in ("pos", "cls"):
         return randn(0.1 if role == "pos" else 0.2)
     if role == "conv1d":
@@ -810,7 +815,7 @@ def init_tensor(name, shape, role, gen):
     if role == "patch":
         return randn(0.8 / math.sqrt(shape[1] * shape[2] * shape[3]))
     if name == "lm_head.weight":
-        return randn(0.2)
+        return randn(1.0 / math.sqrt(shape[1]))
     return randn(0.8 / math.sqrt(shape[1]))
 
 
