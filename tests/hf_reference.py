@@ -569,16 +569,20 @@ def class_name(cfg, canonical, model_class):
     return canonical
 
 
-def canonical_state(cfg, stored, where):
+def canonical_state(cfg, stored, where, ignored=None):
     """The stored tensors as float32 under canonical names; missing, unexpected or mis-shaped
-    tensors are errors (buffers skipped; a ViTModel pooler in a classification file ignored)."""
+    tensors are errors. Skipped: buffers; and, appended to `ignored`, what transformers drops
+    too: a ViTModel pooler in a classification file, an lm_head.weight when the head is tied."""
     expected = expected_tensors(cfg)
     state = OrderedDict()
     for name, t in stored.items():
         if is_buffer(name):
             continue
         canon = canonical_name(cfg, name)
-        if canon.startswith("vit.pooler.") and cfg["model_class"] == "head":
+        if ((canon.startswith("vit.pooler.") and cfg["model_class"] == "head")
+                or (canon == "lm_head.weight" and cfg.get("tie_word_embeddings"))):
+            if ignored is not None:
+                ignored.append(name)
             continue
         if canon not in expected:
             fail(f"{where}: unexpected tensor {name}")
@@ -827,7 +831,7 @@ def build_config(a):
     if base and fam in LLAMA_FAMILIES:
         fail(f"--model-class base: {BASE_CLASS[fam]} files are not a layout of issue 14 (use head)")
     if a.attention_bias and fam in ("mistral", "qwen2"):
-        fail(f"--attention-bias is llama's (qwen2 always has q/k/v biases, mistral none)")
+        fail("--attention-bias is llama's (qwen2 always has q/k/v biases, mistral none)")
     if fam == "gpt2":
         tied = True if a.tied is None else a.tied
         cfg = OrderedDict(
@@ -928,6 +932,9 @@ def file_tensors(cfg, canonical, a, dtype):
 
 def cmd_make(a):
     os.makedirs(a.out, exist_ok=True)
+    for name in os.listdir(a.out):  # a previous layout's files would shadow this one's
+        if name.startswith("model") and (name.endswith(".safetensors") or name == INDEX_FILE):
+            os.remove(os.path.join(a.out, name))
     raw = build_config(a)
     write_json(os.path.join(a.out, "config.json"), raw)
     cfg = parse_config(a.out)  # what a reader of the file sees, not what we meant to write
@@ -1238,7 +1245,8 @@ def cmd_forward(a):
     for k, t in stored.items():
         if not is_buffer(k):
             dtypes[st_dtype_of(t)] = dtypes.get(st_dtype_of(t), 0) + 1
-    W = canonical_state(cfg, stored, a.model)
+    ignored = []
+    W = canonical_state(cfg, stored, a.model, ignored)
     input_path = a.input if a.input else os.path.join(a.model, "reference.safetensors")
     inputs = read_safetensors(input_path)
     out = model_forward(cfg, W, inputs, read_preprocessor(a.model), a.pixel_values)
@@ -1246,7 +1254,7 @@ def cmd_forward(a):
     files = sorted(set(os.path.basename(f.path) for f in where.values()))
     print(json.dumps({"out": a.out, "family": cfg["family"], "model_class": cfg["model_class"],
                       "torch_dtype": cfg["torch_dtype"], "dtypes": dtypes, "files": files,
-                      "tensors": len(W), "outputs": list(out)}))
+                      "tensors": len(W), "ignored": ignored, "outputs": list(out)}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1338,6 +1346,21 @@ def cmd_selftest(a):
     ang = 3 * (10000.0 ** (-2 / 8))
     check("rotate_half pairs i with i + d/2",
           close(rot(e, 3), torch.tensor([0, math.cos(ang), 0, 0, 0, math.sin(ang), 0, 0], dtype=torch.float32)))
+    # the RoPE paper rotates interleaved pairs (x_2i, x_2i+1) as complex numbers; HF's converted
+    # checkpoints permute q/k rows so that the pairs become (x_i, x_i+d/2): the same rotation
+    hd, dm = 8, 16
+    Wm, xs = torch.randn(hd, dm), torch.randn(5, dm)
+    freq = 10000.0 ** (-torch.arange(0, hd, 2).float() / hd)
+    cos, sin = rotary_cos_sin(5, hd, 10000.0)
+    Wh = Wm.view(hd // 2, 2, dm).transpose(0, 1).reshape(hd, dm)  # HF's permutation, one head
+    ok = True
+    for pos in range(5):
+        y = (xs[pos] @ Wm.t()).view(hd // 2, 2)
+        paper = torch.view_as_real(torch.complex(y[:, 0], y[:, 1]) * torch.polar(torch.ones(hd // 2), pos * freq))
+        yh = xs[pos] @ Wh.t()
+        hf = yh * cos[pos] + rotate_half(yh.view(1, hd))[0] * sin[pos]
+        ok &= close(hf, torch.cat([paper[:, 0], paper[:, 1]]))
+    check("rotate_half == the paper's complex rotation under HF's q/k permutation", ok)
 
     # every family in every dtype; sharded == single file
     for fam in FAMILIES:
