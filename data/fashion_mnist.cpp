@@ -15,7 +15,6 @@ namespace tunekit::data {
 namespace {
 const std::vector<std::string> kClassNames{"t-shirt/top", "trouser", "pullover", "dress", "coat",
                                            "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
-constexpr double kMean = 0.2860, kStd = 0.3530;
 const char* kFiles[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                          "t10k-labels-idx1-ubyte"};
 
@@ -37,7 +36,7 @@ LabelledDataset load_pair(const std::string& root, const char* images_stem, cons
     throw Error(fmt::format("{}: {} labels for {} images in {}", lpath, labels.numel(), images.size(0), ipath));
   if (labels.numel() && labels.max().item<int>() > 9)
     throw Error(fmt::format("{}: label {} is outside 0..9", lpath, labels.max().item<int>()));
-  auto x = images.unsqueeze(1).to(torch::kFloat).div_(255.0).sub_(kMean).div_(kStd);
+  auto x = images.unsqueeze(1).to(torch::kFloat).div_(255.0).sub_(kFashionMnistMean).div_(kFashionMnistStd);
   return {x, labels.to(torch::kLong), kClassNames, {}, {}};
 }
 

@@ -14,6 +14,9 @@ namespace tunekit::data {
 inline constexpr const char* kDebianFashionMnist = "/usr/share/datasets/fashion-mnist";
 inline constexpr const char* kPreparedFashionMnist = ".data/fashion-mnist";
 
+// Images are x = (pixel / 255 - mean) / std with Fashion-MNIST's training-set mean and std.
+inline constexpr double kFashionMnistMean = 0.2860, kFashionMnistStd = 0.3530;
+
 struct ImageSplits {
   LabelledDataset train, val, test;
 };

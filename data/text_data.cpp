@@ -52,7 +52,7 @@ void check_tokenizer(const Tokenizer& tok, const TokenizerOptions& m) {
   if (tok.vocab_size() > m.vocab_size())
     throw Error(fmt::format("{}: the tokenizer has {} pieces but model.vocab_size is {} (set model.vocab_size: {})",
                             tok.path(), tok.vocab_size(), m.vocab_size(), tok.vocab_size()));
-  if (tok.pad_id() != m.pad_id())
+  if (m.pad_id() >= 0 && tok.pad_id() != m.pad_id())  // < 0: the model pads nothing (LM chunks)
     throw Error(fmt::format("{}: the tokenizer's pad id is {} but model.pad_id is {}{}", tok.path(), tok.pad_id(), m.pad_id(),
                             tok.pad_id() < 0 ? " (the tokenizer has no pad piece: train it with a pad id, e.g. "
                                                "spm_train --pad_id=3)"

@@ -45,7 +45,7 @@ struct TokenizerOptions {
   TORCH_ARG(std::string, init_run);  // a pre-trained run directory whose tokenizer a fine-tune must read ids with
   TORCH_ARG(TokenizerTrainOptions, train);  // when training one on the training split's text
   TORCH_ARG(int64_t, vocab_size) = 4000;    // the model's: the tokenizer may not have more pieces
-  TORCH_ARG(int64_t, pad_id) = 3;           // the model's: the tokenizer's pad id must be it
+  TORCH_ARG(int64_t, pad_id) = 3;           // the model's: the tokenizer's pad id must be it (< 0: no padding)
 };
 
 // The run's tokenizer (RUN_DIR/tokenizer.model). When missing it is made: copied from

@@ -22,6 +22,7 @@
 #include "src/train/objective.h"
 #include "src/export/export.h"
 #include "src/export/merge.h"
+#include "src/hf/config.h"
 #include "src/io/checkpoint.h"
 #include "src/sweep/sweep.h"
 #include "src/train/setup.h"
@@ -73,26 +74,42 @@ int cmd_eval(const std::string& run_dir, const std::string& split, const std::st
   return 0;
 }
 
-int cmd_export(const std::string& run_dir, std::string out, const std::string& checkpoint, int64_t batch) {
-  LoadedRun run = load_run(run_dir, checkpoint);
-  apply_thread_policy(run.recipe.threads);
-  if (out.empty()) out = (fs::path(run_dir) / "export" / "model.pt").string();
-  auto splits = load_data(run.recipe, run_dir);
-  const auto& pool = splits.test.size() > 0 ? splits.test : splits.val;
-  if (batch <= 0 || batch > pool.size()) throw Error(fmt::format("export: --batch must be in 1..{}", pool.size()));
-  auto sample = pool.inputs.slice(0, 0, batch);
-  ExportResult r = export_torchscript(*run.run.model, sample, out);
-  const bool text = run.recipe.data.is_text();
+int cmd_export(const std::string& src, std::string out, const std::string& checkpoint, int64_t batch,
+               const std::string& adapter) {
+  SourceModel source = load_source(src, checkpoint, adapter);
+  if (source.recipe) apply_thread_policy(source.recipe->threads);
+  const bool run_dir = source.recipe.has_value();
+  if (out.empty()) {
+    if (!run_dir) throw Error(fmt::format("export: {} is a Hugging Face directory: give the output file with --out", src));
+    out = (fs::path(src) / "export" / "model.pt").string();
+  }
+  torch::Tensor sample;
+  bool text = false;
+  if (run_dir) {
+    auto splits = load_data(*source.recipe, src);
+    const auto& pool = splits.test.size() > 0 ? splits.test : splits.val;
+    if (batch <= 0 || batch > pool.size()) throw Error(fmt::format("export: --batch must be in 1..{}", pool.size()));
+    sample = pool.inputs.slice(0, 0, batch);
+    text = source.recipe->data.is_text();
+  } else {
+    if (batch <= 0) throw Error("export: --batch must be positive");
+    sample = synthetic_input(source, batch);
+    text = sample.scalar_type() == torch::kLong;
+  }
+  ExportResult r = export_torchscript(*source.model, sample, out);
   std::cout << fmt::format("exported {} ({} parameters{})\n", r.path, with_commas(r.parameters),
-                           run.run.report.adapted.empty() ? "" : ", adapters merged into the base weights");
-  std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} test {}: max abs diff {:.3g} (<= {:.0e}) OK\n",
-                           batch, text ? "sequences" : "images", r.max_abs_diff, kExportTolerance);
-  if (text) {  // the model takes token ids: the tokenizer that makes them goes beside it
+                           source.adapted.empty() ? "" : ", adapters merged into the base weights");
+  std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} {} {}: max abs diff {:.3g} OK\n", batch,
+                           run_dir ? "test" : "random", text ? "sequences" : "images", r.max_abs_diff);
+  if (text && run_dir) {  // the model takes token ids: the tokenizer that makes them goes beside it
     fs::path tok = fs::path(r.path).parent_path() / data::kTokenizerFile;
-    fs::copy_file(fs::path(run_dir) / data::kTokenizerFile, tok, fs::copy_options::overwrite_existing);
-    std::cout << fmt::format("tokenizer: {} (sentencepiece; input = [bos={}] + ids, right-padded with {}, at most {} tokens)\n",
-                             tok.string(), data::Tokenizer::load(tok.string()).bos_id(), run.recipe.model.pad_id,
-                             run.recipe.model.max_seq_len);
+    fs::copy_file(fs::path(src) / data::kTokenizerFile, tok, fs::copy_options::overwrite_existing);
+    const auto& m = source.recipe->model;
+    std::cout << fmt::format("tokenizer: {} (sentencepiece; input = [bos={}] + ids{}, at most {} tokens)\n",
+                             tok.string(), data::Tokenizer::load(tok.string()).bos_id(),
+                             m.pad_id >= 0 ? fmt::format(", right-padded with {}", m.pad_id) : "", m.max_seq_len);
+  } else if (text) {
+    std::cout << fmt::format("input: token ids [B, N] (int64) of {}'s tokenizer; output: logits [B, N, vocab]\n", src);
   }
   std::cout << fmt::format("sample input/output: {} (torch.jit.load(...).input / .output)\n", r.sample_path);
   return 0;
@@ -240,38 +257,60 @@ Command add_eval(CLI::App& app) {
 
 Command add_export(CLI::App& app) {
   struct Args {
-    std::string run_dir, out, checkpoint = "best";
+    std::string src, out, checkpoint = "best", adapter;
     int64_t batch = 8;
   };
   auto a = std::make_shared<Args>();
   auto* export_cmd = app.add_subcommand("export", "Merge adapters and write a TorchScript model, checked against eager");
-  export_cmd->add_option("run_dir", a->run_dir, "Run directory (runs/NAME)")->required();
+  export_cmd->add_option("src", a->src, "Run directory (runs/NAME) or Hugging Face model directory")->required();
+  export_cmd->add_option("--adapter", a->adapter, "PEFT LoRA/DoRA adapter directory to merge in first");
   export_cmd->add_option("--out", a->out, "Output .pt file (default RUN_DIR/export/model.pt)");
   export_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
-  export_cmd->add_option("--batch", a->batch, "Test images used for the parity check");
-  return {export_cmd, [a] { return cmd_export(a->run_dir, a->out, a->checkpoint, a->batch); }};
+  export_cmd->add_option("--batch", a->batch, "Test samples used for the parity check");
+  return {export_cmd, [a] { return cmd_export(a->src, a->out, a->checkpoint, a->batch, a->adapter); }};
 }
 
-int cmd_merge(const std::string& run_dir, const std::string& checkpoint, const std::string& out) {
-  MergeResult r = merge_run(run_dir, checkpoint, out);
-  std::cout << fmt::format("merged {} adapted layers of {} ({} checkpoint) into {}: {} tensors\n", r.adapted, run_dir,
-                           checkpoint, r.out_dir, r.tensors);
-  std::cout << fmt::format("check: merged vs adapted model on test images: max abs diff {:.3g}\n", r.max_abs_diff);
-  std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}  |  init_from.run: {}\n", r.out_dir, r.out_dir,
-                           r.out_dir);
+int cmd_merge(const std::string& src, const std::string& checkpoint, const std::string& out, const std::string& format,
+              const std::string& adapter, const std::string& dtype) {
+  if (format == "run") {
+    if (!adapter.empty() || !dtype.empty())
+      throw Error("merge: --adapter and --dtype apply to --format hf (a run's own adapter is merged as it is)");
+    MergeResult r = merge_run(src, checkpoint, out);
+    std::cout << fmt::format("merged {} adapted layers of {} ({} checkpoint) into {}: {} tensors\n", r.adapted, src,
+                             checkpoint, r.out_dir, r.tensors);
+    std::cout << fmt::format("check: merged vs adapted model on test images: max abs diff {:.3g}\n", r.max_abs_diff);
+    std::cout << fmt::format("next: tunekit eval {}  |  tunekit export {}  |  init_from.run: {}\n", r.out_dir,
+                             r.out_dir, r.out_dir);
+    return 0;
+  }
+  std::optional<torch::ScalarType> type;
+  if (!dtype.empty()) type = hf::hf_dtype_from_name(dtype, "merge --dtype");
+  MergeResult r = merge_to_hf(src, checkpoint, adapter, out, type);
+  std::cout << fmt::format("wrote {}: {} tensors ({:.1f} MB, {}){}{}\n", r.out_dir, r.tensors, r.bytes / 1e6, r.dtype,
+                           r.adapted ? fmt::format(", {} adapted layers merged", r.adapted) : "",
+                           r.copied.empty() ? "" : fmt::format("; copied {}", fmt::join(r.copied, ", ")));
+  std::cout << fmt::format("check: reloaded vs adapted model: max abs diff {:.3g}{}\n", r.max_abs_diff,
+                           r.dtype == "float32" ? "" : fmt::format(" ({} storage rounds the weights)", r.dtype));
+  std::cout << fmt::format("next: transformers' AutoModel*.from_pretrained(\"{}\")  |  model.from_hf: {}  |  "
+                           "tunekit export {} --out model.pt\n",
+                           r.out_dir, r.out_dir, r.out_dir);
   return 0;
 }
 
 Command add_merge(CLI::App& app) {
   struct Args {
-    std::string run_dir, out, checkpoint = "best";
+    std::string src, out, checkpoint = "best", format = "run", adapter, dtype;
   };
   auto a = std::make_shared<Args>();
-  auto* merge_cmd = app.add_subcommand("merge", "Fold a run's adapters into its weights: a new run dir with a full checkpoint");
-  merge_cmd->add_option("run_dir", a->run_dir, "Run directory (runs/NAME)")->required();
-  merge_cmd->add_option("--out", a->out, "Output run directory (default RUN_DIR_merged)");
+  auto* merge_cmd = app.add_subcommand(
+      "merge", "Fold adapters into the weights: a run dir with a full checkpoint, or (--format hf) a Hugging Face dir");
+  merge_cmd->add_option("src", a->src, "Run directory (runs/NAME), or with --format hf a Hugging Face directory")->required();
+  merge_cmd->add_option("--out", a->out, "Output directory (run: default RUN_DIR_merged; hf: required)");
+  merge_cmd->add_option("--format", a->format, "run (default) | hf")->check(CLI::IsMember({"run", "hf"}));
+  merge_cmd->add_option("--adapter", a->adapter, "hf: a PEFT LoRA/DoRA adapter directory to merge into SRC");
+  merge_cmd->add_option("--dtype", a->dtype, "hf: float32 | float16 | bfloat16 (default: the source's torch_dtype)");
   merge_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
-  return {merge_cmd, [a] { return cmd_merge(a->run_dir, a->checkpoint, a->out); }};
+  return {merge_cmd, [a] { return cmd_merge(a->src, a->checkpoint, a->out, a->format, a->adapter, a->dtype); }};
 }
 
 Command add_validate(CLI::App& app) {

@@ -17,7 +17,7 @@ struct ExportResult {
   int64_t parameters = 0;
 };
 
-inline constexpr double kExportTolerance = 1e-5;
+inline constexpr double kExportTolerance = 1e-5;  // times max(1, the largest |output|)
 
 // Throws tunekit::Error when the reloaded module differs from eager by more than kExportTolerance.
 ExportResult export_torchscript(models::Model& model, const torch::Tensor& sample_input, const std::string& out_path);

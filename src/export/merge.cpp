@@ -6,7 +6,12 @@
 #include <filesystem>
 
 #include "adapters/attach.h"
+#include "data/dataset.h"
+#include "models/hf/hf_model.h"
+#include "src/from_recipe/adapters.h"
 #include "src/from_recipe/model.h"
+#include "src/hf/save.h"
+#include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
 #include "util/error.h"
@@ -16,15 +21,24 @@ namespace fs = std::filesystem;
 
 namespace tunekit {
 
-MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint, std::string out_dir) {
-  LoadedRun run = load_run(run_dir, checkpoint);
-  auto& adapted = *run.run.model;
-  if (run.recipe.adapter.kind == AdapterKind::PromptExpert || run.recipe.adapter.kind == AdapterKind::Prefix)
+namespace {
+void check_foldable(AdapterKind kind, const std::string& src) {
+  if (kind == AdapterKind::PromptExpert || kind == AdapterKind::Prefix)
     throw Error(fmt::format("merge: {} uses {}, which cannot fold into the base weights; `tunekit export` writes them "
                             "as modules",
-                            run_dir,
-                            run.recipe.adapter.kind == AdapterKind::Prefix ? "prefixes (extra keys and values)"
-                                                                           : "prompt experts (an input-dependent gate)"));
+                            src,
+                            kind == AdapterKind::Prefix ? "prefixes (extra keys and values)"
+                                                        : "prompt experts (an input-dependent gate)"));
+}
+}  // namespace
+
+MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint, std::string out_dir) {
+  if (is_hf_dir(run_dir))
+    throw Error(fmt::format("merge: {} is a Hugging Face directory, not a run: use --format hf (with --adapter DIR)",
+                            run_dir));
+  LoadedRun run = load_run(run_dir, checkpoint);
+  auto& adapted = *run.run.model;
+  check_foldable(run.recipe.adapter.kind, run_dir);
   if (run.run.report.adapted.empty())
     throw Error(fmt::format("merge: {} has no low-rank adapter (adapter.kind {}); its checkpoint is already a full one",
                             run_dir, to_string(run.recipe.adapter.kind)));
@@ -87,6 +101,98 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
     fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model", fs::copy_options::overwrite_existing);
   io::TrainState state = io::load_train_state(run.checkpoint_dir);
   io::save_checkpoint((fs::path(out_dir) / "checkpoints" / "best").string(), *plain, nullptr, state);
+  return r;
+}
+
+bool is_hf_dir(const std::string& path) {
+  return fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "recipe.yaml");
+}
+
+SourceModel load_source(const std::string& src, const std::string& checkpoint, const std::string& adapter_dir) {
+  SourceModel s;
+  if (is_hf_dir(src)) {
+    hf::HfLoaded loaded = hf::load_hf(src, s.hf_options);
+    s.hf = loaded.config;
+    s.model = loaded.model;
+  } else {
+    LoadedRun run = load_run(src, checkpoint);
+    s.model = run.run.model;
+    s.checkpoint_dir = run.checkpoint_dir;
+    s.adapted = run.run.report.adapted;
+    s.adapter_kind = run.recipe.adapter.kind;
+    if (run.recipe.model.is_hf()) {
+      s.hf_options = from_recipe::hf_load_options(run.recipe.model);
+      s.hf = hf::read_hf_config(run.recipe.model.from_hf, s.hf_options.max_seq_len());
+    }
+    s.recipe = std::move(run.recipe);
+  }
+  if (!adapter_dir.empty()) {
+    if (!s.adapted.empty())
+      throw Error(fmt::format("--adapter: {} already carries a {} adapter (merge it first, or give the base model)", src,
+                              to_string(s.adapter_kind)));
+    AdapterConfig cfg = io::peft_adapter_config(adapter_dir);
+    auto report = adapters::attach_adapters(*s.model, from_recipe::attach_options(cfg));
+    io::load_adapter(adapter_dir, *s.model, cfg);
+    s.adapted = report.adapted;
+    s.adapter_kind = cfg.kind;
+  }
+  return s;
+}
+
+torch::Tensor synthetic_input(const SourceModel& s, int64_t batch) {
+  auto* m = dynamic_cast<models::hf::HfModel*>(s.model.get());
+  if (!m || !s.hf) throw Error("synthetic_input: not a Hugging Face model");
+  auto gen = data::seeded_generator(1234);
+  if (models::hf::is_causal_lm(m->family())) {
+    const int64_t vocab = m->family() == models::hf::Family::Gpt2 ? s.hf->gpt2.vocab_size() : s.hf->llama.vocab_size();
+    return torch::randint(vocab, {batch, std::min<int64_t>(16, m->max_seq_len())}, gen, torch::kLong);
+  }
+  const auto& v = s.hf->vit;
+  return torch::randn({batch, v.num_channels(), v.image_size(), v.image_size()}, gen);
+}
+
+MergeResult merge_to_hf(const std::string& src, const std::string& checkpoint, const std::string& adapter_dir,
+                        const std::string& out_dir, std::optional<torch::ScalarType> dtype) {
+  if (out_dir.empty()) throw Error("merge --format hf: give the output directory with --out DIR");
+  SourceModel s = load_source(src, checkpoint, adapter_dir);
+  auto* hf_model = dynamic_cast<models::hf::HfModel*>(s.model.get());
+  if (!s.hf || !hf_model)
+    throw Error(fmt::format("merge --format hf: {} was not trained from a Hugging Face model (model.from_hf); "
+                            "`tunekit merge {}` writes a run directory",
+                            src, src));
+  check_foldable(s.adapter_kind, src);
+  // Check inputs: the run's own test data, or token ids / images of the model's size.
+  torch::Tensor sample;
+  if (s.recipe) {
+    auto splits = load_data(*s.recipe, src);
+    const auto& pool = splits.test.size() > 0 ? splits.test : splits.val;
+    sample = pool.inputs.slice(0, 0, std::min<int64_t>(4, pool.size()));
+  } else {
+    sample = synthetic_input(s, 2);
+  }
+  torch::NoGradGuard no_grad;
+  s.model->eval();
+  torch::Tensor adapted = s.model->forward(sample);
+  adapters::merge_adapters(*s.model);
+  hf::HfSaveReport saved = hf::save_hf_model(*hf_model, *s.hf, out_dir, dtype);
+  MergeResult r;
+  r.out_dir = saved.dir;
+  r.tensors = saved.tensors;
+  r.bytes = saved.bytes;
+  r.dtype = hf::hf_dtype_name(saved.dtype);
+  r.copied = saved.copied;
+  r.adapted = static_cast<int64_t>(s.adapted.size());
+  // Reload the written directory as a user would, built the way the source was.
+  hf::HfLoadOptions reload = s.hf_options;
+  reload.exclude({});
+  reload.build().num_labels(0);  // the written config.json has the classes the model has
+  auto again = hf::load_hf_model(out_dir, reload);
+  again->eval();
+  r.max_abs_diff = (again->forward(sample) - adapted).abs().max().item<double>();
+  const double scale = std::max(1.0, adapted.abs().max().item<double>());
+  if (saved.dtype == torch::kFloat && !(r.max_abs_diff <= 1e-4 * scale))
+    throw Error(fmt::format("merge --format hf: {} reloaded differs from the adapted model by {:.3g}", out_dir,
+                            r.max_abs_diff));
   return r;
 }
 

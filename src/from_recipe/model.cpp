@@ -1,12 +1,25 @@
 #include "src/from_recipe/model.h"
 
+#include "data/fashion_mnist.h"
 #include "models/text.h"
 #include "models/vit.h"
+#include "src/hf/load.h"
 #include "util/error.h"
 
 namespace tunekit::from_recipe {
 
+hf::HfLoadOptions hf_load_options(const ModelConfig& c) {
+  auto build = hf::HfBuildOptions().attention(c.attention).dropout(c.dropout);
+  if (c.kind == ModelKind::Vit)  // Fashion-MNIST's images, resized and normalised as the checkpoint expects
+    build.num_labels(c.num_classes)
+        .preprocess_images(true)
+        .data_mean({data::kFashionMnistMean})
+        .data_std({data::kFashionMnistStd});
+  return hf::HfLoadOptions().max_seq_len(c.is_hf_lm() ? c.max_seq_len : 0).build(build).exclude(c.exclude);
+}
+
 std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
+  if (c.is_hf()) return hf::load_hf_model(c.from_hf, hf_load_options(c));
   if (c.kind == ModelKind::Vit)
     return std::make_shared<models::ViTImpl>(models::ViTOptions()
                                                  .image_size(c.image_size)

@@ -29,13 +29,15 @@ std::string temp_of(const std::string& dir) {
 }  // namespace
 
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& s, const std::function<void(const std::string&)>& write_extra) {
+                     const TrainState& s, const std::function<void(const std::string&)>& write_extra,
+                     bool trainable_only) {
   const std::string tmp = temp_of(dir), old = backup_of(dir);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   {
     torch::serialize::OutputArchive archive;
-    for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach(), false);
+    for (const auto& p : model.named_parameters())
+      if (!trainable_only || p.value().requires_grad()) archive.write(p.key(), p.value().detach(), false);
     for (const auto& b : model.named_buffers()) archive.write(b.key(), b.value(), true);
     archive.save_to((fs::path(tmp) / "model.pt").string());
   }
@@ -51,6 +53,7 @@ void save_checkpoint(const std::string& dir, const torch::nn::Module& model, tor
                    {"step", s.step},             {"samples", s.samples},
                    {"best_metric", s.best_metric}, {"best_epoch", s.best_epoch},
                    {"train_seconds", s.train_seconds}};
+  if (trainable_only) j["trainable_only"] = true;
   if (write_extra) write_extra(tmp);
   std::ofstream(fs::path(tmp) / "state.json") << j.dump(2) << "\n";
   // Swap in: dir -> backup, tmp -> dir, drop backup. A crash in between leaves the backup,
@@ -91,6 +94,15 @@ TrainState load_train_state(const std::string& dir_) {
   return s;
 }
 
+namespace {
+// Whether the checkpoint in `dir` left its frozen parameters out (save_checkpoint's trainable_only).
+bool saved_trainable_only(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "state.json");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.value("trainable_only", false);
+}
+}  // namespace
+
 int64_t load_weights(const std::string& dir_, torch::nn::Module& model, const std::vector<std::string>& exclude,
                      bool strict, bool allow_missing_adapters) {
   std::string dir = existing_checkpoint(dir_);
@@ -103,6 +115,7 @@ int64_t load_weights(const std::string& dir_, torch::nn::Module& model, const st
   }
   auto keys = archive.keys();
   std::set<std::string> available(keys.begin(), keys.end());
+  const bool trainable_only = saved_trainable_only(dir);
   auto excluded = [&](const std::string& name) {
     return std::any_of(exclude.begin(), exclude.end(), [&](const std::string& p) { return glob_match(p, name); });
   };
@@ -111,6 +124,7 @@ int64_t load_weights(const std::string& dir_, torch::nn::Module& model, const st
   auto load_one = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
     if (excluded(name)) return;
     if (!available.count(name)) {
+      if (trainable_only && !is_buffer && !target.requires_grad()) return;  // the base, loaded from elsewhere
       bool adapter_param = name.find(".adapter.") != std::string::npos || name.rfind("hypernets.", 0) == 0;
       if (strict && !(allow_missing_adapters && adapter_param))
         throw Error(fmt::format("{}: checkpoint has no tensor '{}' (exclude it with init_from.exclude, or "

@@ -22,8 +22,12 @@ struct TrainState {
 // Writes all named parameters and buffers of `model` (+ optimizer and RNG when given) and
 // state.json into `dir`, atomically.
 // `write_extra`, when given, writes further files into the temporary directory before the swap.
+// With `trainable_only` the frozen parameters are left out (a model.from_hf run: its base comes
+// from the Hugging Face directory again, so a checkpoint of a 0.5B model holds megabytes, not
+// gigabytes); state.json records it and load_weights then accepts the frozen ones missing.
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state, const std::function<void(const std::string&)>& write_extra = {});
+                     const TrainState& state, const std::function<void(const std::string&)>& write_extra = {},
+                     bool trainable_only = false);
 
 // The checkpoint directory to read for `dir`: `dir` itself or, after a crash between the two
 // renames of save_checkpoint, its backup. Throws if neither exists.
@@ -34,7 +38,8 @@ TrainState load_train_state(const std::string& dir);
 
 // Loads weights from `dir`/model.pt into `model`. Names matching an `exclude` glob are
 // skipped. With `strict`, every model tensor must be present (adapter tensors may be absent
-// when `allow_missing_adapters`); shapes must match. Returns the number of tensors loaded.
+// when `allow_missing_adapters`; frozen parameters when the checkpoint was saved
+// trainable_only); shapes must match. Returns the number of tensors loaded.
 int64_t load_weights(const std::string& dir, torch::nn::Module& model, const std::vector<std::string>& exclude,
                      bool strict, bool allow_missing_adapters);
 

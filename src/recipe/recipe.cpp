@@ -24,6 +24,9 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   r.threads = recipe::parse_threads(top);
   r.model = recipe::parse_model(top.section("model"));
   r.init_from = recipe::parse_init_from(top.section("init_from"));
+  if (r.model.is_hf() && !r.init_from.run.empty())
+    top.section("init_from").fail("run", "model.from_hf already gives the starting weights (continue a run with "
+                                         "`tunekit train --resume`; start from its adapter with adapter.init_from)");
   r.adapter = recipe::parse_adapter(top.section("adapter"));
   r.data = recipe::parse_data(top.section("data"), r.model);
   recipe::check_classes_fit_model(top, r.model, r.data);

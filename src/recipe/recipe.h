@@ -18,28 +18,55 @@
 
 namespace tunekit {
 
-enum class ModelKind { Vit, Text };
+// tunekit's own models (vit, text), and the Hugging Face families a `model.from_hf` directory
+// holds (gpt2, llama, mistral, qwen2; vit with from_hf is Hugging Face's ViT): models/hf/.
+enum class ModelKind { Vit, Text, Gpt2, Llama, Mistral, Qwen2 };
 inline constexpr EnumRow<ModelKind> kModelKindRows[] = {
     {"vit", ModelKind::Vit,
      "Vision Transformer: conv patches, class token, pre-norm blocks; attention score softmax|sigmoid, "
-     "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm"},
+     "gate none|sdpa_elementwise|sdpa_headwise|value, qk_norm, post_attn_norm. With model.from_hf: "
+     "a Hugging Face ViT (ViTForImageClassification) directory"},
     {"text", ModelKind::Text,
      "Text Transformer over sentencepiece ids: token + position embeddings, the same blocks; task "
      "causal_lm (tied head) or classify (pooling mean|last); causal or bidirectional, padding masked"},
+    {"gpt2", ModelKind::Gpt2,
+     "Hugging Face GPT-2 (model.from_hf: GPT2LMHeadModel/GPT2Model directory): learned positions, "
+     "LayerNorm, fused attn.c_attn, Conv1D, gelu_new, head tied to wte"},
+    {"llama", ModelKind::Llama,
+     "Hugging Face Llama (model.from_hf): RMSNorm, rotary, grouped-query attention, SwiGLU, tied or untied head"},
+    {"mistral", ModelKind::Mistral, "Hugging Face Mistral (model.from_hf): Llama's shape; sliding window checked"},
+    {"qwen2", ModelKind::Qwen2, "Hugging Face Qwen2 (model.from_hf): Llama's shape with q/k/v biases"},
 };
 constexpr const auto& enum_rows(ModelKind) { return kModelKindRows; }
 inline std::string to_string(ModelKind k) { return enum_name(k); }
 
 struct ModelConfig {
   ModelKind kind = ModelKind::Vit;
+  // model.from_hf: a Hugging Face model directory (config.json + safetensors). Its config.json
+  // gives the family (kind may only agree with it) and every size below; src/hf loads it.
+  std::string from_hf;
+  std::string hf_name;               // model.name: base_model_name_or_path of adapter files (default: the directory's name)
+  std::vector<std::string> exclude;  // model.exclude: checkpoint tensors kept fresh (e.g. a new "classifier.*")
+  bool is_hf() const { return !from_hf.empty(); }
+  // base_model_name_or_path for adapter files: model.name, else the directory's own name (never
+  // an absolute path of the training machine).
+  std::string base_model_name() const {
+    if (!hf_name.empty() || from_hf.empty()) return hf_name;
+    std::string d = from_hf;
+    while (d.size() > 1 && d.back() == '/') d.pop_back();
+    return d.substr(d.find_last_of('/') == std::string::npos ? 0 : d.find_last_of('/') + 1);
+  }
+  bool is_hf_lm() const {
+    return kind == ModelKind::Gpt2 || kind == ModelKind::Llama || kind == ModelKind::Mistral || kind == ModelKind::Qwen2;
+  }
   int64_t image_size = 28, channels = 1, patch = 4, dim = 128, depth = 4, heads = 4;  // image_size..patch: vit
   // text: vocabulary (= the tokenizer's), context length, task and head.
-  int64_t vocab_size = 4000, max_seq_len = 128, pad_id = 3;
+  int64_t vocab_size = 4000, max_seq_len = 128, pad_id = 3;  // Hugging Face LMs: pad_id -1 (chunks need none)
   models::TextTask task = models::TextTask::Classify;
   models::TextPooling pooling = models::TextPooling::Mean;  // classify only
   bool causal = true;             // text attention is causal (false: bidirectional classifier)
-  bool is_text() const { return kind == ModelKind::Text; }
-  bool is_lm() const { return is_text() && task == models::TextTask::CausalLm; }
+  bool is_text() const { return kind == ModelKind::Text || is_hf_lm(); }
+  bool is_lm() const { return (kind == ModelKind::Text && task == models::TextTask::CausalLm) || is_hf_lm(); }
   double mlp_ratio = 2.0;
   int64_t num_classes = 10;
   double dropout = 0.0;

@@ -1,9 +1,12 @@
 // The recipe's `data:` section (with data.tokenizer) and the checks of data against model.
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <set>
 
 #include "src/recipe/recipe_sections.h"
+
+namespace fs = std::filesystem;
 
 namespace tunekit::recipe {
 namespace {
@@ -20,16 +23,32 @@ void fill_spam_assassin(Section& d, DataConfig& c) {
   c.labels = {"ham", "spam"};
 }
 
-// data.tokenizer: its vocabulary is the model's.
-void parse_tokenizer(Section& d, TokenizerConfig& k, int64_t model_vocab_size) {
+// data.tokenizer: its vocabulary is the model's. A Hugging Face LM reads ids with the tokenizer
+// its directory ships (tokenizer.model, sentencepiece), never one tunekit trains.
+void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
   Section t = d.section("tokenizer");
   t.read("model", k.model);
   k.type = t.choice("type", k.type);
   t.read("vocab_size", k.vocab_size);
   t.read("character_coverage", k.character_coverage);
-  if (k.vocab_size == 0) k.vocab_size = model_vocab_size;
-  if (k.vocab_size != model_vocab_size)
-    t.fail("vocab_size", fmt::format("is {} but model.vocab_size is {} (they must agree)", k.vocab_size, model_vocab_size));
+  if (model.is_hf_lm()) {
+    for (const char* key : {"type", "vocab_size", "character_coverage"})
+      if (t.has(key)) t.fail(key, "does not apply with model.from_hf (the model's own tokenizer is used)");
+    if (k.model.empty()) {
+      k.model = (fs::path(model.from_hf) / "tokenizer.model").string();
+      if (!fs::exists(k.model))
+        t.fail("model", fmt::format("{} has no tokenizer.model (sentencepiece); tunekit reads only sentencepiece "
+                                    "tokenizers so far (tokenizer.json, the byte-level BPE of GPT-2 and Qwen2, is not "
+                                    "supported yet): give data.tokenizer.model",
+                                    model.from_hf));
+    }
+    k.vocab_size = model.vocab_size;
+    t.finish();
+    return;
+  }
+  if (k.vocab_size == 0) k.vocab_size = model.vocab_size;
+  if (k.vocab_size != model.vocab_size)
+    t.fail("vocab_size", fmt::format("is {} but model.vocab_size is {} (they must agree)", k.vocab_size, model.vocab_size));
   if (k.character_coverage <= 0 || k.character_coverage > 1) t.fail("character_coverage", "must be in (0, 1]");
   if (!k.model.empty() && (t.has("type") || t.has("vocab_size")))
     t.fail(t.has("type") ? "type" : "vocab_size", "only applies when tunekit trains the tokenizer (model is set)");
@@ -95,7 +114,7 @@ DataConfig parse_data(Section d, const ModelConfig& model) {
   d.read("label_field", c.label_field);
   d.read("group_field", c.group_field);
   d.read("labels", c.labels);
-  parse_tokenizer(d, c.tokenizer, model.vocab_size);
+  parse_tokenizer(d, c.tokenizer, model);
   check_text_fields(d, c, model);
   d.read("val_fraction", c.val_fraction);
   d.read("batch_size", c.batch_size);

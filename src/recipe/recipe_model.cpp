@@ -4,10 +4,49 @@
 #include <cstdlib>
 #include <utility>
 
+#include "src/hf/config.h"
 #include "src/recipe/recipe_sections.h"
+#include "util/error.h"
 
 namespace tunekit::recipe {
 namespace {
+
+ModelKind kind_of(models::hf::Family f) {
+  switch (f) {
+    case models::hf::Family::Gpt2: return ModelKind::Gpt2;
+    case models::hf::Family::Llama: return ModelKind::Llama;
+    case models::hf::Family::Mistral: return ModelKind::Mistral;
+    case models::hf::Family::Qwen2: return ModelKind::Qwen2;
+    case models::hf::Family::Vit: return ModelKind::Vit;
+  }
+  return ModelKind::Vit;
+}
+
+// What the recipe records of a checkpoint's config.json (for describe, data and checks).
+struct HfSizes {
+  int64_t dim = 0, depth = 0, heads = 0, vocab_size = 0, positions = 0;  // LMs
+  int64_t image_size = 0, channels = 0, patch = 0, num_labels = 0;       // ViT
+};
+HfSizes hf_sizes(const hf::HfConfig& h) {
+  HfSizes z;
+  if (h.family == models::hf::Family::Gpt2) {
+    const auto& o = h.gpt2;
+    z = {o.n_embd(), o.n_layer(), o.n_head(), o.vocab_size(), o.n_positions()};
+  } else if (h.family == models::hf::Family::Vit) {
+    const auto& o = h.vit;
+    z.dim = o.hidden_size();
+    z.depth = o.num_hidden_layers();
+    z.heads = o.num_attention_heads();
+    z.image_size = o.image_size();
+    z.channels = o.num_channels();
+    z.patch = o.patch_size();
+    z.num_labels = o.num_labels();
+  } else {
+    const auto& o = h.llama;
+    z = {o.hidden_size(), o.num_hidden_layers(), o.num_attention_heads(), o.vocab_size(), o.max_position_embeddings()};
+  }
+  return z;
+}
 
 // model.attention.sigmoid_bias: auto, learnable or a number (fixed).
 void parse_sigmoid_bias(Section& a, models::AttentionVariant& v) {
@@ -62,11 +101,74 @@ void check_model(Section& m, const ModelConfig& c) {
   if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
 }
 
+// model.from_hf: the family and every size come from the directory's config.json (src/hf/config.h);
+// the recipe may name the family (it must agree), the context, a new head and the attention variant.
+ModelConfig parse_hf_model(Section& m) {
+  ModelConfig c;
+  m.read("from_hf", c.from_hf);
+  if (c.from_hf.empty()) m.fail("from_hf", "must name a Hugging Face model directory");
+  m.read("name", c.hf_name);
+  m.read("exclude", c.exclude);
+  for (const char* key : {"image_size", "channels", "patch", "dim", "depth", "heads", "mlp_ratio", "vocab_size", "task",
+                          "pooling", "causal", "pad_id", "post_attn_norm"})
+    if (m.has(key)) m.fail(key, fmt::format("comes from {}/config.json with model.from_hf", c.from_hf));
+  hf::HfConfig hc;
+  try {
+    hc = hf::read_hf_config(c.from_hf, /*context=*/2);  // the context is checked below, once known
+  } catch (const Error& e) {
+    m.fail("from_hf", e.what());
+  }
+  c.kind = kind_of(hc.family);
+  if (m.has("kind")) {
+    ModelKind asked = m.choice("kind", c.kind);
+    if (asked != c.kind)
+      m.fail("kind", fmt::format("is {} but {}/config.json holds a {} model (model_type {})", to_string(asked),
+                                 c.from_hf, to_string(c.kind), models::hf::to_string(hc.family)));
+  }
+  const HfSizes z = hf_sizes(hc);
+  c.dim = z.dim;
+  c.depth = z.depth;
+  c.heads = z.heads;
+  m.read("dropout", c.dropout);
+  c.attention = parse_attention(m.section("attention"));
+  if (c.is_hf_lm()) {
+    c.task = models::TextTask::CausalLm;
+    c.vocab_size = z.vocab_size;
+    c.pad_id = -1;
+    c.max_seq_len = std::min<int64_t>(z.positions, 1024);
+    m.read("max_seq_len", c.max_seq_len);
+    if (c.max_seq_len < 2 || c.max_seq_len > z.positions)
+      m.fail("max_seq_len", fmt::format("must be in 2..{} (the model's max_position_embeddings)", z.positions));
+    try {
+      hf::read_hf_config(c.from_hf, c.max_seq_len);  // GPT-2's positions, a sliding window
+    } catch (const Error& e) {
+      m.fail("max_seq_len", e.what());
+    }
+    if (m.has("num_classes")) m.fail("num_classes", "does not apply to a causal LM");
+  } else {
+    if (m.has("max_seq_len")) m.fail("max_seq_len", "does not apply to a ViT");
+    c.image_size = z.image_size;
+    c.channels = z.channels;
+    c.patch = z.patch;
+    c.num_classes = z.num_labels;
+    m.read("num_classes", c.num_classes);
+    if (c.num_classes <= 0) m.fail("num_classes", "must be positive");
+  }
+  if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
+  m.finish();
+  return c;
+}
+
 }  // namespace
 
 ModelConfig parse_model(Section m) {
   ModelConfig c;
+  if (m.has("from_hf")) return parse_hf_model(m);
+  for (const char* key : {"name", "exclude"})
+    if (m.has(key)) m.fail(key, "only applies with model.from_hf (a Hugging Face model directory)");
   c.kind = m.choice("kind", c.kind);
+  if (c.kind != ModelKind::Vit && c.kind != ModelKind::Text)
+    m.fail("kind", fmt::format("{} is a Hugging Face family: give its directory as model.from_hf", to_string(c.kind)));
   check_kind_keys(m, c.kind);
   m.read("vocab_size", c.vocab_size);
   m.read("max_seq_len", c.max_seq_len);

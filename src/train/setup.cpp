@@ -18,6 +18,11 @@ namespace tunekit {
 RunModel build_run_model(const Recipe& recipe, bool load_init) {
   RunModel r;
   r.model = from_recipe::build_model(recipe.model);
+  if (recipe.model.is_hf())
+    r.init_message = fmt::format("weights of {} (Hugging Face {}{})", recipe.model.from_hf, to_string(recipe.model.kind),
+                                 recipe.model.exclude.empty()
+                                     ? ""
+                                     : fmt::format("; kept fresh: {}", fmt::join(recipe.model.exclude, ", ")));
   if (load_init && !recipe.init_from.run.empty()) {
     std::string dir = (fs::path(recipe.init_from.run) / "checkpoints" / to_string(recipe.init_from.checkpoint)).string();
     if (!io::checkpoint_exists(dir))

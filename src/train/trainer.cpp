@@ -121,7 +121,7 @@ struct Run {
   // Writes a checkpoint of the model (with the optimizer for `last`, to resume from).
   void save(const std::string& dir, torch::optim::Optimizer* with_optimizer) {
     state.train_seconds = train_seconds;
-    io::save_checkpoint(dir, model(), with_optimizer, state, write_extra);
+    io::save_checkpoint(dir, model(), with_optimizer, state, write_extra, /*trainable_only=*/recipe.model.is_hf());
   }
   void checkpoint_last() { save(last_dir, optimizer.get()); }
 };
@@ -175,7 +175,8 @@ void set_checkpoint_extras(Run& run) {
   run.write_extra = [&run](const std::string& dir) {
     const Recipe& recipe = run.recipe;
     if (recipe.adapter.saves_adapter_file())
-      io::save_adapter(dir, run.model(), recipe.adapter, run.rm.report.adapted, recipe.init_from.run);
+      io::save_adapter(dir, run.model(), recipe.adapter, run.rm.report.adapted,
+                       recipe.model.is_hf() ? recipe.model.base_model_name() : recipe.init_from.run);
     if (recipe.data.is_text())
       fs::copy_file(fs::path(run.run_dir) / data::kTokenizerFile, fs::path(dir) / data::kTokenizerFile,
                     fs::copy_options::overwrite_existing);
