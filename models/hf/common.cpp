@@ -1,0 +1,250 @@
+#include "models/hf/common.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "models/attention.h"
+#include "models/attention_kernel.h"
+#include "util/error.h"
+
+namespace tunekit::models::hf {
+
+RmsNormImpl::RmsNormImpl(int64_t dim_, double eps_) : dim(dim_), eps(eps_) { reset(); }
+
+void RmsNormImpl::reset() { weight = register_parameter("weight", torch::ones({dim})); }
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  // transformers: h = x.float(); h = h * rsqrt(h.pow(2).mean(-1) + eps); weight * h.to(x.dtype)
+  const auto dtype = x.scalar_type();
+  auto h = x.to(torch::promote_types(dtype, torch::kFloat));
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * h.to(dtype);
+}
+
+torch::jit::Module RmsNormImpl::to_script(const ScriptUnit& unit) const {
+  auto m = unit.module("RmsNorm");
+  m.register_parameter("weight", weight.detach().clone(), false);
+  // 6 is torch.float32 (dtype names do not resolve in a C++-defined module).
+  m.define(fmt::format(R"(
+def forward(self, x: Tensor) -> Tensor:
+    h = x.to(torch.promote_types(x.dtype, 6))
+    h = h * torch.rsqrt(h.pow(2).mean(-1, True) + {})
+    return self.weight * h.to(x.dtype)
+)",
+                       py_float(eps)));
+  return m;
+}
+
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(int64_t n, int64_t head_dim, double theta,
+                                                       torch::ScalarType dtype) {
+  // LlamaRotaryEmbedding: inv_freq = 1 / base^(arange(0, d, 2).float() / d), all in float32.
+  auto inv_freq = torch::reciprocal(torch::pow(theta, torch::arange(0, head_dim, 2, torch::kLong).to(torch::kFloat) / head_dim));
+  auto angles = torch::outer(torch::arange(n, torch::kLong).to(torch::kFloat), inv_freq);  // [n, d/2]
+  auto emb = torch::cat({angles, angles}, -1);
+  return {emb.cos().to(dtype).view({1, n, 1, head_dim}), emb.sin().to(dtype).view({1, n, 1, head_dim})};
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto rotated = torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+std::string rotary_script(int64_t head_dim, double theta, const std::string& like) {
+  return fmt::format(
+      "    inv_freq = torch.reciprocal(torch.pow({theta}, torch.arange(0, {d}, 2).float() / {d}))\n"
+      "    angles = torch.outer(torch.arange(N).float(), inv_freq)\n"
+      "    emb = torch.cat([angles, angles], -1)\n"
+      "    cos = emb.cos().to({like}.dtype).view(1, N, 1, {d})\n"
+      "    sin = emb.sin().to({like}.dtype).view(1, N, 1, {d})\n",
+      fmt::arg("theta", py_float(theta)), fmt::arg("d", head_dim), fmt::arg("like", like));
+}
+
+HfAttentionBase::HfAttentionBase(AttentionShape shape_) : shape(std::move(shape_)) {}
+
+void HfAttentionBase::register_variant() {
+  const auto& s = shape;
+  if (s.heads <= 0 || s.kv_heads <= 0 || s.heads % s.kv_heads != 0)
+    throw Error(fmt::format("attention: {} query heads cannot share {} key/value heads (heads must be a multiple)",
+                            s.heads, s.kv_heads));
+  if (s.head_dim <= 0 || s.head_dim % 2 != 0)
+    throw Error(fmt::format("attention: head_dim {} must be a positive even number", s.head_dim));
+  const auto& var = s.variant;
+  if (var.gate != Gate::None) {
+    // As models/attention.cpp: W_g a normal Linear from the attention input, b_g = 0 at the
+    // start (docs/methods.md §2). The value gate matches the value projection's width.
+    const int64_t out = var.gate == Gate::SdpaHeadwise ? s.heads
+                        : var.gate == Gate::Value      ? s.kv_heads * s.head_dim
+                                                       : s.heads * s.head_dim;
+    gate = register_module("gate", Linear(s.hidden, out));
+    torch::NoGradGuard no_grad;
+    gate->bias.zero_();
+  }
+  if (var.qk_norm) {
+    q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.head_dim})));
+    k_norm = register_module("k_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.head_dim})));
+  }
+  if (var.score == Score::Sigmoid) {
+    if (var.bias_mode != SigmoidBias::Fixed && var.max_seq_len <= 0)
+      throw Error("attention: sigmoid bias -log(n) needs the maximum sequence length n");
+    double b = var.bias_mode == SigmoidBias::Fixed ? var.bias_value : default_sigmoid_bias(var.max_seq_len);
+    auto t = torch::full({}, b);
+    sigmoid_bias = var.bias_mode == SigmoidBias::Learnable ? register_parameter("sigmoid_bias", t)
+                                                           : register_buffer("sigmoid_bias", t);
+  }
+}
+
+std::vector<std::string> HfAttentionBase::variant_parameters() const {
+  std::vector<std::string> out;
+  const auto& var = shape.variant;
+  if (var.gate != Gate::None) out.insert(out.end(), {"gate.weight", "gate.bias"});
+  if (var.qk_norm) out.insert(out.end(), {"q_norm.weight", "q_norm.bias", "k_norm.weight", "k_norm.bias"});
+  if (var.score == Score::Sigmoid && var.bias_mode == SigmoidBias::Learnable) out.push_back("sigmoid_bias");
+  return out;
+}
+
+double HfAttentionBase::core_flops(double n) const {
+  const auto& s = shape;
+  double f = 2 * 2 * n * n * double(s.heads * s.head_dim);  // Q K^T and P V
+  if (gate) f += 2 * n * double(s.hidden * gate->options.out_features());
+  return f;
+}
+
+torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                      const torch::Tensor& cos, const torch::Tensor& sin) {
+  const auto& var = shape.variant;
+  const int64_t B = q.size(0), N = q.size(1), H = shape.heads, KV = shape.kv_heads, Dh = shape.head_dim, R = H / KV;
+  const double scale = 1.0 / std::sqrt(double(Dh));
+  const bool sigmoid = var.score == Score::Sigmoid;
+  torch::Tensor g;
+  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X W_g + b_g)
+  if (var.gate == Gate::Value) v = v * g;                  // V <- V (.) G
+  q = q.view({B, N, H, Dh});
+  k = k.view({B, N, KV, Dh});
+  if (var.qk_norm) {  // per head, before the rotation (as Qwen3 / OLMo2 place their q/k norms)
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  if (cos.defined()) {
+    q = apply_rotary(q, cos, sin);
+    k = apply_rotary(k, cos, sin);
+  }
+  torch::Tensor out;  // [B, N, H*Dh]
+  if (!shape.causal && R == 1 && attention_kernel_available(q)) {
+    // Bidirectional, one key/value head per query head (ViT): the fused core of
+    // models/attention_kernel.h reads the heads in place.
+    auto qc = q.reshape({B, N, H * Dh}).contiguous(), kc = k.reshape({B, N, H * Dh}).contiguous();
+    auto vc = v.contiguous();
+    out = sigmoid ? sigmoid_attention(qc, kc, vc, sigmoid_bias, H, scale) : softmax_attention(qc, kc, vc, H, scale);
+  } else {
+    // Grouped-query attention without repeating K and V: the R query heads that share a
+    // key/value head (HF's repeat_kv: head h reads kv head h / R) are stacked along the rows.
+    auto qh = q.transpose(1, 2).reshape({B, KV, R * N, Dh});
+    auto kh = k.transpose(1, 2);
+    auto vh = v.view({B, N, KV, Dh}).transpose(1, 2);
+    auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(scale).view({B, H, N, N});
+    if (shape.causal)
+      scores.masked_fill_(torch::ones({N, N}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
+    auto probs = sigmoid ? torch::sigmoid(scores + sigmoid_bias) : torch::softmax(scores, -1);
+    out = torch::matmul(probs.view({B, KV, R * N, N}), vh).view({B, H, N, Dh}).transpose(1, 2).reshape({B, N, H * Dh});
+  }
+  if (var.gate == Gate::SdpaElementwise) out = out * g;
+  if (var.gate == Gate::SdpaHeadwise) out = (out.view({B, N, H, Dh}) * g.unsqueeze(-1)).view({B, N, H * Dh});
+  return out;
+}
+
+std::string HfAttentionBase::script_attend(torch::jit::Module& m, const ScriptUnit& unit, bool rotary) const {
+  const auto& var = shape.variant;
+  const int64_t H = shape.heads, KV = shape.kv_heads, Dh = shape.head_dim, R = H / KV;
+  std::string src;
+  if (var.gate != Gate::None) {
+    m.register_module("gate", gate->to_script(unit));
+    src += "    g = torch.sigmoid(self.gate.forward(x))\n";
+  }
+  if (var.gate == Gate::Value) src += "    v = v * g\n";
+  src += fmt::format("    q = q.view(B, N, {H}, {Dh})\n    k = k.view(B, N, {KV}, {Dh})\n", fmt::arg("H", H),
+                     fmt::arg("KV", KV), fmt::arg("Dh", Dh));
+  if (var.qk_norm) {
+    m.register_module("q_norm", layer_norm_script(unit, q_norm));
+    m.register_module("k_norm", layer_norm_script(unit, k_norm));
+    src += "    q = self.q_norm.forward(q)\n    k = self.k_norm.forward(k)\n";
+  }
+  if (rotary)
+    src += fmt::format(
+        "    q = q * cos + torch.cat([-q[:, :, :, {h}:], q[:, :, :, :{h}]], -1) * sin\n"
+        "    k = k * cos + torch.cat([-k[:, :, :, {h}:], k[:, :, :, :{h}]], -1) * sin\n",
+        fmt::arg("h", Dh / 2));
+  src += fmt::format(
+      "    q = q.transpose(1, 2).reshape(B, {KV}, {R} * N, {Dh})\n"
+      "    k = k.transpose(1, 2)\n"
+      "    v = v.view(B, N, {KV}, {Dh}).transpose(1, 2)\n"
+      "    scores = (torch.matmul(q, k.transpose(-2, -1)) * {scale}).view(B, {H}, N, N)\n",
+      fmt::arg("H", H), fmt::arg("KV", KV), fmt::arg("R", R), fmt::arg("Dh", Dh),
+      fmt::arg("scale", py_float(1.0 / std::sqrt(double(Dh)))));
+  if (shape.causal) src += "    scores = scores.masked_fill(torch.ones(N, N).triu(1) != 0, float('-inf'))\n";
+  if (var.score == Score::Sigmoid) {
+    m.register_buffer("sigmoid_bias", sigmoid_bias.detach().clone());
+    src += "    probs = torch.sigmoid(scores + self.sigmoid_bias)\n";
+  } else {
+    src += "    probs = torch.softmax(scores, -1)\n";
+  }
+  src += fmt::format("    out = torch.matmul(probs.view(B, {KV}, {R} * N, N), v).view(B, {H}, N, {Dh}).transpose(1, 2)\n",
+                     fmt::arg("H", H), fmt::arg("KV", KV), fmt::arg("R", R), fmt::arg("Dh", Dh));
+  if (var.gate == Gate::SdpaElementwise) src += fmt::format("    out = out * g.view(B, N, {}, {})\n", H, Dh);
+  if (var.gate == Gate::SdpaHeadwise) src += fmt::format("    out = out * g.view(B, N, {}, 1)\n", H);
+  src += fmt::format("    out = out.reshape(B, N, {})\n", H * Dh);
+  return src;
+}
+
+void init_linear(Linear& linear, double std) {
+  torch::NoGradGuard no_grad;
+  linear->weight.normal_(0, std);
+  if (linear->bias.defined()) linear->bias.zero_();
+}
+
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+std::string count_string(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+void check_ids(const torch::Tensor& ids, int64_t max_seq_len, int64_t vocab_size, const std::string& family) {
+  if (ids.dim() != 2 || ids.scalar_type() != torch::kLong)
+    throw Error(fmt::format("{}: expected token ids [B, N] of int64, got {} {}", family,
+                            c10::toString(ids.scalar_type()), c10::str(ids.sizes())));
+  const int64_t N = ids.size(1);
+  if (N == 0 || N > max_seq_len)
+    throw Error(fmt::format("{}: sequence length {} is outside 1..{} (the model's positions)", family, N, max_seq_len));
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= vocab_size)
+      throw Error(fmt::format("{}: token id {} is outside the vocabulary 0..{}", family, lo < 0 ? lo : hi,
+                              vocab_size - 1));
+  }
+}
+
+torch::jit::Module embedding_script(const ScriptUnit& unit, const torch::nn::Embedding& embedding) {
+  auto m = unit.module("Embedding");
+  m.register_parameter("weight", embedding->weight.detach().clone(), false);
+  m.define("def forward(self, ids: Tensor) -> Tensor:\n    return torch.embedding(self.weight, ids)\n");
+  return m;
+}
+
+torch::jit::Module container_script(const ScriptUnit& unit, const std::string& class_name,
+                                    const std::vector<std::pair<std::string, torch::jit::Module>>& children) {
+  auto m = unit.module(class_name);
+  for (const auto& [name, child] : children) m.register_module(name, child);
+  return m;
+}
+
+}  // namespace tunekit::models::hf

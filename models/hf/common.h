@@ -1,0 +1,100 @@
+// What the Hugging Face families (models/hf/hf_model.h) share: Llama's RMSNorm, rotary position
+// embeddings in HF's rotate_half convention, and one self-attention core (causal or not,
+// grouped-query, tunekit's attention variants) with its TorchScript form, so that GPT-2, the
+// Llama family and ViT write attention once. Each family's attention module derives from
+// HfAttentionBase and adds its own projections under their Hugging Face names.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/attention_variant.h"
+#include "models/hf/hf_model.h"
+#include "models/linear.h"
+#include "models/script.h"
+
+namespace tunekit::models::hf {
+
+// LlamaRMSNorm: weight * (x * rsqrt(mean(x^2) + eps)), the normalisation computed in float32
+// (as transformers does; a double input stays double) and cast back before the weight.
+class RmsNormImpl : public torch::nn::Module {
+ public:
+  RmsNormImpl(int64_t dim, double eps);
+  void reset();
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  int64_t dim;
+  double eps;
+  torch::Tensor weight;
+};
+TORCH_MODULE(RmsNorm);
+
+// Rotary embeddings as transformers' LlamaRotaryEmbedding computes them for positions 0..n-1:
+// inv_freq = 1 / theta^(2i/d) (float32), angles = position * inv_freq, emb = [angles, angles];
+// returns cos(emb), sin(emb) as [1, n, 1, head_dim] in `dtype` (broadcast over [B, n, heads, d]).
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(int64_t n, int64_t head_dim, double theta,
+                                                       torch::ScalarType dtype);
+// x [B, n, heads, d] -> x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1] (halves of d).
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+// TorchScript lines (4-space indent) defining `cos` and `sin` as rotary_cos_sin does, for the
+// sequence length `N` and the dtype of the tensor named `like`.
+std::string rotary_script(int64_t head_dim, double theta, const std::string& like);
+
+// The shape of one self-attention layer and the variant it runs.
+struct AttentionShape {
+  int64_t hidden = 0;    // width of the attention input (the gate's in_features)
+  int64_t heads = 0;     // query heads
+  int64_t kv_heads = 0;  // key/value heads (grouped-query attention when fewer than heads)
+  int64_t head_dim = 0;
+  bool causal = false;
+  AttentionVariant variant;  // variant.max_seq_len filled in by the family (n of b = -log n)
+};
+
+// The part every family's attention shares: given the projected q [B, N, heads*Dh] and k, v
+// [B, N, kv_heads*Dh], computes the (gated) per-head attention output [B, N, heads*Dh], before
+// the output projection. Scores scale 1/sqrt(Dh); softmax (HF's formula) or tunekit's sigmoid
+// score; gates, qk_norm and the sigmoid bias as models/attention.cpp defines them
+// (docs/methods.md §1–§3), registered here as `gate`, `q_norm`, `k_norm`, `sigmoid_bias`.
+class HfAttentionBase : public torch::nn::Module {
+ public:
+  explicit HfAttentionBase(AttentionShape shape);
+  // Names (relative to this module) of the tunekit-only parameters the variant adds.
+  std::vector<std::string> variant_parameters() const;
+  // Multiply-adds x2 of the core and the gate for n tokens (the projections are the family's).
+  double core_flops(double n) const;
+
+  AttentionShape shape;
+  Linear gate{nullptr};
+  torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
+  torch::Tensor sigmoid_bias;
+
+ protected:
+  // Checks the shape and registers the variant's parts; call after the family's projections
+  // so the Hugging Face tensors come first in named_parameters().
+  void register_variant();
+  // x: the attention input (the gate reads it); cos/sin from rotary_cos_sin, or undefined.
+  torch::Tensor attend(const torch::Tensor& x, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                       const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
+  // TorchScript: registers the variant's parts on m and returns the lines that turn the
+  // variables x, q, k, v (B, N; cos, sin when `rotary`) into `out` [B, N, heads*Dh].
+  std::string script_attend(torch::jit::Module& m, const ScriptUnit& unit, bool rotary) const;
+};
+
+// Hugging Face's initialisation: weights normal(0, std), biases zero.
+void init_linear(Linear& linear, double std);
+// The number of parameter values (adapters included), and as describe() prints it: "124,439,808".
+int64_t parameter_count(const torch::nn::Module& module);
+std::string count_string(int64_t n);
+// The checks every causal LM's forward makes on its ids: [B, N] int64, 1 <= N <= max_seq_len,
+// ids within the vocabulary. `family` names the model in the error.
+void check_ids(const torch::Tensor& ids, int64_t max_seq_len, int64_t vocab_size, const std::string& family);
+// The TorchScript form of an Embedding (its `weight`; forward(ids) = weight[ids]).
+torch::jit::Module embedding_script(const ScriptUnit& unit, const torch::nn::Embedding& embedding);
+// A plain TorchScript container (no forward) with the given children, e.g. GPT-2's `mlp`.
+torch::jit::Module container_script(const ScriptUnit& unit, const std::string& class_name,
+                                    const std::vector<std::pair<std::string, torch::jit::Module>>& children);
+
+}  // namespace tunekit::models::hf

@@ -1,0 +1,67 @@
+// GPT-2 (transformers' GPT2LMHeadModel) as a tunekit model: learned positions, pre-LN blocks
+// with LayerNorm, a fused c_attn projection split into q, k, v, causal attention, a gelu_new MLP
+// and the LM head tied to the token embedding. Module names are the checkpoint's
+// (`transformer.h.0.attn.c_attn`); the Conv1D layers are models::Linear holding [out, in] (the
+// checkpoint stores them [in, out]: hf_tensors() marks them transposed).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/hf/common.h"
+#include "models/hf/hf_model.h"
+#include "models/linear.h"
+
+namespace tunekit::models::hf {
+
+// GPT2Attention: c_attn (hidden -> 3 hidden, q | k | v), causal core, c_proj.
+class Gpt2AttentionImpl : public HfAttentionBase {
+ public:
+  explicit Gpt2AttentionImpl(AttentionShape shape);
+  void reset();
+  torch::Tensor forward(const torch::Tensor& x);  // [B, N, hidden], the block's ln_1 output
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  Linear c_attn{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Attention);
+
+// GPT2Block: x + attn(ln_1(x)), then + mlp(ln_2(x)) with mlp = c_proj(act(c_fc(.))).
+class Gpt2BlockImpl : public torch::nn::Module {
+ public:
+  Gpt2BlockImpl(const Gpt2Options& options, const AttentionShape& shape);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  Gpt2Options options;
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  Gpt2Attention attn{nullptr};
+  std::shared_ptr<torch::nn::Module> mlp;  // holds c_fc, c_proj
+  Linear c_fc{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Block);
+
+class Gpt2Impl : public HfModel {
+ public:
+  explicit Gpt2Impl(Gpt2Options options);
+  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
+  torch::Tensor forward(const torch::Tensor& ids) override;
+  torch::jit::Module to_script(const ScriptUnit& unit) const override;
+  double flops_per_sample() const override;  // at max_seq_len() tokens
+  std::string describe() const override;
+  Family family() const override { return Family::Gpt2; }
+  std::vector<HfTensor> hf_tensors() override;
+  std::vector<std::string> extra_parameters() const override;
+  int64_t max_seq_len() const override;
+  int64_t n_inner() const;
+
+  Gpt2Options options;
+  std::shared_ptr<torch::nn::Module> transformer;  // holds wte, wpe, h, ln_f
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  std::vector<Gpt2Block> h;
+  torch::nn::LayerNorm ln_f{nullptr};
+};
+
+}  // namespace tunekit::models::hf

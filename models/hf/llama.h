@@ -1,0 +1,72 @@
+// The Llama family (transformers' LlamaForCausalLM, and the same-shaped MistralForCausalLM and
+// Qwen2ForCausalLM) as a tunekit model: RMSNorm, rotary position embeddings (HF's rotate_half
+// convention), grouped-query causal attention with optional q/k/v and o biases, a SwiGLU MLP
+// (down(silu(gate(x)) * up(x))), and an lm_head of its own or tied to the embedding. Module
+// names are the checkpoint's (`model.layers.3.self_attn.q_proj`, `lm_head`).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/hf/common.h"
+#include "models/hf/hf_model.h"
+#include "models/linear.h"
+
+namespace tunekit::models::hf {
+
+// LlamaAttention: q_proj (hidden -> heads*Dh), k_proj and v_proj (hidden -> kv_heads*Dh),
+// rotary on q and k, causal grouped-query core, o_proj (heads*Dh -> hidden).
+class LlamaAttentionImpl : public HfAttentionBase {
+ public:
+  LlamaAttentionImpl(AttentionShape shape, bool qkv_bias, bool o_bias);
+  void reset();
+  // x [B, N, hidden] (the layer's input_layernorm output); cos, sin from rotary_cos_sin.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  bool qkv_bias, o_bias;
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+};
+TORCH_MODULE(LlamaAttention);
+
+// LlamaDecoderLayer: x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)).
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(const LlamaOptions& options, const AttentionShape& shape);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::jit::Module to_script(const ScriptUnit& unit) const;
+
+  LlamaOptions options;
+  LlamaAttention self_attn{nullptr};
+  std::shared_ptr<torch::nn::Module> mlp;  // holds gate_proj, up_proj, down_proj
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaImpl : public HfModel {
+ public:
+  explicit LlamaImpl(LlamaOptions options);
+  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
+  torch::Tensor forward(const torch::Tensor& ids) override;
+  torch::jit::Module to_script(const ScriptUnit& unit) const override;
+  double flops_per_sample() const override;  // at max_seq_len() tokens
+  std::string describe() const override;
+  Family family() const override { return options.family(); }
+  std::vector<HfTensor> hf_tensors() override;
+  std::vector<std::string> extra_parameters() const override;
+  int64_t max_seq_len() const override;
+  int64_t num_key_value_heads() const;
+  int64_t head_dim() const;
+
+  LlamaOptions options;
+  std::shared_ptr<torch::nn::Module> model;  // holds embed_tokens, layers, norm
+  torch::nn::Embedding embed_tokens{nullptr};
+  std::vector<LlamaDecoderLayer> layers;
+  RmsNorm norm{nullptr};
+  Linear lm_head{nullptr};  // null when tie_word_embeddings: the head is embed_tokens' weight
+};
+
+}  // namespace tunekit::models::hf
