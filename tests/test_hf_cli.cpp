@@ -5,6 +5,7 @@
 // applied by the reference script as PEFT would apply it, and a PEFT adapter the script writes is
 // merged and exported by tunekit. A tiny ViT directory is fine-tuned on Fashion-MNIST-shaped
 // images (resized and normalised as its preprocessor_config.json says). Recipe errors last.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/import.h>
 

@@ -136,6 +136,7 @@ SourceModel load_source(const std::string& src, const std::string& checkpoint, c
     s.adapted = report.adapted;
     s.adapter_kind = cfg.kind;
   }
+  s.model->eval();  // an attached adapter carries PEFT's lora_dropout
   return s;
 }
 
