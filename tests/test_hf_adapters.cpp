@@ -93,11 +93,11 @@ std::map<std::string, Factors> write_peft(const std::string& dir, torch::nn::Mod
   const int64_t r = config["r"].get<int64_t>();
   for (const auto& name : layers) {
     const auto& w = lins.at(name)->weight;
-    Factors f{torch::randn({r, w.size(1)}) * 0.3, torch::randn({w.size(0), r}) * 0.3,
-              torch::rand({w.size(0)}) + 0.5};
+    Factors f{torch::randn({r, w.size(1)}) * 0.3, torch::randn({w.size(0), r}) * 0.3, torch::rand({w.size(0)}) + 0.5};
     tensors.emplace_back("base_model.model." + name + ".lora_A.weight", f.A);
     tensors.emplace_back("base_model.model." + name + ".lora_B.weight", f.B);
-    if (config.value("use_dora", false)) tensors.emplace_back("base_model.model." + name + ".lora_magnitude_vector", f.m);
+    if (config.value("use_dora", false))
+      tensors.emplace_back("base_model.model." + name + ".lora_magnitude_vector", f.m);
     out[name] = f;
   }
   for (auto& t : extra) tensors.push_back(t);
@@ -161,12 +161,13 @@ TEST(HfAdapters, PeftLoraAppliesAsWPlusScaledBA) {
   EXPECT_EQ(cfg.targets, (std::vector<std::string>{"q", "v"}));
   EXPECT_EQ(cfg.init_from, dir.path());
   // Pattern by pattern, in the model's order within each.
-  EXPECT_EQ(adapted, (std::vector<std::string>{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v",
-                                               "blocks.1.attn.v"}));
+  EXPECT_EQ(adapted,
+            (std::vector<std::string>{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v", "blocks.1.attn.v"}));
   m->eval();
   auto x = torch::randn({2, 1, 8, 8});
   auto y = m->forward(x);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 8.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 8.0 / 2); });
   EXPECT_TRUE(torch::allclose(m->forward(x), y, 1e-5, 1e-5));  // the merged model computes what the adapter did
 }
 
@@ -183,7 +184,8 @@ TEST(HfAdapters, PeftDoraIsMagnitudeTimesRowNormalisedDirection) {
   m->eval();
   auto x = torch::randn({2, 1, 8, 8});
   auto y = m->forward(x);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 4.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 4.0 / 2); });
   EXPECT_TRUE(torch::allclose(m->forward(x), y, 1e-5, 1e-5));
 }
 
@@ -197,7 +199,8 @@ TEST(HfAdapters, PeftRsLoraScalesByAlphaOverSqrtR) {
   AdapterConfig cfg;
   apply_peft(dir.path(), *m, &cfg);
   EXPECT_TRUE(cfg.rslora);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 6.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 6.0 / 2); });
 }
 
 TEST(HfAdapters, PeftDoraWithFanInFanOutAndRsLora) {
@@ -212,7 +215,8 @@ TEST(HfAdapters, PeftDoraWithFanInFanOutAndRsLora) {
   config["fan_in_fan_out"] = true;
   auto factors = write_peft(dir.path(), *m, config, {"blocks.0.attn.o", "blocks.1.attn.o"});
   apply_peft(dir.path(), *m);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 16.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 16.0 / 2); });
 }
 
 TEST(HfAdapters, PeftFileLoadsThroughInitFromWithModulesToSave) {
@@ -224,9 +228,9 @@ TEST(HfAdapters, PeftFileLoadsThroughInitFromWithModulesToSave) {
   auto config = peft_config(2, 4, {"q", "v"});
   config["modules_to_save"] = {"head"};
   torch::Tensor head_w = torch::randn({3, 8}), head_b = torch::randn({3});
-  auto factors = write_peft(dir.path(), *m, config,
-                            {"blocks.0.attn.q", "blocks.0.attn.v", "blocks.1.attn.q", "blocks.1.attn.v"},
-                            {{"base_model.model.head.weight", head_w}, {"base_model.model.head.bias", head_b}});
+  auto factors =
+      write_peft(dir.path(), *m, config, {"blocks.0.attn.q", "blocks.0.attn.v", "blocks.1.attn.q", "blocks.1.attn.v"},
+                 {{"base_model.model.head.weight", head_w}, {"base_model.model.head.bias", head_b}});
   AdapterConfig cfg;
   cfg.kind = AdapterKind::Lora;
   cfg.r = 2;
@@ -247,16 +251,18 @@ TEST(HfAdapters, ModulesToSaveMismatchIsAClearError) {
   testkit::TempDir dir;
   auto config = peft_config(2, 4, {"q"});
   config["modules_to_save"] = {"head"};
-  write_peft(dir.path(), *m, config, {"blocks.0.attn.q", "blocks.1.attn.q"},
-             {{"base_model.model.head.weight", torch::randn({3, 8})}, {"base_model.model.head.bias", torch::randn({3})}});
+  write_peft(
+      dir.path(), *m, config, {"blocks.0.attn.q", "blocks.1.attn.q"},
+      {{"base_model.model.head.weight", torch::randn({3, 8})}, {"base_model.model.head.bias", torch::randn({3})}});
   AdapterConfig cfg;
   cfg.kind = AdapterKind::Lora;
   cfg.r = 2;
   cfg.alpha = 4;
   cfg.targets = {"q"};
   adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
-  EXPECT_NE(error_of([&] { io::load_adapter(dir.path(), *m, cfg); })
-                .find("has modules_to_save [\"head\"] but adapter.modules_to_save is []"),
+  EXPECT_NE(error_of([&] {
+              io::load_adapter(dir.path(), *m, cfg);
+            }).find("has modules_to_save [\"head\"] but adapter.modules_to_save is []"),
             std::string::npos);
 }
 
@@ -269,9 +275,9 @@ TEST(HfAdapters, BareNamesAreSuffixTargetsAsInPeft) {
     return adapters::attach_adapters(*m, from_recipe::attach_options(cfg)).adapted;
   };
   const std::vector<std::string> qv{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v", "blocks.1.attn.v"};
-  EXPECT_EQ(adapted_by({"q", "v"}), qv);                          // PEFT's bare suffix
-  EXPECT_EQ(adapted_by({"attn.q", "attn.v"}), qv);                // a longer suffix
-  EXPECT_EQ(adapted_by({"blocks.*.attn.q", "blocks.*.attn.v"}), qv);  // globs as before
+  EXPECT_EQ(adapted_by({"q", "v"}), qv);                                                      // PEFT's bare suffix
+  EXPECT_EQ(adapted_by({"attn.q", "attn.v"}), qv);                                            // a longer suffix
+  EXPECT_EQ(adapted_by({"blocks.*.attn.q", "blocks.*.attn.v"}), qv);                          // globs as before
   EXPECT_EQ(adapted_by({"blocks.1.attn.q"}), (std::vector<std::string>{"blocks.1.attn.q"}));  // an exact name
   // A name that exists means that module only; the suffix rule is for names no module has.
   EXPECT_EQ(adapted_by({"head"}), (std::vector<std::string>{"head"}));
@@ -307,13 +313,12 @@ TEST(HfAdapters, RegexTargetModulesMatchWholeNames) {
   // PEFT matches the whole name (re.fullmatch): a pattern for a part of it selects nothing.
   auto e = error_of([] {
     auto v = vit();
-    adapters::attach_adapters(
-        *v, from_recipe::attach_options([] {
-          AdapterConfig c;
-          c.kind = AdapterKind::Lora;
-          c.targets = {R"(re:attn\.q)"};
-          return c;
-        }()));
+    adapters::attach_adapters(*v, from_recipe::attach_options([] {
+      AdapterConfig c;
+      c.kind = AdapterKind::Lora;
+      c.targets = {R"(re:attn\.q)"};
+      return c;
+    }()));
   });
   EXPECT_NE(e.find(R"(pattern 're:attn\.q' matches no Linear layer)"), std::string::npos) << e;
   std::vector<std::string> names{"blocks.0.attn.q", "blocks.10.attn.q", "head"};
@@ -338,7 +343,8 @@ TEST(HfAdapters, UnsupportedPeftFeaturesAreOneLineErrors) {
       {"exclude_modules", {"v"}, "exclude_modules: is not supported"},
       {"bias", "lora_only", "bias: \"lora_only\" is not supported"},
       {"lora_bias", true, "lora_bias: true is not supported"},
-      {"init_lora_weights", "pissa", "init_lora_weights: 'pissa' is not supported (that initialisation changes the base"},
+      {"init_lora_weights", "pissa",
+       "init_lora_weights: 'pissa' is not supported (that initialisation changes the base"},
       {"init_lora_weights", "olora", "init_lora_weights: 'olora' is not supported"},
       {"r", "2", "r: needs a positive integer (got \"2\")"},
       {"lora_alpha", nullptr, "lora_alpha: needs a number"},
@@ -400,7 +406,7 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     io::save_adapter(dir.path(), *a, cfg, report.adapted, "/home/someone/models/tiny-vit/");
     auto config = json::parse(testkit::read_file(dir / "adapter_config.json"));
     EXPECT_EQ(config["peft_type"], "LORA");
-    EXPECT_TRUE(config["task_type"].is_null());  // a tunekit model: no Hugging Face task
+    EXPECT_TRUE(config["task_type"].is_null());                // a tunekit model: no Hugging Face task
     EXPECT_EQ(config["base_model_name_or_path"], "tiny-vit");  // never the training machine's path
     EXPECT_EQ(config["r"], 4);
     EXPECT_TRUE(config["lora_alpha"].is_number_integer());  // 8, as PEFT writes an integral alpha
@@ -410,7 +416,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     EXPECT_EQ(config["fan_in_fan_out"], false);
     EXPECT_EQ(config["use_dora"], kind == AdapterKind::Dora);
     EXPECT_EQ(config["use_rslora"], cfg.rslora);
-    EXPECT_EQ(config["target_modules"], json({"blocks.0.attn.q", "blocks.1.attn.q", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"}));
+    EXPECT_EQ(config["target_modules"],
+              json({"blocks.0.attn.q", "blocks.1.attn.q", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"}));
     EXPECT_EQ(config["modules_to_save"], json({"head"}));
     EXPECT_EQ(config["rank_pattern"], json::object());
     EXPECT_EQ(config["alpha_pattern"], json::object());
@@ -423,7 +430,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_B.weight")->sizes(), torch::IntArrayRef({16, 4}));
     if (kind == AdapterKind::Dora) {
       ASSERT_NE(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector"), nullptr);  // no ".weight"
-      EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector")->sizes(), torch::IntArrayRef({16}));
+      EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector")->sizes(),
+                torch::IntArrayRef({16}));
     }
 
     // Read back as an adapter made elsewhere: the same settings and the same function.
@@ -449,7 +457,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
   auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   testkit::TempDir dir;
   io::save_adapter(dir.path(), *m, cfg, report.adapted, "Qwen/Qwen2.5-0.5B");
-  EXPECT_EQ(json::parse(testkit::read_file(dir / "adapter_config.json"))["base_model_name_or_path"], "Qwen/Qwen2.5-0.5B");
+  EXPECT_EQ(json::parse(testkit::read_file(dir / "adapter_config.json"))["base_model_name_or_path"],
+            "Qwen/Qwen2.5-0.5B");
 }
 
 TEST(HfAdapters, TunekitOnlyKindsNeedTheirRunDirectory) {
@@ -471,8 +480,8 @@ namespace {
 // Runs tests/hf_reference.py; returns "" or what it printed when it failed.
 std::string reference(const testkit::TempDir& dir, const std::string& args) {
   const std::string log = dir / "reference.log";
-  const std::string cmd = std::string(TUNEKIT_PYTHON) + " " + TUNEKIT_SOURCE_DIR + "/tests/hf_reference.py " + args +
-                          " > " + log + " 2>&1";
+  const std::string cmd =
+      std::string(TUNEKIT_PYTHON) + " " + TUNEKIT_SOURCE_DIR + "/tests/hf_reference.py " + args + " > " + log + " 2>&1";
   if (std::system(cmd.c_str()) == 0) return "";
   return cmd + "\n" + testkit::read_file(log);
 }
@@ -547,10 +556,11 @@ TEST(HfAdapters, ReferencePeftAdaptersGiveTheReferenceLogits) {
     std::string family, make, peft;
   };
   const std::vector<Case> cases{
-      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_fc"},                    // Conv1D: fan_in_fan_out
-      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_proj --dora"},           // DoRA on Conv1D
+      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_fc"},           // Conv1D: fan_in_fan_out
+      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_proj --dora"},  // DoRA on Conv1D
       {"llama", "--kv-heads 2", "--r 4 --alpha 16 --targets q_proj,v_proj,down_proj --rslora"},
-      {"llama", "--kv-heads 2", R"(--r 2 --alpha 4 --dora --targets-regex 'model\.layers\.1\.self_attn\.(q|k|o)_proj')"},
+      {"llama", "--kv-heads 2",
+       R"(--r 2 --alpha 4 --dora --targets-regex 'model\.layers\.1\.self_attn\.(q|k|o)_proj')"},
       {"vit", "", "--r 4 --alpha 4 --targets query,value --modules-to-save classifier"},
   };
   for (const auto& c : cases) {
