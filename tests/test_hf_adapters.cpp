@@ -2,7 +2,9 @@
 // save_pretrained writes one applies as W + (α/r)·B·A (DoRA: m·V/‖V‖ per output row, rsLoRA
 // α/√r), PEFT's target forms (bare suffixes, one regular expression) select what PEFT selects,
 // the PEFT features tunekit does not implement are one-line errors, and the adapter_config.json
-// tunekit writes has PEFT's fields.
+// tunekit writes has PEFT's fields. Against tests/hf_reference.py (an independent Python
+// reference of PEFT's loading): its PEFT adapters on tiny GPT-2, Llama and ViT checkpoints give
+// its logits here, and the adapters tunekit saves give tunekit's logits there.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/attach.h"
+#include "models/hf/families.h"
 #include "models/linear.h"
 #include "models/vit.h"
 #include "src/from_recipe/adapters.h"
@@ -19,6 +22,7 @@
 #include "src/io/safetensors.h"
 #include "tests/helpers.h"
 #include "util/error.h"
+#include "util/text.h"
 
 using namespace tunekit;
 using json = nlohmann::json;
@@ -89,11 +93,11 @@ std::map<std::string, Factors> write_peft(const std::string& dir, torch::nn::Mod
   const int64_t r = config["r"].get<int64_t>();
   for (const auto& name : layers) {
     const auto& w = lins.at(name)->weight;
-    Factors f{torch::randn({r, w.size(1)}) * 0.3, torch::randn({w.size(0), r}) * 0.3,
-              torch::rand({w.size(0)}) + 0.5};
+    Factors f{torch::randn({r, w.size(1)}) * 0.3, torch::randn({w.size(0), r}) * 0.3, torch::rand({w.size(0)}) + 0.5};
     tensors.emplace_back("base_model.model." + name + ".lora_A.weight", f.A);
     tensors.emplace_back("base_model.model." + name + ".lora_B.weight", f.B);
-    if (config.value("use_dora", false)) tensors.emplace_back("base_model.model." + name + ".lora_magnitude_vector", f.m);
+    if (config.value("use_dora", false))
+      tensors.emplace_back("base_model.model." + name + ".lora_magnitude_vector", f.m);
     out[name] = f;
   }
   for (auto& t : extra) tensors.push_back(t);
@@ -157,12 +161,13 @@ TEST(HfAdapters, PeftLoraAppliesAsWPlusScaledBA) {
   EXPECT_EQ(cfg.targets, (std::vector<std::string>{"q", "v"}));
   EXPECT_EQ(cfg.init_from, dir.path());
   // Pattern by pattern, in the model's order within each.
-  EXPECT_EQ(adapted, (std::vector<std::string>{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v",
-                                               "blocks.1.attn.v"}));
+  EXPECT_EQ(adapted,
+            (std::vector<std::string>{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v", "blocks.1.attn.v"}));
   m->eval();
   auto x = torch::randn({2, 1, 8, 8});
   auto y = m->forward(x);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 8.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 8.0 / 2); });
   EXPECT_TRUE(torch::allclose(m->forward(x), y, 1e-5, 1e-5));  // the merged model computes what the adapter did
 }
 
@@ -179,7 +184,8 @@ TEST(HfAdapters, PeftDoraIsMagnitudeTimesRowNormalisedDirection) {
   m->eval();
   auto x = torch::randn({2, 1, 8, 8});
   auto y = m->forward(x);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 4.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 4.0 / 2); });
   EXPECT_TRUE(torch::allclose(m->forward(x), y, 1e-5, 1e-5));
 }
 
@@ -193,7 +199,8 @@ TEST(HfAdapters, PeftRsLoraScalesByAlphaOverSqrtR) {
   AdapterConfig cfg;
   apply_peft(dir.path(), *m, &cfg);
   EXPECT_TRUE(cfg.rslora);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 6.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return lora_by_hand(W, f, 6.0 / 2); });
 }
 
 TEST(HfAdapters, PeftDoraWithFanInFanOutAndRsLora) {
@@ -208,7 +215,8 @@ TEST(HfAdapters, PeftDoraWithFanInFanOutAndRsLora) {
   config["fan_in_fan_out"] = true;
   auto factors = write_peft(dir.path(), *m, config, {"blocks.0.attn.o", "blocks.1.attn.o"});
   apply_peft(dir.path(), *m);
-  expect_merged(*m, before, factors, [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 16.0 / 2); });
+  expect_merged(*m, before, factors,
+                [](const torch::Tensor& W, const Factors& f) { return dora_by_hand(W, f, 16.0 / 2); });
 }
 
 TEST(HfAdapters, PeftFileLoadsThroughInitFromWithModulesToSave) {
@@ -220,9 +228,9 @@ TEST(HfAdapters, PeftFileLoadsThroughInitFromWithModulesToSave) {
   auto config = peft_config(2, 4, {"q", "v"});
   config["modules_to_save"] = {"head"};
   torch::Tensor head_w = torch::randn({3, 8}), head_b = torch::randn({3});
-  auto factors = write_peft(dir.path(), *m, config,
-                            {"blocks.0.attn.q", "blocks.0.attn.v", "blocks.1.attn.q", "blocks.1.attn.v"},
-                            {{"base_model.model.head.weight", head_w}, {"base_model.model.head.bias", head_b}});
+  auto factors =
+      write_peft(dir.path(), *m, config, {"blocks.0.attn.q", "blocks.0.attn.v", "blocks.1.attn.q", "blocks.1.attn.v"},
+                 {{"base_model.model.head.weight", head_w}, {"base_model.model.head.bias", head_b}});
   AdapterConfig cfg;
   cfg.kind = AdapterKind::Lora;
   cfg.r = 2;
@@ -243,16 +251,18 @@ TEST(HfAdapters, ModulesToSaveMismatchIsAClearError) {
   testkit::TempDir dir;
   auto config = peft_config(2, 4, {"q"});
   config["modules_to_save"] = {"head"};
-  write_peft(dir.path(), *m, config, {"blocks.0.attn.q", "blocks.1.attn.q"},
-             {{"base_model.model.head.weight", torch::randn({3, 8})}, {"base_model.model.head.bias", torch::randn({3})}});
+  write_peft(
+      dir.path(), *m, config, {"blocks.0.attn.q", "blocks.1.attn.q"},
+      {{"base_model.model.head.weight", torch::randn({3, 8})}, {"base_model.model.head.bias", torch::randn({3})}});
   AdapterConfig cfg;
   cfg.kind = AdapterKind::Lora;
   cfg.r = 2;
   cfg.alpha = 4;
   cfg.targets = {"q"};
   adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
-  EXPECT_NE(error_of([&] { io::load_adapter(dir.path(), *m, cfg); })
-                .find("has modules_to_save [\"head\"] but adapter.modules_to_save is []"),
+  EXPECT_NE(error_of([&] {
+              io::load_adapter(dir.path(), *m, cfg);
+            }).find("has modules_to_save [\"head\"] but adapter.modules_to_save is []"),
             std::string::npos);
 }
 
@@ -265,9 +275,9 @@ TEST(HfAdapters, BareNamesAreSuffixTargetsAsInPeft) {
     return adapters::attach_adapters(*m, from_recipe::attach_options(cfg)).adapted;
   };
   const std::vector<std::string> qv{"blocks.0.attn.q", "blocks.1.attn.q", "blocks.0.attn.v", "blocks.1.attn.v"};
-  EXPECT_EQ(adapted_by({"q", "v"}), qv);                          // PEFT's bare suffix
-  EXPECT_EQ(adapted_by({"attn.q", "attn.v"}), qv);                // a longer suffix
-  EXPECT_EQ(adapted_by({"blocks.*.attn.q", "blocks.*.attn.v"}), qv);  // globs as before
+  EXPECT_EQ(adapted_by({"q", "v"}), qv);                                                      // PEFT's bare suffix
+  EXPECT_EQ(adapted_by({"attn.q", "attn.v"}), qv);                                            // a longer suffix
+  EXPECT_EQ(adapted_by({"blocks.*.attn.q", "blocks.*.attn.v"}), qv);                          // globs as before
   EXPECT_EQ(adapted_by({"blocks.1.attn.q"}), (std::vector<std::string>{"blocks.1.attn.q"}));  // an exact name
   // A name that exists means that module only; the suffix rule is for names no module has.
   EXPECT_EQ(adapted_by({"head"}), (std::vector<std::string>{"head"}));
@@ -303,13 +313,12 @@ TEST(HfAdapters, RegexTargetModulesMatchWholeNames) {
   // PEFT matches the whole name (re.fullmatch): a pattern for a part of it selects nothing.
   auto e = error_of([] {
     auto v = vit();
-    adapters::attach_adapters(
-        *v, from_recipe::attach_options([] {
-          AdapterConfig c;
-          c.kind = AdapterKind::Lora;
-          c.targets = {R"(re:attn\.q)"};
-          return c;
-        }()));
+    adapters::attach_adapters(*v, from_recipe::attach_options([] {
+      AdapterConfig c;
+      c.kind = AdapterKind::Lora;
+      c.targets = {R"(re:attn\.q)"};
+      return c;
+    }()));
   });
   EXPECT_NE(e.find(R"(pattern 're:attn\.q' matches no Linear layer)"), std::string::npos) << e;
   std::vector<std::string> names{"blocks.0.attn.q", "blocks.10.attn.q", "head"};
@@ -334,7 +343,8 @@ TEST(HfAdapters, UnsupportedPeftFeaturesAreOneLineErrors) {
       {"exclude_modules", {"v"}, "exclude_modules: is not supported"},
       {"bias", "lora_only", "bias: \"lora_only\" is not supported"},
       {"lora_bias", true, "lora_bias: true is not supported"},
-      {"init_lora_weights", "pissa", "init_lora_weights: 'pissa' is not supported (that initialisation changes the base"},
+      {"init_lora_weights", "pissa",
+       "init_lora_weights: 'pissa' is not supported (that initialisation changes the base"},
       {"init_lora_weights", "olora", "init_lora_weights: 'olora' is not supported"},
       {"r", "2", "r: needs a positive integer (got \"2\")"},
       {"lora_alpha", nullptr, "lora_alpha: needs a number"},
@@ -396,7 +406,7 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     io::save_adapter(dir.path(), *a, cfg, report.adapted, "/home/someone/models/tiny-vit/");
     auto config = json::parse(testkit::read_file(dir / "adapter_config.json"));
     EXPECT_EQ(config["peft_type"], "LORA");
-    EXPECT_TRUE(config["task_type"].is_null());  // a tunekit model: no Hugging Face task
+    EXPECT_TRUE(config["task_type"].is_null());                // a tunekit model: no Hugging Face task
     EXPECT_EQ(config["base_model_name_or_path"], "tiny-vit");  // never the training machine's path
     EXPECT_EQ(config["r"], 4);
     EXPECT_TRUE(config["lora_alpha"].is_number_integer());  // 8, as PEFT writes an integral alpha
@@ -406,7 +416,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     EXPECT_EQ(config["fan_in_fan_out"], false);
     EXPECT_EQ(config["use_dora"], kind == AdapterKind::Dora);
     EXPECT_EQ(config["use_rslora"], cfg.rslora);
-    EXPECT_EQ(config["target_modules"], json({"blocks.0.attn.q", "blocks.1.attn.q", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"}));
+    EXPECT_EQ(config["target_modules"],
+              json({"blocks.0.attn.q", "blocks.1.attn.q", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"}));
     EXPECT_EQ(config["modules_to_save"], json({"head"}));
     EXPECT_EQ(config["rank_pattern"], json::object());
     EXPECT_EQ(config["alpha_pattern"], json::object());
@@ -419,7 +430,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
     EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_B.weight")->sizes(), torch::IntArrayRef({16, 4}));
     if (kind == AdapterKind::Dora) {
       ASSERT_NE(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector"), nullptr);  // no ".weight"
-      EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector")->sizes(), torch::IntArrayRef({16}));
+      EXPECT_EQ(file.find("base_model.model.blocks.1.mlp.fc1.lora_magnitude_vector")->sizes(),
+                torch::IntArrayRef({16}));
     }
 
     // Read back as an adapter made elsewhere: the same settings and the same function.
@@ -445,7 +457,8 @@ TEST(HfAdapters, WrittenConfigHasPeftsFieldsAndReadsBack) {
   auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
   testkit::TempDir dir;
   io::save_adapter(dir.path(), *m, cfg, report.adapted, "Qwen/Qwen2.5-0.5B");
-  EXPECT_EQ(json::parse(testkit::read_file(dir / "adapter_config.json"))["base_model_name_or_path"], "Qwen/Qwen2.5-0.5B");
+  EXPECT_EQ(json::parse(testkit::read_file(dir / "adapter_config.json"))["base_model_name_or_path"],
+            "Qwen/Qwen2.5-0.5B");
 }
 
 TEST(HfAdapters, TunekitOnlyKindsNeedTheirRunDirectory) {
@@ -461,4 +474,170 @@ TEST(HfAdapters, TunekitOnlyKindsNeedTheirRunDirectory) {
   EXPECT_NE(e.find("a tunekit hora adapter: pass the run directory"), std::string::npos) << e;
   e = error_of([&] { io::peft_adapter_config(dir / "nowhere"); });
   EXPECT_NE(e.find("nowhere: no such directory"), std::string::npos) << e;
+}
+
+namespace {
+// Runs tests/hf_reference.py; returns "" or what it printed when it failed.
+std::string reference(const testkit::TempDir& dir, const std::string& args) {
+  const std::string log = dir / "reference.log";
+  const std::string cmd =
+      std::string(TUNEKIT_PYTHON) + " " + TUNEKIT_SOURCE_DIR + "/tests/hf_reference.py " + args + " > " + log + " 2>&1";
+  if (std::system(cmd.c_str()) == 0) return "";
+  return cmd + "\n" + testkit::read_file(log);
+}
+
+// The tiny model a reference checkpoint describes (its config.json), with the checkpoint's
+// weights copied in through hf_tensors() (Conv1D transposed), as the loader does.
+std::shared_ptr<models::hf::HfModel> reference_model(const std::string& dir) {
+  using namespace models::hf;
+  auto c = json::parse(testkit::read_file(dir + "/config.json"));
+  std::shared_ptr<HfModel> m;
+  if (c["model_type"] == "gpt2") {
+    m = make_gpt2(Gpt2Options()
+                      .vocab_size(c["vocab_size"])
+                      .n_positions(c["n_positions"])
+                      .n_embd(c["n_embd"])
+                      .n_layer(c["n_layer"])
+                      .n_head(c["n_head"])
+                      .layer_norm_epsilon(c["layer_norm_epsilon"]));
+  } else if (c["model_type"] == "llama") {
+    m = make_llama(LlamaOptions()
+                       .vocab_size(c["vocab_size"])
+                       .hidden_size(c["hidden_size"])
+                       .intermediate_size(c["intermediate_size"])
+                       .num_hidden_layers(c["num_hidden_layers"])
+                       .num_attention_heads(c["num_attention_heads"])
+                       .num_key_value_heads(c["num_key_value_heads"])
+                       .rms_norm_eps(c["rms_norm_eps"])
+                       .rope_theta(c["rope_theta"])
+                       .max_position_embeddings(c["max_position_embeddings"])
+                       .tie_word_embeddings(c["tie_word_embeddings"]));
+  } else {
+    m = make_vit(VitOptions()
+                     .image_size(c["image_size"])
+                     .patch_size(c["patch_size"])
+                     .num_channels(c["num_channels"])
+                     .hidden_size(c["hidden_size"])
+                     .num_hidden_layers(c["num_hidden_layers"])
+                     .num_attention_heads(c["num_attention_heads"])
+                     .intermediate_size(c["intermediate_size"])
+                     .layer_norm_eps(c["layer_norm_eps"])
+                     .qkv_bias(c["qkv_bias"])
+                     .num_labels(static_cast<int64_t>(c["id2label"].size())));
+  }
+  auto file = io::read_safetensors(dir + "/model.safetensors");
+  torch::NoGradGuard g;
+  auto tensors = m->hf_tensors();
+  EXPECT_EQ(tensors.size(), file.tensors.size());
+  for (auto& t : tensors) {
+    const torch::Tensor* v = file.find(t.name);
+    if (!v) {
+      ADD_FAILURE() << dir << ": no " << t.name;
+      continue;
+    }
+    t.tensor.copy_(t.transposed ? v->t() : *v);
+  }
+  m->eval();
+  return m;
+}
+
+// The model's output on a reference file's input (ViT: the preprocessed pixel_values).
+torch::Tensor forward_on(models::hf::HfModel& m, const io::SafetensorsFile& ref) {
+  torch::NoGradGuard g;
+  const torch::Tensor* px = ref.find("pixel_values");
+  return m.forward(px ? *px : *ref.find("input"));
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+}  // namespace
+
+TEST(HfAdapters, ReferencePeftAdaptersGiveTheReferenceLogits) {
+  struct Case {
+    std::string family, make, peft;
+  };
+  const std::vector<Case> cases{
+      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_fc"},           // Conv1D: fan_in_fan_out
+      {"gpt2", "", "--r 4 --alpha 8 --targets c_attn,c_proj --dora"},  // DoRA on Conv1D
+      {"llama", "--kv-heads 2", "--r 4 --alpha 16 --targets q_proj,v_proj,down_proj --rslora"},
+      {"llama", "--kv-heads 2",
+       R"(--r 2 --alpha 4 --dora --targets-regex 'model\.layers\.1\.self_attn\.(q|k|o)_proj')"},
+      {"vit", "", "--r 4 --alpha 4 --targets query,value --modules-to-save classifier"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.family + " " + c.peft);
+    testkit::TempDir dir;
+    const std::string base = dir / "base", adir = dir / "adapter";
+    ASSERT_EQ(reference(dir, "make --family " + c.family + " " + c.make + " --out " + base), "");
+    ASSERT_EQ(reference(dir, "peft --base " + base + " --out " + adir + " " + c.peft), "");
+    auto m = reference_model(base);
+    auto ref = io::read_safetensors(adir + "/reference.safetensors");
+    auto plain = forward_on(*m, ref);
+    AdapterConfig cfg;
+    auto adapted = apply_peft(adir, *m, &cfg);
+    EXPECT_FALSE(adapted.empty());
+    EXPECT_GT(cfg.dropout, 0.0);  // PEFT's lora_dropout: training only
+    m->eval();                    // the new adapters' dropout too
+    auto got = forward_on(*m, ref);
+    EXPECT_LT(max_diff(got, *ref.find("logits")), 1e-4);
+    EXPECT_GT(max_diff(plain, *ref.find("logits")), 1e-3);  // the adapter matters
+    // Merged into the weights (what export and merge write), the same logits.
+    adapters::merge_adapters(*m);
+    EXPECT_LT(max_diff(forward_on(*m, ref), *ref.find("logits")), 1e-4);
+  }
+}
+
+TEST(HfAdapters, TunekitAdaptersOnHfModelsApplyInPeftsSemantics) {
+  struct Case {
+    std::string family, make;
+    AdapterKind kind;
+    std::vector<std::string> targets, modules_to_save;
+    std::string task_type;
+    bool fan_in_fan_out;
+  };
+  const std::vector<Case> cases{
+      {"gpt2", "", AdapterKind::Lora, {"c_attn", "mlp.c_proj"}, {}, "CAUSAL_LM", true},
+      {"gpt2", "", AdapterKind::Dora, {"transformer.h.*.attn.c_attn", "c_fc"}, {}, "CAUSAL_LM", true},
+      {"llama", "--kv-heads 2", AdapterKind::Dora, {"q_proj", "v_proj", "gate_proj"}, {}, "CAUSAL_LM", false},
+      {"llama", "--kv-heads 2 --tied", AdapterKind::Lora, {"model.layers.*.self_attn.*"}, {}, "CAUSAL_LM", false},
+      {"vit", "", AdapterKind::Lora, {"query", "value"}, {"classifier"}, "", false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.family + " " + to_string(c.kind) + " " + join(c.targets, ","));
+    testkit::TempDir dir;
+    const std::string base = dir / "base", adir = dir / "adapter";
+    ASSERT_EQ(reference(dir, "make --family " + c.family + " " + c.make + " --out " + base), "");
+    auto m = reference_model(base);
+    AdapterConfig cfg;
+    cfg.kind = c.kind;
+    cfg.r = 4;
+    cfg.alpha = 8;
+    cfg.rslora = c.kind == AdapterKind::Dora;
+    cfg.targets = c.targets;
+    cfg.modules_to_save = c.modules_to_save;
+    auto report = adapters::attach_adapters(*m, from_recipe::attach_options(cfg));
+    {  // as after training: B nonzero, the magnitude and a saved head moved
+      torch::NoGradGuard g;
+      for (auto& p : m->parameters())
+        if (p.requires_grad()) p.add_(torch::randn_like(p) * 0.2);
+    }
+    io::save_adapter(adir, *m, cfg, report.adapted, "tiny-" + c.family);
+    auto config = json::parse(testkit::read_file(adir + "/adapter_config.json"));
+    if (c.task_type.empty())
+      EXPECT_TRUE(config["task_type"].is_null());
+    else
+      EXPECT_EQ(config["task_type"], c.task_type);
+    EXPECT_EQ(config["fan_in_fan_out"], c.fan_in_fan_out);
+    EXPECT_EQ(config["base_model_name_or_path"], "tiny-" + c.family);
+    EXPECT_EQ(config["target_modules"], json(report.adapted));
+
+    // hf_reference.py apply: what PeftModel.from_pretrained computes with these files (strict
+    // about fan_in_fan_out, every key, shape and the target list).
+    ASSERT_EQ(reference(dir, "apply --base " + base + " --adapter " + adir + " --out " + (dir / "applied.safetensors")),
+              "");
+    auto theirs = io::read_safetensors(dir / "applied.safetensors");
+    auto ref = io::read_safetensors(base + "/reference.safetensors");
+    auto ours = forward_on(*m, ref);
+    EXPECT_LT(max_diff(ours, *theirs.find("logits")), 1e-4);
+    EXPECT_GT(max_diff(ours, *ref.find("logits")), 1e-3);  // the adapter matters
+  }
 }

@@ -49,7 +49,7 @@ bool saved_by_kind(const std::string& name, const std::vector<std::string>& save
 // The modules cfg.modules_to_save selects (adapters::find_targets, as attach_adapters unfreezes
 // them), each once, in the model's order.
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> saved_modules(torch::nn::Module& model,
-                                                                                     const AdapterConfig& cfg) {
+                                                                                      const AdapterConfig& cfg) {
   auto modules = model.named_modules("", false);
   std::vector<std::string> names;
   for (const auto& m : modules) names.push_back(m.key());
@@ -143,7 +143,8 @@ void check_peft_lora(const json& c, const std::string& where) {
   if (!c.contains("r") || !c["r"].is_number_integer() || c["r"].get<int64_t>() <= 0)
     fail("r", fmt::format("needs a positive integer (got {})", c.contains("r") ? c["r"].dump() : "none"));
   if (!c.contains("lora_alpha") || !c["lora_alpha"].is_number())
-    fail("lora_alpha", fmt::format("needs a number (got {})", c.contains("lora_alpha") ? c["lora_alpha"].dump() : "none"));
+    fail("lora_alpha",
+         fmt::format("needs a number (got {})", c.contains("lora_alpha") ? c["lora_alpha"].dump() : "none"));
   if (c.contains("lora_dropout") && !c["lora_dropout"].is_null() && !c["lora_dropout"].is_number())
     fail("lora_dropout", "needs a number (got " + c["lora_dropout"].dump() + ")");
   bool targets_ok = false;
@@ -159,7 +160,8 @@ void check_peft_lora(const json& c, const std::string& where) {
     fail("target_modules", fmt::format("needs a list of module names or one regular expression (got {})",
                                        c.contains("target_modules") ? c["target_modules"].dump() : "none"));
   for (const char* key : {"use_dora", "use_rslora", "fan_in_fan_out", "lora_bias", "use_qalora"})
-    if (c.contains(key) && !c[key].is_null() && !c[key].is_boolean()) fail(key, "needs true or false (got " + c[key].dump() + ")");
+    if (c.contains(key) && !c[key].is_null() && !c[key].is_boolean())
+      fail(key, "needs true or false (got " + c[key].dump() + ")");
   if (c.contains("modules_to_save") && !c["modules_to_save"].is_null()) {
     bool ok = c["modules_to_save"].is_array();
     for (const auto& x : ok ? c["modules_to_save"] : json::array()) ok = ok && x.is_string();
@@ -167,14 +169,16 @@ void check_peft_lora(const json& c, const std::string& where) {
   }
   // The PEFT features tunekit does not implement.
   if (c.contains("bias") && c["bias"] != "none")
-    fail("bias", fmt::format("{} is not supported (only \"none\": the adapter trains no base biases)", c["bias"].dump()));
+    fail("bias",
+         fmt::format("{} is not supported (only \"none\": the adapter trains no base biases)", c["bias"].dump()));
   if (present(c, "rank_pattern")) fail("rank_pattern", "per-module ranks are not supported (one r for every target)");
   if (present(c, "alpha_pattern"))
     fail("alpha_pattern", "per-module alphas are not supported (one lora_alpha for every target)");
   if (present(c, "layers_to_transform"))
     fail("layers_to_transform", "is not supported (list the adapted modules in target_modules instead)");
   if (present(c, "layer_replication")) fail("layer_replication", "is not supported (it changes the model's layers)");
-  if (present(c, "exclude_modules")) fail("exclude_modules", "is not supported (list the adapted modules in target_modules)");
+  if (present(c, "exclude_modules"))
+    fail("exclude_modules", "is not supported (list the adapted modules in target_modules)");
   if (present(c, "trainable_token_indices")) fail("trainable_token_indices", "is not supported");
   if (present(c, "target_parameters")) fail("target_parameters", "is not supported (LoRA on parameters, not modules)");
   if (present(c, "alora_invocation_tokens")) fail("alora_invocation_tokens", "is not supported (activated LoRA)");
@@ -187,9 +191,10 @@ void check_peft_lora(const json& c, const std::string& where) {
     if (s != "gaussian" && s != "eva" && s != "orthogonal")
       fail("init_lora_weights", fmt::format("'{}' is not supported ({} the base weights, so this adapter alone "
                                             "does not reproduce the model it was trained on)",
-                                            s, s.rfind("pissa", 0) == 0 || s == "olora" || s == "corda" || s == "loftq"
-                                                   ? "that initialisation changes"
-                                                   : "an unknown initialisation may change"));
+                                            s,
+                                            s.rfind("pissa", 0) == 0 || s == "olora" || s == "corda" || s == "loftq"
+                                                ? "that initialisation changes"
+                                                : "an unknown initialisation may change"));
   }
 }
 
@@ -198,10 +203,10 @@ std::string file_kind(const json& config, const std::string& config_path) {
   if (config.is_object() && config.contains("tunekit") && config["tunekit"].contains("kind"))
     return config["tunekit"]["kind"].get<std::string>();
   if (!config.is_object() || config.value("peft_type", json()) != "LORA")
-    throw Error(fmt::format("{}: peft_type: {} is not supported (tunekit reads PEFT's LORA adapters, LoRA and DoRA, "
-                            "and its own HORA, DORAN, PROMPT_EXPERT and PREFIX files)",
-                            config_path, config.is_object() && config.contains("peft_type") ? config["peft_type"].dump()
-                                                                                           : "none"));
+    throw Error(fmt::format(
+        "{}: peft_type: {} is not supported (tunekit reads PEFT's LORA adapters, LoRA and DoRA, "
+        "and its own HORA, DORAN, PROMPT_EXPERT and PREFIX files)",
+        config_path, config.is_object() && config.contains("peft_type") ? config["peft_type"].dump() : "none"));
   check_peft_lora(config, config_path);
   return flag(config, "use_dora") ? "dora" : "lora";
 }
@@ -340,8 +345,7 @@ int64_t load_adapter(const std::string& path, torch::nn::Module& model, const Ad
     if (value.sizes() != it->second->sizes())
       throw Error(fmt::format("{}: tensor '{}' has shape {} but the model's is {}", weights_path, stored,
                               c10::str(value.sizes()), c10::str(it->second->sizes())));
-    if (!loaded.insert(name).second)
-      throw Error(fmt::format("{}: tensor '{}' is stored twice", weights_path, name));
+    if (!loaded.insert(name).second) throw Error(fmt::format("{}: tensor '{}' is stored twice", weights_path, name));
     it->second->copy_(value);
   }
   for (const auto& n : names)
@@ -360,15 +364,18 @@ AdapterConfig peft_adapter_config(const std::string& path) {
   const json config = read_json(config_path);
   const std::string kind = file_kind(config, config_path);
   if (kind != "lora" && kind != "dora")
-    throw Error(fmt::format("{}: a tunekit {} adapter: pass the run directory it was trained in (its recipe rebuilds "
-                            "the adapter), not the adapter files alone",
-                            config_path, kind));
+    throw Error(
+        fmt::format("{}: a tunekit {} adapter: pass the run directory it was trained in (its recipe rebuilds "
+                    "the adapter), not the adapter files alone",
+                    config_path, kind));
   check_peft_lora(config, config_path);
   AdapterConfig c;
   c.kind = kind == "dora" ? AdapterKind::Dora : AdapterKind::Lora;
   c.r = config["r"].get<int64_t>();
   c.alpha = config["lora_alpha"].get<double>();
-  c.dropout = config.contains("lora_dropout") && config["lora_dropout"].is_number() ? config["lora_dropout"].get<double>() : 0.0;
+  c.dropout = config.contains("lora_dropout") && config["lora_dropout"].is_number()
+                  ? config["lora_dropout"].get<double>()
+                  : 0.0;
   c.rslora = flag(config, "use_rslora");
   const json& targets = config["target_modules"];
   if (targets.is_string()) {
