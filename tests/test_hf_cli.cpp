@@ -59,14 +59,14 @@ void write_llama_and_corpus(const testkit::TempDir& d) {
   auto c = testkit::synthetic_mails(240, 7);
   testkit::write_jsonl(d / "train.jsonl", c, 0, 200);
   testkit::write_jsonl(d / "val.jsonl", c, 200, 240);
-  ASSERT_EQ(reference("make --family llama --out " + (d / "llama") + " --vocab 160 --hidden 32 --heads 4 --kv-heads 2 "
+  ASSERT_EQ(reference("make --family llama --out " + (d / "llama") + " --vocab 448 --hidden 32 --heads 4 --kv-heads 2 "
                       "--layers 2 --max-positions 64 --untied --seed 3",
                       d / "make.log"),
             0)
       << testkit::read_file(d / "make.log");
   data::TokenizerTrainOptions o;
   o.type = "bpe";
-  o.vocab_size = 150;
+  o.vocab_size = 400;
   data::Tokenizer::train(c.texts, o, d / "llama/tokenizer.model");
 }
 
@@ -105,7 +105,7 @@ TEST(HfCli, LlamaLoraTrainEvalGenerateExportMergeAndPeftApply) {
   // The checkpoint holds what was trained, not the frozen base.
   EXPECT_LT(fs::file_size(best + "/model.pt") * 4, fs::file_size(d / "llama/model.safetensors"));
 
-  ASSERT_EQ(tunekit_cli("eval " + run_dir, d / "eval.log"), 0) << testkit::read_file(d / "eval.log");
+  ASSERT_EQ(tunekit_cli("eval " + run_dir + " --split val", d / "eval.log"), 0) << testkit::read_file(d / "eval.log");
   EXPECT_NE(testkit::read_file(d / "eval.log").find("perplexity"), std::string::npos);
   ASSERT_EQ(tunekit_cli("generate " + run_dir + " --prompt hello --max-new-tokens 4 --temperature 0", d / "gen.log"), 0)
       << testkit::read_file(d / "gen.log");
@@ -258,10 +258,13 @@ TEST(HfCli, ShippedHfRecipesBuildOnTinyCheckpoints) {
       << testkit::read_file(d / "make.log");
   const std::string recipes = std::string(TUNEKIT_SOURCE_DIR) + "/recipes/hf/";
   int n = 0;
-  for (const auto& [file, dir] : {std::pair<std::string, std::string>{"llama_lora_spam.yaml", d / "llama"},
-                                  {"vit_lora_fmnist.yaml", d / "vit"}}) {
+  // The tiny Llama has 64 positions, the shipped recipe trains at 256.
+  for (const auto& [file, overrides] :
+       {std::pair<std::string, std::vector<std::string>>{"llama_lora_spam.yaml",
+                                                         {"model.from_hf=" + (d / "llama"), "model.max_seq_len=32"}},
+        {"vit_lora_fmnist.yaml", {"model.from_hf=" + (d / "vit")}}}) {
     SCOPED_TRACE(file);
-    Recipe r = load_recipe(recipes + file, {"model.from_hf=" + dir});
+    Recipe r = load_recipe(recipes + file, overrides);
     RunModel m = build_run_model(r, /*load_init=*/true);
     EXPECT_FALSE(m.report.adapted.empty());
     ++n;
