@@ -348,6 +348,8 @@ struct ReferenceCase {
   const char* label;
   const char* args;
 };
+// How GoogleTest (and so ctest's test list) prints a case: its label, not its bytes.
+void PrintTo(const ReferenceCase& c, std::ostream* os) { *os << c.label; }
 
 class HfCheckpointReference : public ::testing::TestWithParam<ReferenceCase> {};
 
