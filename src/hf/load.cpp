@@ -1,0 +1,341 @@
+#include "src/hf/load.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <unordered_map>
+
+#include "models/hf/families.h"
+#include "src/io/safetensors.h"
+#include "util/error.h"
+#include "util/text.h"
+
+namespace tunekit::hf {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using models::hf::Family;
+using models::hf::HfTensor;
+
+namespace {
+
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+
+// The attribute of the *ForCausalLM / *ForImageClassification class that holds the base model:
+// files of the headless classes (GPT2Model, ViTModel) and some older ones name tensors without it.
+std::string base_prefix(Family f) {
+  switch (f) {
+    case Family::Gpt2:
+      return "transformer.";
+    case Family::Vit:
+      return "vit.";
+    default:
+      return "model.";
+  }
+}
+bool is_head_name(const std::string& name) {
+  return name.rfind("lm_head.", 0) == 0 || name.rfind("classifier.", 0) == 0;
+}
+
+// A file's tensor name as the model's (the head class's) name.
+std::string canonical_name(Family f, const std::string& name) {
+  const std::string prefix = base_prefix(f);
+  if (name.rfind(prefix, 0) == 0 || is_head_name(name)) return name;
+  return prefix + name;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Tensors older files carry that are not weights: GPT-2's causal-mask buffers, Llama's rotary
+// frequencies (recomputed from rope_theta), ViTModel's pooler (ViTForImageClassification has none).
+bool is_skipped_buffer(Family f, const std::string& canonical) {
+  switch (f) {
+    case Family::Gpt2:
+      return ends_with(canonical, ".attn.bias") || ends_with(canonical, ".attn.masked_bias");
+    case Family::Vit:
+      return canonical.rfind("vit.pooler.", 0) == 0;
+    default:
+      return ends_with(canonical, ".rotary_emb.inv_freq");
+  }
+}
+
+std::string embedding_name(Family f) {
+  return f == Family::Gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+}
+
+bool excluded(const std::string& name, const std::vector<std::string>& exclude) {
+  for (const auto& g : exclude)
+    if (glob_match(g, name)) return true;
+  return false;
+}
+
+std::vector<int64_t> file_shape(const HfTensor& t) {
+  auto s = t.tensor.sizes().vec();
+  if (t.transposed) std::reverse(s.begin(), s.end());
+  return s;
+}
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON ({})", path, e.what()));
+  }
+}
+
+// The index's weight_map: tensor name -> shard file name (a plain file name in the directory).
+std::map<std::string, std::string> read_weight_map(const std::string& index) {
+  const json raw = read_json_file(index);
+  if (!raw.is_object() || !raw.contains("weight_map") || !raw["weight_map"].is_object() || raw["weight_map"].empty())
+    throw Error(fmt::format("{}: no weight_map (tensor name -> shard file)", index));
+  std::map<std::string, std::string> out;
+  for (auto it = raw["weight_map"].begin(); it != raw["weight_map"].end(); ++it) {
+    const json& v = it.value();
+    if (!v.is_string() || v.get<std::string>().empty() ||
+        fs::path(v.get<std::string>()).filename() != v.get<std::string>())
+      throw Error(
+          fmt::format("{}: weight_map maps '{}' to {}, not a file of the directory", index, it.key(), v.dump()));
+    out[it.key()] = v.get<std::string>();
+  }
+  return out;
+}
+
+// One file tensor matched to the model tensor it fills.
+struct Assignment {
+  const io::SafetensorsReader* reader;
+  const io::SafetensorsEntry* entry;
+  size_t model_index;
+};
+
+// The whole checkpoint opened: a reader per file and, when sharded, the index's map checked
+// against what the shards hold.
+struct OpenCheckpoint {
+  HfWeightFiles files;
+  std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
+};
+
+OpenCheckpoint open_checkpoint(const std::string& dir) {
+  OpenCheckpoint c;
+  c.files = find_hf_weights(dir);
+  for (const auto& f : c.files.files) c.readers.push_back(std::make_unique<io::SafetensorsReader>(f));
+  if (c.files.index.empty()) return c;
+  const auto weight_map = read_weight_map(c.files.index);
+  std::map<std::string, const io::SafetensorsReader*> holder;
+  for (const auto& r : c.readers) {
+    const std::string shard = fs::path(r->path()).filename().string();
+    for (const auto& e : r->entries()) {
+      auto it = weight_map.find(e.name);
+      if (it == weight_map.end())
+        throw Error(fmt::format("{}: tensor '{}' is not in {}'s weight_map", r->path(), e.name, kIndexFile));
+      if (it->second != shard)
+        throw Error(fmt::format("{}: tensor '{}' is mapped to {} by {}", r->path(), e.name, it->second, kIndexFile));
+      holder[e.name] = r.get();
+    }
+  }
+  for (const auto& [name, shard] : weight_map)
+    if (!holder.count(name))
+      throw Error(fmt::format("{}: weight_map maps '{}' to {}, which does not hold it", c.files.index, name, shard));
+  return c;
+}
+
+// Where the checkpoint's tensors are, for "missing" messages: the one file or the index.
+std::string checkpoint_name(const OpenCheckpoint& c) {
+  return c.files.index.empty() ? c.files.files[0] : c.files.index;
+}
+
+void check_dtype(const io::SafetensorsReader& r, const io::SafetensorsEntry& e) {
+  if (e.dtype != torch::kFloat && e.dtype != torch::kHalf && e.dtype != torch::kBFloat16)
+    throw Error(fmt::format("{}: tensor '{}' is stored as {}; weights must be F32, F16 or BF16", r.path(), e.name,
+                            e.dtype_name));
+}
+
+void check_shape(const io::SafetensorsReader& r, const io::SafetensorsEntry& e, const HfTensor& t) {
+  const auto want = file_shape(t);
+  if (e.shape == want) return;
+  const std::string layout =
+      t.transposed ? fmt::format(" (the model's {} stored as Conv1D [in, out])", c10::str(t.tensor.sizes())) : "";
+  std::string hint;
+  if (t.transposed && e.shape == t.tensor.sizes().vec())
+    hint = "; the file holds it as [out, in], not Conv1D's [in, out]";
+  if (is_head_name(t.name)) hint += "; a head of another size needs num_labels or exclude for a new one";
+  throw Error(fmt::format("{}: tensor '{}' has shape {}, config.json implies {}{}{}", r.path(), e.name,
+                          c10::str(c10::IntArrayRef(e.shape)), c10::str(c10::IntArrayRef(want)), layout, hint));
+}
+
+// A tied head stored in the file anyway (older GPT-2 files): it must be the embedding.
+void check_tied_head(const io::SafetensorsReader& r, const io::SafetensorsEntry& e, const torch::Tensor& embedding,
+                     uint64_t chunk_bytes) {
+  check_dtype(r, e);
+  if (e.shape != embedding.sizes().vec())
+    throw Error(fmt::format("{}: tensor '{}' has shape {} but the tied embedding is {}", r.path(), e.name,
+                            c10::str(c10::IntArrayRef(e.shape)), c10::str(embedding.sizes())));
+  bool same = true;
+  r.for_each_block(e, chunk_bytes, [&](int64_t first, const torch::Tensor& block) {
+    if (same) same = block.to(embedding.scalar_type()).equal(embedding.narrow(0, first, block.size(0)));
+  });
+  if (!same)
+    throw Error(
+        fmt::format("{}: tensor '{}' differs from the embedding it is tied to (config.json: "
+                    "tie_word_embeddings true); set tie_word_embeddings false if the head is its own",
+                    r.path(), e.name));
+}
+
+}  // namespace
+
+HfWeightFiles find_hf_weights(const std::string& dir) {
+  HfWeightFiles out;
+  const fs::path d(dir);
+  if (fs::exists(d / kSingleFile)) {
+    out.files.push_back((d / kSingleFile).string());
+    return out;
+  }
+  if (fs::exists(d / kIndexFile)) {
+    out.index = (d / kIndexFile).string();
+    std::set<std::string> seen;
+    for (const auto& [name, shard] : read_weight_map(out.index)) {
+      if (!seen.insert(shard).second) continue;
+      if (!fs::exists(d / shard))
+        throw Error(fmt::format("{}: shard {} is missing (weight_map puts '{}' there)", out.index, shard, name));
+      out.files.push_back((d / shard).string());
+    }
+    std::sort(out.files.begin(), out.files.end());
+    return out;
+  }
+  for (const char* bin : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
+    if (fs::exists(d / bin))
+      throw Error(fmt::format(
+          "{}: only {} found; tunekit reads safetensors weights (model.safetensors). Convert with transformers: "
+          "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)",
+          dir, bin));
+  throw Error(fmt::format("{}: no {} or {} (not a Hugging Face model directory with safetensors weights)", dir,
+                          kSingleFile, kIndexFile));
+}
+
+HfLoadReport load_hf_weights(const HfConfig& config, models::hf::HfModel& model, const HfWeightsOptions& options) {
+  const Family family = config.family;
+  auto checkpoint = open_checkpoint(config.dir);
+  std::vector<HfTensor> tensors = model.hf_tensors();
+  std::unordered_map<std::string, size_t> by_name;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    by_name[tensors[i].name] = i;
+    names.push_back(tensors[i].name);
+  }
+
+  HfLoadReport report;
+  std::vector<Assignment> plan;
+  std::vector<const io::SafetensorsEntry*> filled(tensors.size(), nullptr);
+  std::vector<std::pair<const io::SafetensorsReader*, const io::SafetensorsEntry*>> tied_heads;
+  std::set<std::string> dtypes;
+  for (const auto& reader : checkpoint.readers) {
+    report.files.push_back(reader->path());
+    for (const auto& e : reader->entries()) {
+      const std::string canon = canonical_name(family, e.name);
+      auto it = by_name.find(canon);
+      if (it == by_name.end()) {
+        if (is_skipped_buffer(family, canon)) {
+          report.skipped.push_back(e.name);
+        } else if (canon == "lm_head.weight" && models::hf::is_causal_lm(family)) {  // a tied head stored anyway
+          tied_heads.emplace_back(reader.get(), &e);
+          report.skipped.push_back(e.name);
+        } else {
+          throw Error(fmt::format("{}: unexpected tensor '{}'{}", reader->path(), e.name, did_you_mean(canon, names)));
+        }
+        continue;
+      }
+      const size_t i = it->second;
+      if (filled[i])
+        throw Error(fmt::format("{}: tensor '{}' appears twice (as '{}' and '{}')", reader->path(), canon,
+                                filled[i]->name, e.name));
+      filled[i] = &e;
+      if (excluded(canon, options.exclude())) {
+        report.skipped.push_back(e.name);
+        continue;
+      }
+      check_dtype(*reader, e);
+      check_shape(*reader, e, tensors[i]);
+      dtypes.insert(e.dtype_name);
+      plan.push_back({reader.get(), &e, i});
+    }
+  }
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (filled[i] && !excluded(tensors[i].name, options.exclude())) continue;
+    if (excluded(tensors[i].name, options.exclude()) || (config.base_model && is_head_name(tensors[i].name)))
+      report.fresh.push_back(tensors[i].name);
+    else
+      missing.push_back(tensors[i].name);
+  }
+  if (!missing.empty())
+    throw Error(fmt::format("{}: missing tensor '{}'{}", checkpoint_name(checkpoint), missing[0],
+                            missing.size() > 1 ? fmt::format(" (and {} more)", missing.size() - 1) : ""));
+
+  torch::NoGradGuard no_grad;
+  for (const auto& a : plan) {
+    const HfTensor& t = tensors[a.model_index];
+    a.reader->read_into(*a.entry, t.transposed ? t.tensor.t() : t.tensor, options.chunk_bytes());
+    report.bytes += a.entry->bytes();
+    ++report.tensors;
+  }
+  for (const auto& [reader, entry] : tied_heads) {
+    auto it = by_name.find(embedding_name(family));
+    if (it == by_name.end()) throw Error(fmt::format("{}: unexpected tensor '{}'", reader->path(), entry->name));
+    check_tied_head(*reader, *entry, tensors[it->second].tensor, options.chunk_bytes());
+  }
+  report.dtypes.assign(dtypes.begin(), dtypes.end());
+  return report;
+}
+
+std::shared_ptr<models::hf::HfModel> build_hf_model(const HfConfig& config, const HfBuildOptions& options) {
+  switch (config.family) {
+    case Family::Gpt2: {
+      auto o = config.gpt2;
+      return models::hf::make_gpt2(o.dropout(options.dropout()).attention(options.attention()));
+    }
+    case Family::Llama:
+    case Family::Mistral:
+    case Family::Qwen2: {
+      auto o = config.llama;
+      return models::hf::make_llama(o.dropout(options.dropout()).attention(options.attention()));
+    }
+    case Family::Vit: {
+      auto o = config.vit;
+      models::hf::ImagePreprocess p = o.preprocess();  // the checkpoint's mean / std
+      p.enabled = options.preprocess_images();
+      p.data_mean = options.data_mean();
+      p.data_std = options.data_std();
+      o.dropout(options.dropout()).attention(options.attention()).preprocess(p);
+      if (options.num_labels() > 0) o.num_labels(options.num_labels());
+      return models::hf::make_vit(o);
+    }
+  }
+  throw Error("build_hf_model: unknown family");
+}
+
+HfLoaded load_hf(const std::string& dir, const HfLoadOptions& options) {
+  HfLoaded out;
+  out.config = read_hf_config(dir, options.max_seq_len());
+  auto exclude = options.exclude();
+  const int64_t labels = options.build().num_labels();
+  if (out.config.family == Family::Vit && labels > 0 && labels != out.config.vit.num_labels())
+    exclude.push_back("classifier.*");  // a new head for another number of classes
+  out.model = build_hf_model(out.config, options.build());
+  out.report = load_hf_weights(out.config, *out.model, HfWeightsOptions().exclude(exclude));
+  return out;
+}
+
+std::shared_ptr<models::hf::HfModel> load_hf_model(const std::string& dir, const HfLoadOptions& options) {
+  return load_hf(dir, options).model;
+}
+
+}  // namespace tunekit::hf
