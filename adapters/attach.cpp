@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <regex>
 #include <set>
 
 #include "models/linear.h"
@@ -11,6 +13,31 @@
 namespace tunekit::adapters {
 
 namespace {
+const std::string kRegexPrefix = "re:";
+
+bool is_regex(const std::string& pattern) { return pattern.rfind(kRegexPrefix, 0) == 0; }
+bool is_glob(const std::string& pattern) { return pattern.find_first_of("*?") != std::string::npos; }
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// What a pattern that matched nothing is compared with: the names, and for a plain name also
+// their last segments (as many as the pattern has), so "q_prj" finds "q_proj".
+std::vector<std::string> suggestions(const std::string& pattern, const std::vector<std::string>& names) {
+  std::vector<std::string> out = names;
+  if (is_glob(pattern)) return out;
+  const auto segments = std::count(pattern.begin(), pattern.end(), '.') + 1;
+  std::set<std::string> seen(names.begin(), names.end());
+  for (const auto& name : names) {
+    size_t cut = name.size();
+    for (int64_t s = 0; s < segments && cut != std::string::npos && cut > 0; ++s) cut = name.rfind('.', cut - 1);
+    if (cut == std::string::npos || cut == 0) continue;
+    std::string tail = name.substr(cut + 1);
+    if (seen.insert(tail).second) out.push_back(tail);
+  }
+  return out;
+}
+
 void set_trainable(torch::nn::Module& m, bool on) {
   for (auto& p : m.parameters()) p.set_requires_grad(on);
 }
@@ -47,13 +74,41 @@ void unfreeze_modules_to_save(torch::nn::Module& model, const AttachOptions& o, 
 }
 }  // namespace
 
+std::vector<size_t> find_targets(const std::string& pattern, const std::vector<std::string>& names) {
+  std::vector<size_t> hits;
+  if (is_regex(pattern)) {
+    std::regex re;
+    try {
+      re = std::regex(pattern.substr(kRegexPrefix.size()), std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw Error(fmt::format("'{}' is not a valid regular expression ({})", pattern, e.what()));
+    }
+    for (size_t i = 0; i < names.size(); ++i)
+      if (std::regex_match(names[i], re)) hits.push_back(i);
+    return hits;
+  }
+  for (size_t i = 0; i < names.size(); ++i)
+    if (glob_match(pattern, names[i])) hits.push_back(i);
+  if (!hits.empty() || is_glob(pattern) || pattern.empty()) return hits;
+  // PEFT's suffix rule, only when the plain name is no module's own name, so a name that exists
+  // keeps meaning that one module (tunekit's "head" never also selects a "blocks.0.mlp.head").
+  const std::string tail = "." + pattern;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (ends_with(names[i], tail)) hits.push_back(i);
+  return hits;
+}
+
 std::vector<size_t> match_targets(const std::string& pattern, const std::vector<std::string>& names,
                                   const std::string& label, const std::string& what, const std::string& hint) {
   std::vector<size_t> hits;
-  for (size_t i = 0; i < names.size(); ++i)
-    if (glob_match(pattern, names[i])) hits.push_back(i);
+  try {
+    hits = find_targets(pattern, names);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{} {}", label, e.what()));
+  }
   if (hits.empty())
-    throw Error(fmt::format("{} '{}' matches no {}{}{}", label, pattern, what, did_you_mean(pattern, names), hint));
+    throw Error(fmt::format("{} '{}' matches no {}{}{}", label, pattern, what,
+                            is_regex(pattern) ? "" : did_you_mean(pattern, suggestions(pattern, names)), hint));
   return hits;
 }
 

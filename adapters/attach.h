@@ -21,7 +21,7 @@ namespace tunekit::adapters {
 struct AttachOptions {
   explicit AttachOptions(AdapterKind kind = AdapterKind::None) : kind_(kind) {}
   TORCH_ARG(AdapterKind, kind);
-  TORCH_ARG(std::vector<std::string>, targets);          // module-name globs, e.g. "blocks.*.attn.q"
+  TORCH_ARG(std::vector<std::string>, targets);          // find_targets patterns, e.g. "blocks.*.attn.q", "q_proj"
   TORCH_ARG(std::vector<std::string>, modules_to_save);  // trained in full beside the adapter, e.g. "head"
   TORCH_ARG(LoraOptions, lora) = LoraOptions(0, 0);      // low-rank kinds: r, alpha, dropout
   TORCH_ARG(bool, detach_norm) = true;                   // dora, doran: norm constant in backward
@@ -44,8 +44,19 @@ struct Hosts {
   std::function<void()> done;   // run once every host is attached (may be empty)
 };
 
-// The indices of `names` that the glob `pattern` matches, in order. With none, throws
-// "<label> '<pattern>' matches no <what><did you mean><hint>".
+// The indices of `names` (dotted module names) that one target pattern selects, in order; none
+// is an empty result. The three forms, as PEFT's users write them:
+//  - a glob (util/text.h: `*` within one segment, `**` across, `?` one character):
+//    "blocks.*.attn.q", "model.layers.*.self_attn.q_proj";
+//  - a plain name: the module of that name; when no module has it, every module whose name ends
+//    with "." + pattern (PEFT's suffix rule for target_modules lists: "q_proj" selects
+//    model.layers.0.self_attn.q_proj, "attn.q" selects blocks.3.attn.q);
+//  - "re:<regular expression>": the names it matches in full (ECMAScript std::regex), as PEFT
+//    treats target_modules given as one string (re.fullmatch); an invalid expression throws.
+std::vector<size_t> find_targets(const std::string& pattern, const std::vector<std::string>& names);
+
+// find_targets, and with no hit throws "<label> '<pattern>' matches no <what><did you mean><hint>"
+// (a plain name is also compared with the names' last segments: 'q_prj' -> did you mean 'q_proj'?).
 std::vector<size_t> match_targets(const std::string& pattern, const std::vector<std::string>& names,
                                   const std::string& label, const std::string& what, const std::string& hint = "");
 

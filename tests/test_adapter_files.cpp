@@ -217,6 +217,45 @@ TEST(AdapterFile, PeftKeyNamesForLoraAndDora) {
   EXPECT_EQ(config["target_modules"].size(), 4u);
   EXPECT_EQ(config["target_modules"][0], "blocks.0.attn.q");
   EXPECT_EQ(config["modules_to_save"][0], "head");
+  EXPECT_TRUE(config["task_type"].is_null());
+  EXPECT_EQ(config["fan_in_fan_out"], false);
+  EXPECT_FALSE(config.contains("tunekit"));  // a PEFT LORA file: tunekit's section is in the safetensors metadata
+  EXPECT_EQ(nlohmann::json::parse(file.metadata.at("tunekit"))["kind"], "dora");
+}
+
+TEST(AdapterFile, OlderTunekitConfigsAndPeftsMagnitudeWithWeightSuffixLoad) {
+  // Files written before the tunekit section left adapter_config.json still name their kind
+  // there; some PEFT versions' tools save DoRA's magnitude as ".lora_magnitude_vector.weight".
+  torch::manual_seed(4);
+  auto cfg = adapter_cfg(AdapterKind::Dora);
+  auto a = vit();
+  auto report = adapters::attach_adapters(*a, from_recipe::attach_options(cfg));
+  perturb_trainable(*a);
+  testkit::TempDir dir;
+  io::save_adapter(dir.path(), *a, cfg, report.adapted, "");
+  auto config = nlohmann::json::parse(slurp(dir / "adapter_config.json"));
+  config["tunekit"] = {{"kind", "dora"}, {"targets", cfg.targets}, {"detach_norm", true}, {"format_version", 1}};
+  std::ofstream(dir / "adapter_config.json") << config.dump(2);
+  auto file = io::read_safetensors(dir / "adapter_model.safetensors");
+  for (auto& [name, t] : file.tensors)
+    if (name.size() > 22 && name.compare(name.size() - 22, 22, ".lora_magnitude_vector") == 0) name += ".weight";
+  io::write_safetensors(dir / "adapter_model.safetensors", file.tensors);
+
+  auto b = vit();
+  copy_parameters(*a, *b);
+  adapters::attach_adapters(*b, from_recipe::attach_options(cfg));
+  EXPECT_EQ(io::load_adapter(dir.path(), *b, cfg), static_cast<int64_t>(file.tensors.size()));
+  auto x = torch::randn({2, 1, 8, 8});
+  a->eval();
+  b->eval();
+  EXPECT_TRUE(torch::equal(a(x), b(x)));
+  // The kind in that section is checked like the one use_dora gives.
+  auto lora = adapter_cfg(AdapterKind::Lora);
+  auto c = vit();
+  adapters::attach_adapters(*c, from_recipe::attach_options(lora));
+  EXPECT_NE(testkit::error_of([&] { io::load_adapter(dir.path(), *c, lora); })
+                .find("holds a dora adapter but adapter.kind is lora"),
+            std::string::npos);
 }
 
 TEST(AdapterFile, SaveLoadRoundTripForEveryKind) {
