@@ -17,6 +17,7 @@
 // backward of the base is about one forward (input gradients only), and "mfu_executed" counts
 // what runs: 2x the forward, plus one more attention core (its backward has two products per
 // forward product, none of them weights), plus 3x the LoRA products.
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -112,6 +113,15 @@ double sgemm_peak_gflops(int n = 1024, int reps = 20) {
   return 2.0 * n * n * n * reps / s / 1e9;
 }
 
+// The kernel set OpenBLAS chose at start-up ("SkylakeX", "Haswell", ...): a CPU newer than the
+// installed OpenBLAS knows gets the SSE3 "Prescott" kernels, several times slower; the
+// environment's OPENBLAS_CORETYPE (read when the library loads) overrides the choice.
+std::string blas_core() {
+  using CoreFn = char* (*)();
+  auto corename = reinterpret_cast<CoreFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return corename ? std::string(corename()) : "-";
+}
+
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // The comma-separated --targets as a recipe's adapter.targets list: PEFT's bare suffix names
@@ -198,7 +208,8 @@ int run(const Args& a) {
 
   // 2. The sgemm peak, under the same threads, after the load so it does not count in the load's peak.
   const double peak_gflops = sgemm_peak_gflops();
-  out.say(fmt::format("threads: {}; sgemm peak (1024^3): {:.1f} GFLOP/s", threads, peak_gflops));
+  const std::string blas = blas_core();
+  out.say(fmt::format("threads: {}; OpenBLAS core {}; sgemm peak (1024^3): {:.1f} GFLOP/s", threads, blas, peak_gflops));
 
   // 3. LoRA as a recipe attaches it, AdamW on the trainable parameters.
   torch::manual_seed(a.seed);
@@ -266,8 +277,22 @@ int run(const Args& a) {
             {"batch", a.batch}, {"seq", a.seq}, {"steps", times.size()}, {"step_s_median", round_to(med, 4)},
             {"tokens_per_s", round_to(tokens_per_s, 1)}, {"peak_rss_mb", round_to(peak_train, 1)},
             {"params_total", report.total}, {"params_trainable", report.trainable},
-            {"sgemm_gflops", round_to(peak_gflops, 1)}, {"mfu", round_to(mfu, 4)}, {"mfu_executed", round_to(mfu_exec, 4)},
+            {"sgemm_gflops", round_to(peak_gflops, 1)}, {"blas_core", blas}, {"mfu", round_to(mfu, 4)}, {"mfu_executed", round_to(mfu_exec, 4)},
             {"load_s", round_to(load_s, 3)}, {"load_rss_over_model", round_to(ratio, 4)}});
+
+  // 5. Where the load's time goes: build_hf_model alone (the model allocated and initialised at
+  // random, which load_hf then overwrites) timed once more, after everything above has been
+  // measured; the rest of load_hf is reading config.json and the weights.
+  model.reset();  // loaded.model: the trained model is freed first
+  auto b0 = Clock::now();
+  auto built = hf::build_hf_model(loaded.config);
+  const double build_s = seconds_since(b0);
+  built.reset();
+  out.say(fmt::format("load breakdown: build_hf_model (random initialisation) {:.2f} s, the rest (config, checks, "
+                      "reading and converting the weights) {:.2f} s",
+                      build_s, load_s - build_s));
+  out.emit({{"what", "load_breakdown"}, {"impl", "tunekit"}, {"build_s", round_to(build_s, 3)},
+            {"read_s", round_to(load_s - build_s, 3)}});
   return 0;
 }
 

@@ -10,6 +10,9 @@
 #   SHAPE="--layers 2 --hidden 64 --heads 4 --kv-heads 2 --head-dim 16 --intermediate 128 --vocab 256" bash bench/run_hf.sh
 # The checkpoint (~1 GB at the full shape) lives in a temporary directory removed at the end.
 # Each process holds the model in float32 (~2 GB at the full shape); they run one after the other.
+# Both sides use the same libopenblas: an OPENBLAS_CORETYPE in the environment (e.g. SkylakeX on
+# a CPU newer than the installed OpenBLAS knows, which otherwise falls back to its SSE3
+# "Prescott" kernels) reaches both; the table's last line names the core in use.
 set -euo pipefail
 BUILD=${1:-build}
 STEPS=${2:-3}
@@ -73,6 +76,10 @@ print()
 print("| | tunekit | PyTorch eager |")
 print("|---|---:|---:|")
 print(f"| load (s) | {tk['load']['seconds']:.2f} | {py['load']['seconds']:.2f} |")
+lb = tk.get("load_breakdown")
+if lb:
+    print(f"| of which build_hf_model, random init (s) | {lb['build_s']:.2f} | - |")
+    print(f"| of which config + reading + converting (s) | {lb['read_s']:.2f} | - |")
 print(f"| N = model parameters, float32 (MiB) | {n_mb:.1f} | {py_n_mb:.1f} |")
 print(f"| RSS before load (MiB) | {tk['load']['rss_before_mb']:.1f} | - |")
 print(f"| peak RSS after load (MiB) | {tk['load']['peak_rss_mb']:.1f} | {py['load']['peak_rss_mb']:.1f} |")
@@ -85,6 +92,6 @@ print()
 ratio = ts["step_s_median"] / ps["step_s_median"]
 print(f"step time tunekit / PyTorch eager: {ratio:.2f}x ({'slower' if ratio > 1 else 'faster'}: "
       f"tokens/s ratio {ts['tokens_per_s'] / ps['tokens_per_s']:.2f})")
-print(f"sgemm peak (1024^3, tunekit's threads): {ts['sgemm_gflops']:.1f} GFLOP/s; tunekit MFU {100 * ts['mfu']:.1f}% "
+print(f"sgemm peak (1024^3, tunekit's threads, OpenBLAS core {ts['blas_core']}): {ts['sgemm_gflops']:.1f} GFLOP/s; tunekit MFU {100 * ts['mfu']:.1f}% "
       f"(3x forward FLOPs), {100 * ts['mfu_executed']:.1f}% (executed: frozen base without weight gradients)")
 EOF
