@@ -4,7 +4,10 @@
 # (bench/torch_hf_lora.py), then time the same LoRA training step (batch 1 x 256 tokens by
 # default) on both, with the same threads, in one run; prints a markdown table.
 #   bash bench/run_hf.sh [BUILD_DIR] [STEPS]
-# Environment: THREADS (2: LibTorch's pool and OpenBLAS each, on both sides), WARMUP (1),
+# Environment: THREADS (2: OpenBLAS threads, where the GEMMs run) and TORCH_THREADS (1: LibTorch's
+# intra-op pool), the same on both sides: tunekit's default policy (util/threads.h) and
+# bench/run.sh's. TORCH_THREADS=2 with THREADS=2 puts two OpenMP and two OpenBLAS threads on
+# two cores, and libgomp's spin-waiting then costs both sides about 1.7x on this shape. WARMUP (1),
 # BATCH (1), SEQ (256), R (16), ALPHA (32), TARGETS (q_proj,k_proj,v_proj,o_proj), and SHAPE:
 # extra torch_hf_lora.py --write flags for a smaller model, e.g.
 #   SHAPE="--layers 2 --hidden 64 --heads 4 --kv-heads 2 --head-dim 16 --intermediate 128 --vocab 256" bash bench/run_hf.sh
@@ -17,6 +20,7 @@ set -euo pipefail
 BUILD=${1:-build}
 STEPS=${2:-3}
 THREADS=${THREADS:-2}
+TORCH_THREADS=${TORCH_THREADS:-1}
 WARMUP=${WARMUP:-1}
 BATCH=${BATCH:-1}
 SEQ=${SEQ:-256}
@@ -38,17 +42,18 @@ echo "== writing a random checkpoint: $PY bench/torch_hf_lora.py --write $MODEL 
 # shellcheck disable=SC2086  # SHAPE is a list of flags
 $PY bench/torch_hf_lora.py --write "$MODEL" --dtype bf16 $SHAPE | tee "$WORK/write.jsonl"
 
-echo "== tunekit: OPENBLAS_NUM_THREADS=$THREADS $BUILD/bench_hf --model $MODEL ${COMMON[*]} --threads $THREADS --json"
-OPENBLAS_NUM_THREADS=$THREADS "$BUILD/bench_hf" --model "$MODEL" "${COMMON[@]}" --threads "$THREADS" --json \
+TK_THREADS=(--torch-threads "$TORCH_THREADS" --blas-threads "$THREADS")
+echo "== tunekit: OPENBLAS_NUM_THREADS=$THREADS $BUILD/bench_hf --model $MODEL ${COMMON[*]} ${TK_THREADS[*]} --json"
+OPENBLAS_NUM_THREADS=$THREADS "$BUILD/bench_hf" --model "$MODEL" "${COMMON[@]}" "${TK_THREADS[@]}" --json \
   > "$WORK/tunekit.jsonl"
 
-echo "== PyTorch eager: OPENBLAS_NUM_THREADS=$THREADS $PY bench/torch_hf_lora.py --load $MODEL ${COMMON[*]} --threads $THREADS"
-OPENBLAS_NUM_THREADS=$THREADS $PY bench/torch_hf_lora.py --load "$MODEL" "${COMMON[@]}" --threads "$THREADS" \
+echo "== PyTorch eager: OPENBLAS_NUM_THREADS=$THREADS $PY bench/torch_hf_lora.py --load $MODEL ${COMMON[*]} --threads $TORCH_THREADS"
+OPENBLAS_NUM_THREADS=$THREADS $PY bench/torch_hf_lora.py --load "$MODEL" "${COMMON[@]}" --threads "$TORCH_THREADS" \
   | tee "$WORK/torch.jsonl"
 
 echo "== load average after: $(uptime)"
 echo
-$PY - "$WORK/tunekit.jsonl" "$WORK/torch.jsonl" "$WORK/write.jsonl" <<'EOF'
+$PY - "$WORK/tunekit.jsonl" "$WORK/torch.jsonl" "$WORK/write.jsonl" "$THREADS" <<'EOF'
 import json, sys
 
 def read(path):
@@ -70,8 +75,8 @@ w = wr["write"]
 print(f"Random {tk['model']['describe']}")
 print(f"checkpoint: {w['dtype']} safetensors, {w['file_bytes'] / mib:.1f} MiB ({tk['load']['storage_dtype']} read); "
       f"batch {ts['batch']} x {ts['seq']} tokens; LoRA r {tk['model']['r']}, alpha {tk['model']['alpha']:g} "
-      f"on {tk['model']['lora_modules']} layers; threads: tunekit {ts['threads']}, PyTorch {ps['threads']} "
-      f"(+ OPENBLAS_NUM_THREADS); {ts['steps']} timed steps after warm-up")
+      f"on {tk['model']['lora_modules']} layers; threads: tunekit {ts['threads']}, PyTorch torch {ps['threads']}, "
+      f"OPENBLAS_NUM_THREADS={sys.argv[4]}; {ts['steps']} timed steps after warm-up")
 print()
 print("| | tunekit | PyTorch eager |")
 print("|---|---:|---:|")
