@@ -103,14 +103,19 @@ double rss_mib() {
   return 0;
 }
 
-// The same measurement as bench_train's: one 1024^3 sgemm, repeated, under the thread policy in force.
-double sgemm_peak_gflops(int n = 1024, int reps = 20) {
+// bench_train's measurement (a 1024^3 sgemm, 20 times, under the thread policy in force), the
+// best of three tries: on a shared machine one try may catch another process's burst.
+double sgemm_peak_gflops(int n = 1024, int reps = 20, int tries = 3) {
   auto a = torch::randn({n, n}), b = torch::randn({n, n});
   torch::mm(a, b);  // warm-up
-  auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i) torch::mm(a, b);
-  double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  return 2.0 * n * n * n * reps / s / 1e9;
+  double best = 0;
+  for (int t = 0; t < tries; ++t) {
+    auto t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) torch::mm(a, b);
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n * reps / s / 1e9);
+  }
+  return best;
 }
 
 // The kernel set OpenBLAS chose at start-up ("SkylakeX", "Haswell", ...): a CPU newer than the
@@ -281,18 +286,19 @@ int run(const Args& a) {
             {"load_s", round_to(load_s, 3)}, {"load_rss_over_model", round_to(ratio, 4)}});
 
   // 5. Where the load's time goes: build_hf_model alone (the model allocated and initialised at
-  // random, which load_hf then overwrites) timed once more, after everything above has been
-  // measured; the rest of load_hf is reading config.json and the weights.
+  // random, which load_hf then overwrites), timed once more after everything above has been
+  // measured. A separate run of the same work, not a part of the load above: on a busy machine
+  // the two need not add up.
   model.reset();  // loaded.model: the trained model is freed first
   auto b0 = Clock::now();
   auto built = hf::build_hf_model(loaded.config);
   const double build_s = seconds_since(b0);
   built.reset();
-  out.say(fmt::format("load breakdown: build_hf_model (random initialisation) {:.2f} s, the rest (config, checks, "
-                      "reading and converting the weights) {:.2f} s",
-                      build_s, load_s - build_s));
+  out.say(fmt::format("load breakdown: build_hf_model alone (allocation and random initialisation) takes {:.2f} s "
+                      "of load_hf's {:.2f} s",
+                      build_s, load_s));
   out.emit({{"what", "load_breakdown"}, {"impl", "tunekit"}, {"build_s", round_to(build_s, 3)},
-            {"read_s", round_to(load_s - build_s, 3)}});
+            {"load_s", round_to(load_s, 3)}});
   return 0;
 }
 
