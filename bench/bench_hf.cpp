@@ -72,6 +72,16 @@ Args parse_args(int argc, char** argv) {
     }
     throw Error(fmt::format("{}: '{}' is not an integer", flag, v));
   };
+  auto number = [&](int& i) -> double {
+    std::string flag = argv[i], v = value(i);
+    try {
+      size_t used = 0;
+      double x = std::stod(v, &used);
+      if (used == v.size()) return x;
+    } catch (const std::exception&) {
+    }
+    throw Error(fmt::format("{}: '{}' is not a number", flag, v));
+  };
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
     if (f == "--model") a.model = value(i);
@@ -80,7 +90,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--batch") a.batch = integer(i);
     else if (f == "--seq") a.seq = integer(i);
     else if (f == "--r") a.r = integer(i);
-    else if (f == "--alpha") a.alpha = std::stod(value(i));
+    else if (f == "--alpha") a.alpha = number(i);
     else if (f == "--targets") a.targets = value(i);
     else if (f == "--threads") a.torch_threads = a.blas_threads = int(integer(i));
     else if (f == "--torch-threads") a.torch_threads = int(integer(i));
@@ -185,13 +195,12 @@ int run(const Args& a) {
   if (!models::hf::is_causal_lm(model->family()))
     throw Error(fmt::format("{}: a {} checkpoint; bench_hf trains causal LMs (gpt2, llama, mistral, qwen2)", a.model,
                             models::hf::to_string(model->family())));
-  int64_t params = 0;
-  double n_bytes = 0;
+  int64_t params = 0, n_bytes = 0;
   for (const auto& p : model->parameters()) {
     params += p.numel();
-    n_bytes += double(p.numel()) * double(p.element_size());
+    n_bytes += p.numel() * int64_t(p.element_size());
   }
-  const double n_mib = n_bytes / (1024.0 * 1024.0);
+  const double n_mib = double(n_bytes) / (1024.0 * 1024.0);
   uint64_t file_bytes = 0;
   for (const auto& f : loaded.report.files) file_bytes += std::filesystem::file_size(f);
   const std::string storage = join(loaded.report.dtypes, ",");
