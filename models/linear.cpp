@@ -2,9 +2,18 @@
 
 #include <cmath>
 
+#include "models/init_guard.h"
 #include "util/error.h"
 
 namespace tunekit::models {
+
+namespace {
+thread_local bool skip_init = false;
+}  // namespace
+
+SkipInit::SkipInit(bool skip) : previous_(skip_init) { skip_init = skip; }
+SkipInit::~SkipInit() { skip_init = previous_; }
+bool init_skipped() { return skip_init; }
 
 LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }
 
@@ -16,6 +25,7 @@ void LinearImpl::reset() {
 }
 
 void LinearImpl::reset_parameters() {
+  if (init_skipped()) return;  // models/init_guard.h: a checkpoint fills the weights next
   // Same initialisation as torch.nn.Linear.
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));

@@ -418,14 +418,19 @@ TEST(HfCheckpoint, ANewViTClassifierStaysFreshAndTheRestLoads) {
   testkit::TempDir d;
   reference(std::string("make --family vit --labels 5 --out ") + d.path());
   torch::manual_seed(3);
-  auto fresh = hf::build_hf_model(hf::read_hf_config(d.path()), hf::HfBuildOptions().num_labels(10));
-  auto fresh_classifier = weights_of(*fresh).at("classifier.weight");
-  torch::manual_seed(3);
   auto loaded = hf::load_hf(d.path(), hf::HfLoadOptions().build(hf::HfBuildOptions().num_labels(10)));
   auto w = weights_of(*loaded.model);
   EXPECT_EQ(w.at("classifier.weight").size(0), 10);
-  EXPECT_TRUE(w.at("classifier.weight").equal(fresh_classifier));  // as initialised, not from the file
   EXPECT_EQ(loaded.report.fresh, (std::vector<std::string>{"classifier.weight", "classifier.bias"}));
+  // Initialised as Hugging Face does (the model is built without random values first): weights
+  // N(0, 0.02), bias zero; the same seed gives the same head.
+  const auto& head = w.at("classifier.weight");
+  EXPECT_TRUE(torch::isfinite(head).all().item<bool>());
+  EXPECT_NEAR(head.std().item<double>(), 0.02, 0.006);
+  EXPECT_TRUE(w.at("classifier.bias").eq(0).all().item<bool>());
+  torch::manual_seed(3);
+  auto again = hf::load_hf(d.path(), hf::HfLoadOptions().build(hf::HfBuildOptions().num_labels(10)));
+  EXPECT_TRUE(weights_of(*again.model).at("classifier.weight").equal(head));
   auto file = io::read_safetensors(d / "model.safetensors");
   EXPECT_TRUE(w.at("vit.layernorm.weight").equal(file.find("vit.layernorm.weight")->to(torch::kFloat)));
   // Without the new count the classifier's shape is the file's.

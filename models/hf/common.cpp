@@ -6,6 +6,7 @@
 
 #include "models/attention.h"
 #include "models/attention_kernel.h"
+#include "models/init_guard.h"
 #include "util/error.h"
 
 namespace tunekit::models::hf {
@@ -64,6 +65,7 @@ std::string rotary_script(int64_t head_dim, double theta, const std::string& lik
 HfAttentionBase::HfAttentionBase(AttentionShape shape_) : shape(std::move(shape_)) {}
 
 void HfAttentionBase::register_variant() {
+  SkipInit initialise(false);  // no checkpoint holds the variant's parts (models/init_guard.h)
   const auto& s = shape;
   if (s.heads <= 0 || s.kv_heads <= 0 || s.heads % s.kv_heads != 0)
     throw Error(fmt::format("attention: {} query heads cannot share {} key/value heads (heads must be a multiple)",
@@ -195,6 +197,12 @@ std::string HfAttentionBase::script_attend(torch::jit::Module& m, const ScriptUn
   if (var.gate == Gate::SdpaHeadwise) src += fmt::format("    out = out * g.view(B, N, {}, 1)\n", H);
   src += fmt::format("    out = out.reshape(B, N, {})\n", H * Dh);
   return src;
+}
+
+torch::nn::EmbeddingOptions embedding_options(int64_t num, int64_t dim) {
+  auto o = torch::nn::EmbeddingOptions(num, dim);
+  if (init_skipped()) o._weight(torch::empty({num, dim}));
+  return o;
 }
 
 void init_linear(Linear& linear, double std) {

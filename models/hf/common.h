@@ -83,6 +83,8 @@ class HfAttentionBase : public torch::nn::Module {
   std::string script_attend(torch::jit::Module& m, const ScriptUnit& unit, bool rotary) const;
 };
 
+// An Embedding's options; inside a SkipInit (models/init_guard.h) its weight is allocated unfilled.
+torch::nn::EmbeddingOptions embedding_options(int64_t num, int64_t dim);
 // Hugging Face's initialisation: weights normal(0, std), biases zero.
 void init_linear(Linear& linear, double std);
 // The number of parameter values (adapters included), and as describe() prints it: "124,439,808".

@@ -6,6 +6,7 @@
 
 #include "models/block.h"
 #include "models/hf/families.h"
+#include "models/init_guard.h"
 #include "util/error.h"
 
 namespace tunekit::models::hf {
@@ -133,14 +134,15 @@ Gpt2Impl::Gpt2Impl(Gpt2Options options_) : options(std::move(options_)) {
   if (shape.variant.max_seq_len <= 0) shape.variant.max_seq_len = max_seq_len();  // sigmoid b = -log n
 
   transformer = register_module("transformer", std::make_shared<torch::nn::Module>());
-  wte = transformer->register_module("wte", torch::nn::Embedding(o.vocab_size(), d));
-  wpe = transformer->register_module("wpe", torch::nn::Embedding(o.n_positions(), d));
+  wte = transformer->register_module("wte", torch::nn::Embedding(embedding_options(o.vocab_size(), d)));
+  wpe = transformer->register_module("wpe", torch::nn::Embedding(embedding_options(o.n_positions(), d)));
   auto list = transformer->register_module("h", std::make_shared<torch::nn::Module>());
   for (int64_t i = 0; i < o.n_layer(); ++i) h.push_back(list->register_module(std::to_string(i), Gpt2Block(o, shape)));
   ln_f = transformer->register_module(
       "ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(o.layer_norm_epsilon())));
 
   // GPT2PreTrainedModel._init_weights: normal(0, 0.02), biases zero, c_proj scaled by 1/sqrt(2 n_layer).
+  if (init_skipped()) return;  // a checkpoint fills them (models/init_guard.h)
   torch::NoGradGuard no_grad;
   wte->weight.normal_(0, kInitStd);
   wpe->weight.normal_(0, kInitStd);

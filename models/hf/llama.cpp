@@ -4,6 +4,7 @@
 
 #include "models/block.h"
 #include "models/hf/families.h"
+#include "models/init_guard.h"
 #include "util/error.h"
 
 namespace tunekit::models::hf {
@@ -122,7 +123,7 @@ LlamaImpl::LlamaImpl(LlamaOptions options_) : options(std::move(options_)) {
 
   // LlamaForCausalLM: model (embed_tokens, layers, norm), then lm_head.
   model = register_module("model", std::make_shared<torch::nn::Module>());
-  embed_tokens = model->register_module("embed_tokens", torch::nn::Embedding(o.vocab_size(), d));
+  embed_tokens = model->register_module("embed_tokens", torch::nn::Embedding(embedding_options(o.vocab_size(), d)));
   auto list = model->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = 0; i < o.num_hidden_layers(); ++i)
     layers.push_back(list->register_module(std::to_string(i), LlamaDecoderLayer(o, shape)));
@@ -130,6 +131,7 @@ LlamaImpl::LlamaImpl(LlamaOptions options_) : options(std::move(options_)) {
   if (!o.tie_word_embeddings()) lm_head = register_module("lm_head", Linear(LinearOptions(d, o.vocab_size()).bias(false)));
 
   // LlamaPreTrainedModel._init_weights: normal(0, 0.02), biases zero, norms one.
+  if (init_skipped()) return;  // a checkpoint fills them (models/init_guard.h)
   torch::NoGradGuard no_grad;
   embed_tokens->weight.normal_(0, kInitStd);
   for (auto& l : layers)

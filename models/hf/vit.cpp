@@ -4,6 +4,7 @@
 
 #include "models/block.h"
 #include "models/hf/families.h"
+#include "models/init_guard.h"
 #include "util/error.h"
 
 namespace tunekit::models::hf {
@@ -162,6 +163,7 @@ VitImpl::VitImpl(VitOptions options_) : options(std::move(options_)) {
 
   // ViTPreTrainedModel._init_weights (normal in place of its truncated normal): weights
   // N(0, 0.02), biases zero, cls token and positions N(0, 0.02).
+  if (init_skipped()) return;  // a checkpoint fills them (models/init_guard.h)
   torch::NoGradGuard no_grad;
   cls_token.normal_(0, kInitStd);
   position_embeddings.normal_(0, kInitStd);

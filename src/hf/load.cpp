@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "models/hf/families.h"
+#include "models/init_guard.h"
 #include "src/io/safetensors.h"
 #include "util/error.h"
 #include "util/text.h"
@@ -322,6 +323,26 @@ std::shared_ptr<models::hf::HfModel> build_hf_model(const HfConfig& config, cons
   throw Error("build_hf_model: unknown family");
 }
 
+namespace {
+// The tensors the checkpoint did not fill (a new classifier, an excluded tensor, a headless
+// model's head), initialised as Hugging Face's _init_weights does: biases zero, norm weights
+// one, other weights normal(0, 0.02).
+void initialise_fresh(models::hf::HfModel& model, const std::vector<std::string>& fresh) {
+  if (fresh.empty()) return;
+  const std::set<std::string> names(fresh.begin(), fresh.end());
+  torch::NoGradGuard no_grad;
+  for (auto& t : model.hf_tensors()) {
+    if (!names.count(t.name)) continue;
+    const bool bias = t.name.size() >= 4 && t.name.compare(t.name.size() - 4, 4, "bias") == 0;
+    const bool norm = t.tensor.dim() == 1 && (t.name.find("norm") != std::string::npos ||
+                                              t.name.find("ln_") != std::string::npos);
+    if (bias) t.tensor.zero_();
+    else if (norm) t.tensor.fill_(1.0);
+    else t.tensor.normal_(0, 0.02);
+  }
+}
+}  // namespace
+
 HfLoaded load_hf(const std::string& dir, const HfLoadOptions& options) {
   HfLoaded out;
   out.config = read_hf_config(dir, options.max_seq_len());
@@ -329,8 +350,12 @@ HfLoaded load_hf(const std::string& dir, const HfLoadOptions& options) {
   const int64_t labels = options.build().num_labels();
   if (out.config.family == Family::Vit && labels > 0 && labels != out.config.vit.num_labels())
     exclude.push_back("classifier.*");  // a new head for another number of classes
-  out.model = build_hf_model(out.config, options.build());
+  {
+    models::SkipInit skip;  // the checkpoint fills the weights: no random values first
+    out.model = build_hf_model(out.config, options.build());
+  }
   out.report = load_hf_weights(out.config, *out.model, HfWeightsOptions().exclude(exclude));
+  initialise_fresh(*out.model, out.report.fresh);
   return out;
 }
 

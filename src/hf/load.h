@@ -77,8 +77,10 @@ struct HfLoaded {
   std::shared_ptr<models::hf::HfModel> model;
   HfLoadReport report;
 };
-// read_hf_config + build_hf_model + load_hf_weights. A ViT num_labels other than the
-// checkpoint's excludes "classifier.*" (a new head, initialised fresh).
+// read_hf_config + build_hf_model + load_hf_weights. The model is built without random
+// initialisation (models/init_guard.h); the tensors the checkpoint does not fill are then
+// initialised as Hugging Face does (biases zero, norms one, weights normal(0, 0.02)). A ViT
+// num_labels other than the checkpoint's excludes "classifier.*" (a new head, initialised fresh).
 HfLoaded load_hf(const std::string& dir, const HfLoadOptions& options = {});
 std::shared_ptr<models::hf::HfModel> load_hf_model(const std::string& dir, const HfLoadOptions& options = {});
 
