@@ -83,7 +83,7 @@ print("|---|---:|---:|")
 print(f"| load (s) | {tk['load']['seconds']:.2f} | {py['load']['seconds']:.2f} |")
 lb = tk.get("load_breakdown")
 if lb:
-    print(f"| build_hf_model alone: allocation + random init, timed separately (s) | {lb['build_s']:.2f} | - |")
+    print(f"| building the model alone (allocation, no random init), timed separately (s) | {lb['build_s']:.2f} | - |")
 print(f"| N = model parameters, float32 (MiB) | {n_mb:.1f} | {py_n_mb:.1f} |")
 print(f"| RSS before load (MiB) | {tk['load']['rss_before_mb']:.1f} | - |")
 print(f"| peak RSS after load (MiB) | {tk['load']['peak_rss_mb']:.1f} | {py['load']['peak_rss_mb']:.1f} |")
