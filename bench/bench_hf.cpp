@@ -30,8 +30,8 @@
 #include <sstream>
 
 #include "adapters/attach.h"
-#include "models/init_guard.h"
 #include "models/hf/common.h"
+#include "models/init_guard.h"
 #include "src/hf/load.h"
 #include "util/error.h"
 #include "util/memory.h"
