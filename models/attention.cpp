@@ -11,6 +11,16 @@ namespace tunekit::models {
 
 double default_sigmoid_bias(int64_t max_seq_len) { return -std::log(static_cast<double>(max_seq_len)); }
 
+torch::Tensor register_sigmoid_bias(torch::nn::Module& module, const AttentionVariant& var) {
+  if (var.score != Score::Sigmoid) return {};
+  if (var.bias_mode != SigmoidBias::Fixed && var.max_seq_len <= 0)
+    throw Error("attention: sigmoid bias -log(n) needs the maximum sequence length n");
+  double b = var.bias_mode == SigmoidBias::Fixed ? var.bias_value : default_sigmoid_bias(var.max_seq_len);
+  auto t = torch::full({}, b);
+  return var.bias_mode == SigmoidBias::Learnable ? module.register_parameter("sigmoid_bias", t)
+                                                 : module.register_buffer("sigmoid_bias", t);
+}
+
 AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }
 
 void AttentionImpl::reset() {
@@ -33,14 +43,7 @@ void AttentionImpl::reset() {
     q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({Dh})));
     k_norm = register_module("k_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({Dh})));
   }
-  if (var.score == Score::Sigmoid) {
-    if (var.bias_mode != SigmoidBias::Fixed && var.max_seq_len <= 0)
-      throw Error("attention: sigmoid bias -log(n) needs the maximum sequence length n");
-    double b = var.bias_mode == SigmoidBias::Fixed ? var.bias_value : default_sigmoid_bias(var.max_seq_len);
-    auto t = torch::full({}, b);
-    sigmoid_bias_ = var.bias_mode == SigmoidBias::Learnable ? register_parameter("sigmoid_bias", t)
-                                                            : register_buffer("sigmoid_bias", t);
-  }
+  sigmoid_bias_ = register_sigmoid_bias(*this, var);
 }
 
 void AttentionImpl::attach_prefix(std::shared_ptr<adapters::KeyValuePrefix> prefix) {

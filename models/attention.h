@@ -44,5 +44,8 @@ TORCH_MODULE(Attention);
 
 // The default sigmoid bias for a maximum sequence length n: -log(n).
 double default_sigmoid_bias(int64_t max_seq_len);
+// Registers `variant`'s sigmoid bias b on `module` as "sigmoid_bias" (a parameter when learnable,
+// else a buffer) and returns it; undefined for softmax scores. Shared by every attention module.
+torch::Tensor register_sigmoid_bias(torch::nn::Module& module, const AttentionVariant& variant);
 
 }  // namespace tunekit::models

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "util/error.h"
 
@@ -17,6 +18,16 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     if (!out) throw Error(fmt::format("{}: write failed", tmp));
   }
   std::filesystem::rename(tmp, path);
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON ({})", path, e.what()));
+  }
 }
 
 }  // namespace tunekit

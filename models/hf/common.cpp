@@ -87,14 +87,7 @@ void HfAttentionBase::register_variant() {
     q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.head_dim})));
     k_norm = register_module("k_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.head_dim})));
   }
-  if (var.score == Score::Sigmoid) {
-    if (var.bias_mode != SigmoidBias::Fixed && var.max_seq_len <= 0)
-      throw Error("attention: sigmoid bias -log(n) needs the maximum sequence length n");
-    double b = var.bias_mode == SigmoidBias::Fixed ? var.bias_value : default_sigmoid_bias(var.max_seq_len);
-    auto t = torch::full({}, b);
-    sigmoid_bias = var.bias_mode == SigmoidBias::Learnable ? register_parameter("sigmoid_bias", t)
-                                                           : register_buffer("sigmoid_bias", t);
-  }
+  sigmoid_bias = register_sigmoid_bias(*this, var);
 }
 
 std::vector<std::string> HfAttentionBase::variant_parameters() const {

@@ -4,10 +4,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include "util/error.h"
+#include "util/file.h"
 #include "util/text.h"
 
 namespace tunekit::hf {
@@ -17,16 +17,6 @@ using json = nlohmann::json;
 using models::hf::Family;
 
 namespace {
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open", path));
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON ({})", path, e.what()));
-  }
-}
 
 // A JSON value as it reads in a message: strings bare, everything else compact JSON.
 std::string shown(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }

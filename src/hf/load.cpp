@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,6 +13,7 @@
 #include "models/init_guard.h"
 #include "src/io/safetensors.h"
 #include "util/error.h"
+#include "util/file.h"
 #include "util/text.h"
 
 namespace tunekit::hf {
@@ -82,16 +82,6 @@ std::vector<int64_t> file_shape(const HfTensor& t) {
   auto s = t.tensor.sizes().vec();
   if (t.transposed) std::reverse(s.begin(), s.end());
   return s;
-}
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open", path));
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON ({})", path, e.what()));
-  }
 }
 
 // The index's weight_map: tensor name -> shard file name (a plain file name in the directory).

@@ -4,11 +4,9 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "adapters/attach.h"
 #include "models/hf/hf_model.h"
@@ -109,16 +107,6 @@ PeftModelFacts peft_model_facts(torch::nn::Module& model, const std::vector<std:
   for (const auto& name : adapted)
     if (transposed.count(name)) facts.fan_in_fan_out = true;
   return facts;
-}
-
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(fmt::format("{}: cannot read", path));
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: invalid JSON ({})", path, e.what()));
-  }
 }
 
 // A boolean key's value; absent or null is false (check_peft_lora has checked the type).
@@ -303,7 +291,7 @@ int64_t load_adapter(const std::string& path, torch::nn::Module& model, const Ad
   const std::string config_path = (fs::path(dir) / kAdapterConfigFile).string();
   const std::string weights_path = (fs::path(dir) / kAdapterWeightsFile).string();
   if (fs::exists(config_path)) {
-    json config = read_json(config_path);
+    json config = read_json_file(config_path);
     std::string kind = file_kind(config, config_path);
     if (kind != to_string(cfg.kind))
       throw Error(fmt::format("adapter.init_from: {} holds a {} adapter but adapter.kind is {}", dir, kind,
@@ -361,7 +349,7 @@ AdapterConfig peft_adapter_config(const std::string& path) {
   if (!fs::exists(config_path))
     throw Error(fmt::format("{}: no {} (a PEFT adapter directory holds it beside {})", dir, kAdapterConfigFile,
                             kAdapterWeightsFile));
-  const json config = read_json(config_path);
+  const json config = read_json_file(config_path);
   const std::string kind = file_kind(config, config_path);
   if (kind != "lora" && kind != "dora")
     throw Error(
