@@ -52,7 +52,8 @@ void save_checkpoint(const std::string& dir, const torch::nn::Module& model, tor
   nlohmann::json j{{"epoch", s.epoch},           {"batch_in_epoch", s.batch_in_epoch},
                    {"step", s.step},             {"samples", s.samples},
                    {"best_metric", s.best_metric}, {"best_epoch", s.best_epoch},
-                   {"train_seconds", s.train_seconds}};
+                   {"train_seconds", s.train_seconds}, {"window_loss", s.window_loss},
+                   {"window_n", s.window_n}};
   if (trainable_only) j["trainable_only"] = true;
   if (write_extra) write_extra(tmp);
   std::ofstream(fs::path(tmp) / "state.json") << j.dump(2) << "\n";
@@ -91,6 +92,8 @@ TrainState load_train_state(const std::string& dir_) {
   s.best_metric = j.value("best_metric", -1.0);
   s.best_epoch = j.value("best_epoch", -1);
   s.train_seconds = j.value("train_seconds", 0.0);
+  s.window_loss = j.value("window_loss", 0.0);
+  s.window_n = j.value("window_n", int64_t(0));
   return s;
 }
 

@@ -17,6 +17,10 @@ struct TrainState {
   double best_metric = -1.0;  // best validation accuracy so far
   int64_t best_epoch = -1;
   double train_seconds = 0;   // wall time spent training so far
+  // The losses since the last "train" line of metrics.jsonl (their sum and count), so a run
+  // resumed between two log lines writes the same next line as one that was never stopped.
+  double window_loss = 0;
+  int64_t window_n = 0;
 };
 
 // Writes all named parameters and buffers of `model` (+ optimizer and RNG when given) and
