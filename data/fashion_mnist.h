@@ -1,6 +1,7 @@
 // Fashion-MNIST from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist):
 // loading, normalisation, class subsets, a held-out validation split, and `prepare`
-// (verify the four files and cache them uncompressed under .data/).
+// (verify the four files and cache them uncompressed under .data/ with a MANIFEST.json of their
+// sizes and MD5s, checked whenever a run reads the cache).
 #pragma once
 #include <torch/torch.h>
 
@@ -21,8 +22,9 @@ struct ImageSplits {
   LabelledDataset train, val, test;
 };
 
-// The directory a recipe with an empty data.root reads: the prepared cache if it is
-// complete, otherwise the Debian package's directory.
+// The directory a recipe with an empty data.root reads: the prepared cache if it has a
+// MANIFEST.json, otherwise (none, or one an older tunekit wrote without checksums) the Debian
+// package's directory.
 std::string default_fashion_mnist_root();
 
 struct FashionMnistOptions {
@@ -33,10 +35,15 @@ struct FashionMnistOptions {
 };
 
 // Loads train/val/test: the class subset, the seeded validation split and the training limit.
+// A root with a MANIFEST.json is a prepared cache: a file whose size or MD5 differs is an Error
+// naming it ("<file>: checksum mismatch with MANIFEST.json (the prepared cache is damaged; run
+// `tunekit prepare fashion_mnist` to redo it)"); a root with only an old MANIFEST is refused alike.
 ImageSplits load_fashion_mnist(const FashionMnistOptions& options, uint64_t seed);
 
 // Reads and checks the four files under `source`, writes them uncompressed to `dest`
-// with a manifest; returns a summary line. Idempotent: a complete cache is kept.
+// with a MANIFEST.json (sizes, MD5s, shapes); returns a summary line. A cache whose every file
+// matches its manifest is kept ("already prepared"); a missing, old, truncated or damaged one is
+// redone and the summary says why.
 std::string prepare_fashion_mnist(const std::string& source, const std::string& dest);
 
 }  // namespace tunekit::data

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "data/manifest.h"
 #include "data/md5.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -30,13 +31,9 @@ const char* kSplits[3] = {"train", "val", "test"};
 // only with exactly these bytes, so real corruption is still caught.
 const std::map<std::string, std::string> kKnownMismatches{{"hard-ham-1/00230", "30e1fcfccb8a25b8550c292233698b67"}};
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open", p.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// A whole regular file of the package (a mail, its metadata, a log): a FIFO or a device is an
+// error naming it, never a read that hangs or fills memory.
+std::string read_bytes(const fs::path& p) { return read_file(p.string(), int64_t(64) << 20); }
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -291,6 +288,31 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
+// One mail of the package: <group>/<id>.<md5>.json beside its .txt.
+struct PackageEntry {
+  std::string group, id, checksum;
+  fs::path txt;
+};
+
+// The metadata file `json` of a mail in `group`; every field the reader uses is checked.
+PackageEntry read_metadata(const fs::path& json, const std::string& group) {
+  auto meta = nlohmann::json::parse(read_bytes(json), nullptr, false);
+  auto bad = [&](const std::string& what) {
+    return Error(fmt::format("{}: corrupt metadata ({})", json.string(), what));
+  };
+  if (meta.is_discarded() || !meta.is_object()) throw bad("not the package's JSON");
+  if (!meta.contains("id") || !meta["id"].is_string() || meta["id"].get<std::string>().empty())
+    throw bad("no string \"id\"");
+  if (!meta.contains("checksum") || !meta["checksum"].is_object() || !meta["checksum"].contains("value") ||
+      !meta["checksum"]["value"].is_string())
+    throw bad("no \"checksum\": {\"value\": ...}");
+  if (meta.contains("group") && (!meta["group"].is_string() || meta["group"].get<std::string>() != group))
+    throw Error(fmt::format("{}: group {} does not match its directory", json.string(), meta["group"].dump()));
+  PackageEntry en{group, meta["id"].get<std::string>(), meta["checksum"]["value"].get<std::string>(), json};
+  en.txt.replace_extension(".txt");
+  return en;
+}
+
 }  // namespace
 
 std::string mail_to_text(const std::string& raw_in) {
@@ -306,26 +328,14 @@ std::string mail_to_text(const std::string& raw_in) {
 
 SpamCorpus read_spam_package(const std::string& data_dir, bool check_counts) {
   if (!fs::is_directory(data_dir)) throw Error(fmt::format("{}: not a directory", data_dir));
-  struct Entry {
-    std::string group, id, checksum;
-    fs::path txt;
-  };
-  std::vector<Entry> entries;
+  std::vector<PackageEntry> entries;
   std::map<std::string, int64_t> per_group;
   for (const auto& [group, expected] : kGroupSizes) {
     fs::path gdir = fs::path(data_dir) / group;
     if (!fs::is_directory(gdir)) throw Error(fmt::format("{}: missing group directory", gdir.string()));
     for (const auto& e : fs::directory_iterator(gdir)) {
       if (e.path().extension() != ".json") continue;
-      std::string meta_text = read_bytes(e.path());
-      auto meta = nlohmann::json::parse(meta_text, nullptr, false);
-      if (meta.is_discarded() || !meta.is_object() || !meta.contains("checksum") || !meta.contains("id"))
-        throw Error(fmt::format("{}: corrupt metadata (not the package's JSON)", e.path().string()));
-      Entry en{group, meta["id"].get<std::string>(), meta["checksum"].value("value", std::string()), e.path()};
-      en.txt.replace_extension(".txt");
-      if (meta.value("group", group) != group)
-        throw Error(fmt::format("{}: group '{}' does not match its directory", e.path().string(), meta.value("group", "")));
-      entries.push_back(std::move(en));
+      entries.push_back(read_metadata(e.path(), group));
       ++per_group[group];
     }
     if (check_counts && per_group[group] != expected)
@@ -333,7 +343,7 @@ SpamCorpus read_spam_package(const std::string& data_dir, bool check_counts) {
                               per_group[group], expected));
   }
   std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return std::tie(a.group, a.id) < std::tie(b.group, b.id); });
+            [](const PackageEntry& a, const PackageEntry& b) { return std::tie(a.group, a.id) < std::tie(b.group, b.id); });
   SpamCorpus c;
   std::set<std::string> checksums, texts;
   for (const auto& e : entries) {
@@ -348,7 +358,12 @@ SpamCorpus read_spam_package(const std::string& data_dir, bool check_counts) {
       ++c.duplicate_checksums;
       continue;
     }
-    std::string text = mail_to_text(raw);
+    std::string text;
+    try {
+      text = mail_to_text(raw);
+    } catch (const std::exception& ex) {  // the decoder is bounded; anything it throws names the mail
+      throw Error(fmt::format("{}: cannot decode the mail ({})", e.txt.string(), ex.what()));
+    }
     if (!texts.insert(text).second) {
       ++c.duplicate_texts;
       continue;
@@ -402,25 +417,25 @@ std::string write_spam_splits(const SpamCorpus& corpus, const SpamPrepareOptions
   return summary;
 }
 
-bool spam_splits_intact(const std::string& dir, std::string* why) {
-  auto fail = [&](const std::string& w) {
-    if (why) *why = w;
-    return false;
-  };
-  fs::path mpath = fs::path(dir) / "MANIFEST.json";
-  if (!fs::exists(mpath)) return fail("no MANIFEST.json");
-  auto m = nlohmann::json::parse(read_bytes(mpath), nullptr, false);
-  if (m.is_discarded() || !m.contains("files")) return fail("MANIFEST.json is unreadable");
+void check_spam_splits(const std::string& dir) {
+  const std::string mpath = (fs::path(dir) / "MANIFEST.json").string();
+  if (!fs::exists(mpath)) throw Error(fmt::format("{}: not found (run `tunekit prepare spam_assassin`)", mpath));
+  const nlohmann::json m = read_manifest(mpath);
   for (const char* s : kSplits) {
-    std::string name = std::string(s) + ".jsonl";
-    fs::path p = fs::path(dir) / name;
-    if (!fs::exists(p)) return fail(name + " is missing");
-    if (!m["files"].contains(name)) return fail(name + " is not in the manifest");
-    auto& f = m["files"][name];
-    if (fs::file_size(p) != f.value("bytes", uint64_t(0))) return fail(name + " has the wrong size");
-    if (md5_hex(read_bytes(p)) != f.value("md5", std::string())) return fail(name + " does not match its checksum");
+    const std::string name = std::string(s) + ".jsonl";
+    read_verified((fs::path(dir) / name).string(), manifest_entry(m, mpath, name), mpath,
+                  "run `tunekit prepare spam_assassin` to redo it");
   }
-  return true;
+}
+
+bool spam_splits_intact(const std::string& dir, std::string* why) {
+  try {
+    check_spam_splits(dir);
+    return true;
+  } catch (const Error& e) {
+    if (why) *why = e.what();
+    return false;
+  }
 }
 
 std::string prepare_spam_assassin(const SpamPrepareOptions& o) {
@@ -429,10 +444,11 @@ std::string prepare_spam_assassin(const SpamPrepareOptions& o) {
   };
   std::string why;
   if (!o.force && spam_splits_intact(o.dest, &why)) {
-    auto m = nlohmann::json::parse(read_bytes(fs::path(o.dest) / "MANIFEST.json"));
-    if (m.value("seed", uint64_t(0)) == o.seed)
+    auto m = read_manifest((fs::path(o.dest) / "MANIFEST.json").string());
+    const auto seed = m.contains("seed") && m["seed"].is_number_unsigned() ? m["seed"].get<uint64_t>() : ~uint64_t(0);
+    if (seed == o.seed)
       return fmt::format("spam_assassin: {} is prepared and intact (seed {}); kept. Use --force to redo.", o.dest, o.seed);
-    why = fmt::format("prepared with seed {}, asked for {}", m.value("seed", uint64_t(0)), o.seed);
+    why = fmt::format("prepared with seed {}, asked for {}", m.contains("seed") ? m["seed"].dump() : "none", o.seed);
   }
   if (fs::exists(fs::path(o.dest) / "MANIFEST.json")) say(fmt::format("spam_assassin: redoing {} ({})", o.dest, why));
 

@@ -54,7 +54,11 @@ SpamCorpus read_spam_package(const std::string& data_dir, bool check_counts = tr
 // MANIFEST.json with the counts and each file's MD5. Returns the summary.
 std::string write_spam_splits(const SpamCorpus& corpus, const SpamPrepareOptions& options);
 
-// True when `dir` holds the three split files and they match their manifest.
+// Checks that `dir` holds the three split files and that their sizes and MD5s match its
+// MANIFEST.json; otherwise throws naming the file ("<dir>/train.jsonl: checksum mismatch with
+// MANIFEST.json (the prepared cache is damaged; run `tunekit prepare spam_assassin` to redo it)").
+void check_spam_splits(const std::string& dir);
+// The same as a test: false, with the error in `why`.
 bool spam_splits_intact(const std::string& dir, std::string* why = nullptr);
 
 }  // namespace tunekit::data

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 
@@ -15,7 +16,7 @@ namespace tunekit::data {
 namespace {
 
 TextFileSpec spec_for(const TextDataOptions& o, const std::string& path) {
-  return {path, o.format(), o.text_field(), o.label_field(), o.group_field()};
+  return {path, o.format(), o.text_field(), o.label_field(), o.group_field(), o.manifest(), o.prepared_by()};
 }
 
 std::vector<TextRecord> read_required(const TextDataOptions& o, const std::string& path, const char* key) {
@@ -97,10 +98,8 @@ Tokenizer prepare_tokenizer(const TokenizerOptions& options, const TextDataOptio
                       ? fmt::format("init_from.run: {}: no {} (was it a text run?)", options.init_run(), kTokenizerFile)
                                   : fmt::format("data.tokenizer.model: {}: no such file", from));
     Tokenizer::load(from);  // fails clearly on a non-model before anything is copied
-    if (!fs::exists(dest) || !fs::equivalent(from, dest)) {
-      fs::copy_file(from, dest.string() + ".tmp", fs::copy_options::overwrite_existing);
-      fs::rename(dest.string() + ".tmp", dest);
-    }
+    if (!fs::exists(dest) || !fs::equivalent(from, dest))
+      write_file_atomic(dest.string(), read_file(from, kMaxTokenizerBytes));
     msg = fmt::format("tokenizer: {} (copied from {})", dest.string(), from);
   } else if (fs::exists(dest)) {
     msg = fmt::format("tokenizer: {} (kept)", dest.string());

@@ -29,7 +29,8 @@ struct TextDataOptions {
   TORCH_ARG(std::vector<std::string>, labels);  // class names in order; empty = sorted training labels
   TORCH_ARG(double, val_fraction) = 0.1;     // held out from train per label, seeded
   TORCH_ARG(int64_t, limit_train) = 0;       // 0 = all
-  TORCH_ARG(std::string, prepared_by);       // the command that makes the files (named when one is missing)
+  TORCH_ARG(std::string, prepared_by);       // the command that makes the files (named when one is missing or damaged)
+  TORCH_ARG(std::string, manifest);          // a MANIFEST.json the files must match (sizes, MD5); empty: none
   TORCH_ARG(uint64_t, seed) = 0;
   // The model's side: a language model gets max_len chunks, a classifier padded rows of
   // num_classes labels.

@@ -19,13 +19,17 @@ struct TextFileSpec {
   std::string text_field = "text";
   std::string label_field = "label";  // "" = no labels (language-model text)
   std::string group_field;            // "" = no groups
+  // A prepared file (the SpamAssassin splits): the MANIFEST.json whose files.<file name> entry its
+  // size and MD5 must match, and the command that redoes it (named in the error).
+  std::string manifest, prepared_by;
 };
 
 // The format `auto` resolves to for `path` (.jsonl/.json -> jsonl, .csv, .tsv); throws otherwise.
 std::string text_format_of(const std::string& path, const std::string& format);
 
-// Reads every record. A malformed line, a missing field or a wrong field count throws
-// tunekit::Error("FILE:LINE: ...").
+// Reads every record of a regular file (at most 4 GiB; a record at most 16 MiB). A malformed
+// line, a missing field, a wrong field count, a field that is not UTF-8, a blank text or an empty
+// label throws tunekit::Error("FILE:LINE: ..."); a UTF-8 byte order mark is skipped.
 std::vector<TextRecord> read_text_file(const TextFileSpec& spec);
 
 }  // namespace tunekit::data

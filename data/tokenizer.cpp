@@ -88,9 +88,10 @@ const Shim& shim() {
 
 Tokenizer Tokenizer::load(const std::string& path) {
   if (!fs::exists(path)) throw Error(fmt::format("{}: tokenizer model not found", path));
+  const std::string bytes = read_file(path, kMaxTokenizerBytes);  // a FIFO or /dev/zero: an error, never a read
   const Shim& s = shim();
   std::string err;
-  void* sp = s.load(&path, nullptr, &err);
+  void* sp = s.load(&path, &bytes, &err);
   if (!sp) throw Error(fmt::format("{}: not a sentencepiece model ({})", path, err));
   Tokenizer t;
   t.sp_ = std::shared_ptr<void>(sp, s.free);

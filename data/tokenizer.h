@@ -18,9 +18,12 @@ struct TokenizerTrainOptions {
   int threads = 2;
 };
 
+// The largest sentencepiece .model tunekit reads (Hugging Face ones are a few MB).
+inline constexpr int64_t kMaxTokenizerBytes = int64_t(256) << 20;
+
 class Tokenizer {
  public:
-  // Loads a sentencepiece .model file.
+  // Loads a sentencepiece .model file (a regular file of at most kMaxTokenizerBytes).
   static Tokenizer load(const std::string& path);
   // Trains on `texts` (one document each) and writes the model to `out_path` atomically.
   static Tokenizer train(const std::vector<std::string>& texts, const TokenizerTrainOptions& options,

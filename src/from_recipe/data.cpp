@@ -1,6 +1,19 @@
 #include "src/from_recipe/data.h"
 
+#include <filesystem>
+
+#include "data/spam_assassin.h"
+
+namespace fs = std::filesystem;
+
 namespace tunekit::from_recipe {
+namespace {
+// The command that prepares the SpamAssassin splits in `root` (empty: the default place).
+std::string prepare_spam_command(const std::string& root) {
+  if (root.empty() || fs::path(root) == fs::path(data::kPreparedSpamAssassin)) return "tunekit prepare spam_assassin";
+  return "tunekit prepare spam_assassin --dest " + root;
+}
+}  // namespace
 
 data::FashionMnistOptions fashion_mnist_options(const Recipe& recipe) {
   const auto& c = recipe.data;
@@ -14,6 +27,8 @@ data::FashionMnistOptions fashion_mnist_options(const Recipe& recipe) {
 data::TextDataOptions text_data_options(const Recipe& recipe) {
   const auto& c = recipe.data;
   const auto& m = recipe.model;
+  // The prepared SpamAssassin splits are checked against their MANIFEST.json (sizes, MD5s).
+  const bool spam = c.dataset == DatasetKind::SpamAssassin;
   return data::TextDataOptions()
       .train_file(c.train_file)
       .val_file(c.val_file)
@@ -25,7 +40,8 @@ data::TextDataOptions text_data_options(const Recipe& recipe) {
       .labels(c.labels)
       .val_fraction(c.val_fraction)
       .limit_train(c.limit_train)
-      .prepared_by(c.dataset == DatasetKind::SpamAssassin ? "tunekit prepare spam_assassin" : "")
+      .prepared_by(spam ? prepare_spam_command(c.root) : "")
+      .manifest(spam ? (fs::path(c.train_file).parent_path() / "MANIFEST.json").string() : "")
       .seed(static_cast<uint64_t>(recipe.seed))
       .language_model(m.is_lm())
       .max_len(m.max_seq_len)
