@@ -148,6 +148,7 @@ std::string prepare_fashion_mnist(const std::string& source, const std::string& 
   if (cache_intact(dest, &why))
     return fmt::format("Fashion-MNIST already prepared in {} (sizes and MD5 checked against {})", dest, kManifest);
   const bool redo = why != "no MANIFEST.json";
+  why = why.substr(0, why.find(" (the prepared cache is damaged;"));  // redoing it is what follows
   fs::create_directories(dest);
   // The manifest goes first and comes back last: a cache interrupted while redone is incomplete.
   fs::remove(fs::path(dest) / kManifest);
