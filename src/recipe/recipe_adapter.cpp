@@ -54,10 +54,12 @@ void check_adapter(Section& a, const AdapterConfig& c, const ModelConfig& model)
   a.check_range("expert_hidden", c.expert_hidden, 0, kMaxDim, " (0 = linear experts)");
   if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
   if (c.low_rank() && c.r > model.dim)
-    a.fail("r", fmt::format("must be at most model.dim = {} (a rank above a layer's width adds nothing), got {}", model.dim, c.r));
+    a.fail("r", fmt::format("must be at most model.dim = {} (a rank above a layer's width adds nothing), got {}",
+                            model.dim, c.r));
   a.check_real("alpha", c.alpha, 0, true, HUGE_VAL, false);
   a.check_real("dropout", c.dropout, 0, false, 1, true);
-  if (!(c.tau_init > 0)) a.fail("tau_init", fmt::format("must be positive (τ = softplus(ρ) > 0), got {}", c.tau_init));
+  if (!(c.tau_init > 0))
+    a.fail("tau_init", fmt::format("must be positive (τ = softplus(ρ) > 0), got {}", c.tau_init));
   if (a.has("tau_init") && c.kind != AdapterKind::Doran) a.fail("tau_init", "only applies to kind doran");
   if (c.kind == AdapterKind::Prefix && c.targets.empty())
     a.fail("targets", "prefix needs the attention modules to extend, e.g. [\"blocks.*.attn\"]");

@@ -126,7 +126,8 @@ void check_model(Section& m, const ModelConfig& c) {
                                 side * side, kMaxPatches));
   m.check_real("mlp_ratio", c.mlp_ratio, 0, true, kMaxMlpRatio, false);
   if (static_cast<int64_t>(static_cast<double>(c.dim) * c.mlp_ratio) < 1)
-    m.fail("mlp_ratio", fmt::format("dim {} x mlp_ratio {} gives an MLP of width 0; it must be at least 1", c.dim, c.mlp_ratio));
+    m.fail("mlp_ratio",
+           fmt::format("dim {} x mlp_ratio {} gives an MLP of width 0; it must be at least 1", c.dim, c.mlp_ratio));
   m.check_real("dropout", c.dropout, 0, false, 1, true);
   const double params = own_model_parameters(c);
   if (params > static_cast<double>(kMaxParameters))

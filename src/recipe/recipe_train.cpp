@@ -162,7 +162,8 @@ SweepConfig parse_sweep(Section w) {
   w.read("seeds", c.seeds);
   std::set<int64_t> seen;
   for (int64_t s : c.seeds) {
-    if (s < 0) w.fail("seeds", fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
+    if (s < 0)
+      w.fail("seeds", fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
     if (!seen.insert(s).second) w.fail("seeds", fmt::format("seed {} is listed twice", s));
   }
   c.plot_x = w.choice("plot_x", c.plot_x);

@@ -34,7 +34,9 @@ bool unterminated_quote(const YAML::Node& n, const std::string& text) {
 void check_tree(const YAML::Node& n, const std::string& path, const std::string& text, const WhereFn& where,
                 int depth) {
   const std::string label = path.empty() ? "recipe" : path;
-  if (depth > kMaxDepth) throw Error(fmt::format("{}: {}: nested deeper than {} levels", where(n, path), label, kMaxDepth));
+  if (depth > kMaxDepth)
+    throw Error(fmt::format("{}: {}: nested deeper than {} levels", where(n, path), label.substr(0, label.find('[')),
+                            kMaxDepth));
   if (n.IsScalar()) {
     if (unterminated_quote(n, text))
       throw Error(fmt::format("{}: {}: the quoted string has no closing quote", where(n, path), label));
@@ -56,7 +58,8 @@ void check_tree(const YAML::Node& n, const std::string& path, const std::string&
                                 key.empty() ? "is empty" : problem));
       auto [first, fresh] = seen.emplace(key, it->first);
       if (!fresh)
-        throw Error(fmt::format("{}: {}: duplicate key (first at {})", where(it->first, at), at, where(first->second, at)));
+        throw Error(
+            fmt::format("{}: {}: duplicate key (first at {})", where(it->first, at), at, where(first->second, at)));
       check_tree(it->second, at, text, where, depth + 1);
     }
   }
@@ -66,7 +69,8 @@ void check_tree(const YAML::Node& n, const std::string& path, const std::string&
 
 std::string printable(const std::string& s) {
   std::string out;
-  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f) ? fmt::format("\\x{:02x}", c) : std::string(1, static_cast<char>(c));
+  for (unsigned char c : s)
+    out += (c < 0x20 || c == 0x7f) ? fmt::format("\\x{:02x}", c) : std::string(1, static_cast<char>(c));
   return out;
 }
 
@@ -86,7 +90,7 @@ std::string Origin::where(const YAML::Node& node, const std::string& path) const
   // into the override's text, not the file).
   for (std::string p = path;;) {
     auto it = overrides.find(p);
-    if (it != overrides.end()) return fmt::format("override '{}'", it->second);
+    if (it != overrides.end()) return fmt::format("override '{}'", printable(it->second));
     auto dot = p.rfind('.');
     if (dot == std::string::npos) break;
     p = p.substr(0, dot);
@@ -108,7 +112,8 @@ YAML::Node load(const std::string& yaml_text, Origin& origin, const std::vector<
   }
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw Error(fmt::format("{}: the recipe must be a YAML mapping", origin.file));
-  check_tree(root, "", yaml_text, [&](const YAML::Node& n, const std::string& path) { return origin.where(n, path); }, 0);
+  const WhereFn in_file = [&](const YAML::Node& n, const std::string& path) { return origin.where(n, path); };
+  check_tree(root, "", yaml_text, in_file, 0);
   for (const auto& o : overrides) apply_override(root, o, origin);
   return root;
 }
@@ -125,7 +130,10 @@ void apply_override(YAML::Node& root, const std::string& text, Origin& origin) {
   }
   const std::string problem = string_problem(path);
   if (!problem.empty()) throw Error(fmt::format("override '{}': key path {}", printable(text), problem));
-  check_tree(value, path, value_text, [&](const YAML::Node&, const std::string&) { return fmt::format("override '{}'", text); }, 0);
+  const WhereFn at_override = [&](const YAML::Node&, const std::string&) {
+    return fmt::format("override '{}'", printable(text));
+  };
+  check_tree(value, path, value_text, at_override, 0);
   std::vector<std::string> keys;
   std::stringstream ss(path);
   for (std::string k; std::getline(ss, k, '.');) {
