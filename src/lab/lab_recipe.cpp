@@ -13,6 +13,8 @@ namespace {
 
 using yaml::Section;
 
+constexpr int64_t kMaxLabExperts = 64;        // truth, fit and select's max_experts
+constexpr int64_t kMaxSamples = 100000000;    // lab.n
 // The truth's matrices must have the shapes experts, dim and classes give them.
 void check_truth_shapes(Section& t, const LabConfig& c) {
   const auto& q = c.truth;
@@ -48,8 +50,8 @@ void parse_truth(Section& l, LabConfig& c, bool present) {
   t.read("approach_n0", q.approach_n0);
   const bool cont = c.family == Family::Contaminated;
   if (cont) q.experts = 1;
-  if (q.experts < 1) t.fail("experts", "must be at least 1");
-  if (q.dim < 1) t.fail("dim", "must be at least 1");
+  t.check_range("experts", q.experts, 1, kMaxLabExperts);
+  t.check_range("dim", q.dim, 1, 4096);
   if (c.family == Family::Multinomial && c.classes < 2) l.fail("classes", "multinomial needs at least 2 classes");
   if (present) check_truth_shapes(t, c);
   for (const char* key : {"frozen_a", "frozen_c", "frozen_sigma", "approach", "approach_n0"})
@@ -69,11 +71,12 @@ void parse_fit(Section& l, LabConfig& c) {
   f.read("iterations", q.iterations);
   f.read("tolerance", q.tolerance);
   f.read("bound", q.bound);
-  if (q.bound < 0) f.fail("bound", "must be >= 0 (0 = unbounded)");
+  if (q.bound < 0) f.fail("bound", fmt::format("must be >= 0 (0 = unbounded), got {}", q.bound));
+  f.check_real("tolerance", q.tolerance, 0, false, HUGE_VAL, false);
   if (c.family == Family::Contaminated) q.experts = 1;
-  if (q.experts < 1) f.fail("experts", "must be at least 1");
-  if (q.restarts < 1) f.fail("restarts", "must be at least 1");
-  if (q.iterations < 1) f.fail("iterations", "must be at least 1");
+  f.check_range("experts", q.experts, 1, kMaxLabExperts);
+  f.check_range("restarts", q.restarts, 1, 10000);
+  f.check_range("iterations", q.iterations, 1, 10000000);
   if (q.method == FitMethod::EM && c.expert != ExpertFn::Linear)
     f.fail("method", fmt::format("em needs linear experts (lab.expert is {}); use gradient", to_string(c.expert)));
   if (q.method == FitMethod::EM && c.family != Family::Gaussian && c.family != Family::Contaminated)
@@ -89,10 +92,13 @@ void check_lab(Section& l, const LabConfig& c) {
         if (std::abs(x) >= c.fit.bound)
           l.section("fit").fail("bound", fmt::format("{} would exclude the truth (it has a parameter {})", c.fit.bound, x));
   if (c.n.empty()) l.fail("n", "needs at least one sample size");
-  for (auto v : c.n)
+  for (auto v : c.n) {
     if (v < 10) l.fail("n", fmt::format("sample size {} is too small", v));
-  if (c.replications < 1) l.fail("replications", "must be at least 1");
+    if (v > kMaxSamples) l.fail("n", fmt::format("sample size {} is above tunekit's cap of {}", v, kMaxSamples));
+  }
+  l.check_range("replications", c.replications, 1, 100000);
   if (c.experiment == Experiment::Select && c.max_experts < 2) l.fail("max_experts", "must be at least 2");
+  l.check_range("max_experts", c.max_experts, 1, kMaxLabExperts);
   if (c.experiment == Experiment::Select && c.family == Family::Contaminated)
     l.fail("experiment", "select does not apply to contaminated");
 }
@@ -109,6 +115,7 @@ LabConfig parse_lab(Section l, bool present) {
   if (c.expert != ExpertFn::Linear && c.family != Family::Gaussian && c.family != Family::Regression)
     l.fail("expert", "network experts apply to family gaussian or regression");
   l.read("classes", c.classes);
+  l.check_range("classes", c.classes, 0, 1000, " (0 = not multinomial)");
   l.read("n", c.n);
   l.read("replications", c.replications);
   l.read("theory_slope", c.theory_slope);

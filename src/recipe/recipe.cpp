@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "src/lab/lab_recipe.h"
@@ -21,14 +22,16 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   r.source = source;
   yaml::Section top(root, "", origin);
   top.read("seed", r.seed);
+  top.check_range("seed", r.seed, 0, std::numeric_limits<int64_t>::max());
   r.threads = recipe::parse_threads(top);
   r.model = recipe::parse_model(top.section("model"));
   r.init_from = recipe::parse_init_from(top.section("init_from"));
   if (r.model.is_hf() && !r.init_from.run.empty())
     top.section("init_from").fail("run", "model.from_hf already gives the starting weights (continue a run with "
                                          "`tunekit train --resume`; start from its adapter with adapter.init_from)");
-  r.adapter = recipe::parse_adapter(top.section("adapter"));
+  r.adapter = recipe::parse_adapter(top.section("adapter"), r.model);
   r.data = recipe::parse_data(top.section("data"), r.model);
+  recipe::check_images_fit_model(top, r.model, r.data);
   recipe::check_classes_fit_model(top, r.model, r.data);
   r.optimizer = recipe::parse_optimizer(top.section("optimizer"));
   r.schedule = recipe::parse_schedule(top.section("schedule"));

@@ -1,6 +1,9 @@
 // The recipe's `adapter:` section, with adapter.hypernet (HoRA, DoRAN) and adapter.gate (prompt experts).
 #include <fmt/format.h>
 
+#include <cmath>
+#include <utility>
+
 #include "src/recipe/recipe_sections.h"
 
 namespace tunekit::recipe {
@@ -17,8 +20,8 @@ void parse_hypernet(Section& a, AdapterConfig& c) {
   g.share = h.choice("share", c.kind == AdapterKind::Doran ? HypernetShare::Model : HypernetShare::Parent);
   g.share_seeds = c.kind != AdapterKind::Doran;
   h.read("share_seeds", g.share_seeds);
-  if (g.embed <= 0) h.fail("embed", "must be positive");
-  if (g.hidden <= 0) h.fail("hidden", "must be positive");
+  h.check_range("embed", g.embed, 1, kMaxDim);
+  h.check_range("hidden", g.hidden, 1, kMaxDim);
   if (a.has("hypernet") && c.kind != AdapterKind::Hora && c.kind != AdapterKind::Doran)
     a.fail("hypernet", fmt::format("only applies to kind hora or doran (kind is {})", to_string(c.kind)));
   h.finish();
@@ -36,8 +39,9 @@ void parse_gate(Section& a, AdapterConfig& c) {
   g.read("noise", q.noise);
   g.read("bias_init", q.bias_init);
   q.input = g.choice("input", q.input);
-  if (!(q.temperature > 0)) g.fail("temperature", "must be positive");
-  if (q.tau1 < 0 || q.tau2 < 0 || q.noise < 0) g.fail(q.noise < 0 ? "noise" : "tau1", "must be >= 0");
+  g.check_real("temperature", q.temperature, 0, true, HUGE_VAL, false);
+  for (auto [key, v] : {std::pair<const char*, double>{"tau1", q.tau1}, {"tau2", q.tau2}, {"noise", q.noise}})
+    g.check_real(key, v, 0, false, HUGE_VAL, false);
   if (q.top_k < 1 || q.top_k > c.experts + 1)
     g.fail("top_k", fmt::format("must be in 1..experts+1 = {} (the frozen expert counts)", c.experts + 1));
   if (a.has("gate") && c.kind != AdapterKind::PromptExpert)
@@ -45,14 +49,17 @@ void parse_gate(Section& a, AdapterConfig& c) {
   g.finish();
 }
 
-void check_adapter(Section& a, const AdapterConfig& c) {
+void check_adapter(Section& a, const AdapterConfig& c, const ModelConfig& model) {
   const std::string kind = to_string(c.kind);
-  if (c.experts < 1) a.fail("experts", "must be at least 1");
-  if (c.expert_hidden < 0) a.fail("expert_hidden", "must be >= 0 (0 = linear experts)");
+  a.check_range("expert_hidden", c.expert_hidden, 0, kMaxDim, " (0 = linear experts)");
   if (c.r <= 0) a.fail("r", fmt::format("must be positive, got {}", c.r));
-  if (c.alpha <= 0) a.fail("alpha", "must be positive");
-  if (c.dropout < 0 || c.dropout >= 1) a.fail("dropout", "must be in [0, 1)");
-  if (!(c.tau_init > 0)) a.fail("tau_init", "must be positive (τ = softplus(ρ) > 0)");
+  if (c.low_rank() && c.r > model.dim)
+    a.fail("r", fmt::format("must be at most model.dim = {} (a rank above a layer's width adds nothing), got {}",
+                            model.dim, c.r));
+  a.check_real("alpha", c.alpha, 0, true, HUGE_VAL, false);
+  a.check_real("dropout", c.dropout, 0, false, 1, true);
+  if (!(c.tau_init > 0))
+    a.fail("tau_init", fmt::format("must be positive (τ = softplus(ρ) > 0), got {}", c.tau_init));
   if (a.has("tau_init") && c.kind != AdapterKind::Doran) a.fail("tau_init", "only applies to kind doran");
   if (c.kind == AdapterKind::Prefix && c.targets.empty())
     a.fail("targets", "prefix needs the attention modules to extend, e.g. [\"blocks.*.attn\"]");
@@ -72,7 +79,7 @@ void check_adapter(Section& a, const AdapterConfig& c) {
 
 }  // namespace
 
-AdapterConfig parse_adapter(Section a) {
+AdapterConfig parse_adapter(Section a, const ModelConfig& model) {
   AdapterConfig c;
   c.kind = a.choice("kind", c.kind);
   a.read("r", c.r);
@@ -89,12 +96,13 @@ AdapterConfig parse_adapter(Section a) {
   a.read("prefix_length", c.prefix_length);
   a.read("prefix_reparam", c.prefix_reparam);
   a.read("prefix_hidden", c.prefix_hidden);
-  if (c.prefix_length < 1) a.fail("prefix_length", "must be at least 1");
-  if (c.prefix_hidden < 1) a.fail("prefix_hidden", "must be at least 1");
+  a.check_range("prefix_length", c.prefix_length, 1, kMaxPrefixLength);
+  a.check_range("prefix_hidden", c.prefix_hidden, 1, kMaxDim);
   a.read("experts", c.experts);
+  a.check_range("experts", c.experts, 1, kMaxExperts);  // before the gate's top_k counts on it
   a.read("expert_hidden", c.expert_hidden);
   parse_gate(a, c);
-  check_adapter(a, c);
+  check_adapter(a, c, model);
   a.finish();
   return c;
 }

@@ -49,7 +49,7 @@ void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
   if (k.vocab_size == 0) k.vocab_size = model.vocab_size;
   if (k.vocab_size != model.vocab_size)
     t.fail("vocab_size", fmt::format("is {} but model.vocab_size is {} (they must agree)", k.vocab_size, model.vocab_size));
-  if (k.character_coverage <= 0 || k.character_coverage > 1) t.fail("character_coverage", "must be in (0, 1]");
+  t.check_real("character_coverage", k.character_coverage, 0, true, 1, false);
   if (!k.model.empty() && (t.has("type") || t.has("vocab_size")))
     t.fail(t.has("type") ? "type" : "vocab_size", "only applies when tunekit trains the tokenizer (model is set)");
   t.finish();
@@ -73,10 +73,10 @@ void check_sizes(Section& d, const DataConfig& c) {
     if (cls < 0 || cls > 9) d.fail("classes", fmt::format("class {} is outside 0..9", cls));
     if (!seen.insert(cls).second) d.fail("classes", fmt::format("class {} is listed twice", cls));
   }
-  if (c.val_fraction < 0 || c.val_fraction >= 1) d.fail("val_fraction", "must be in [0, 1)");
-  if (c.batch_size <= 0) d.fail("batch_size", "must be positive");
-  if (c.eval_batch_size <= 0) d.fail("eval_batch_size", "must be positive");
-  if (c.limit_train < 0) d.fail("limit_train", "must be >= 0 (0 = all)");
+  d.check_real("val_fraction", c.val_fraction, 0, false, 1, true);
+  d.check_range("batch_size", c.batch_size, 1, kMaxBatch);
+  d.check_range("eval_batch_size", c.eval_batch_size, 1, kMaxBatch);
+  if (c.limit_train < 0) d.fail("limit_train", fmt::format("must be >= 0 (0 = all), got {}", c.limit_train));
 }
 
 }  // namespace
@@ -85,6 +85,15 @@ void check_dataset_fits_model(Section& d, const DataConfig& c, const ModelConfig
   if (c.is_text() != model.is_text())
     d.fail("dataset", fmt::format("'{}' does not fit model.kind {} ({})", to_string(c.dataset), to_string(model.kind),
                                   model.is_text() ? "use spam_assassin or text" : "use fashion_mnist"));
+}
+
+void check_images_fit_model(Section& top, const ModelConfig& model, const DataConfig& c) {
+  if (c.dataset != DatasetKind::FashionMnist || model.kind != ModelKind::Vit || model.is_hf()) return;
+  Section m = top.section("model");  // a Hugging Face ViT resizes; tunekit's own reads the images as they are
+  if (model.channels != 1)
+    m.fail("channels", fmt::format("is {} but data.dataset fashion_mnist has 1 channel (grey images)", model.channels));
+  if (model.image_size != 28)
+    m.fail("image_size", fmt::format("is {} but data.dataset fashion_mnist has 28x28 images", model.image_size));
 }
 
 void check_classes_fit_model(Section& top, const ModelConfig& model, const DataConfig& c) {

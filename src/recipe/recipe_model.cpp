@@ -1,12 +1,14 @@
 // The recipe's `model:` section (with model.attention) and `init_from:`.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <utility>
 
 #include "src/hf/config.h"
 #include "src/recipe/recipe_sections.h"
 #include "util/error.h"
+#include "util/text.h"
 
 namespace tunekit::recipe {
 namespace {
@@ -61,6 +63,7 @@ void parse_sigmoid_bias(Section& a, models::AttentionVariant& v) {
   v.bias_value = std::strtod(bias.c_str(), &end);
   if (bias.empty() || *end != '\0')
     a.fail("sigmoid_bias", fmt::format("expected auto, learnable or a number, got '{}'", bias));
+  if (!std::isfinite(v.bias_value)) a.fail("sigmoid_bias", fmt::format("expected a finite number, got '{}'", bias));
   v.bias_mode = models::SigmoidBias::Fixed;
 }
 
@@ -85,11 +88,31 @@ void check_kind_keys(Section& m, ModelKind kind) {
       m.fail(key, fmt::format("only applies to model.kind text (kind is {})", to_string(kind)));
 }
 
+// About how many parameters tunekit's own ViT or text model of these sizes has (blocks,
+// embeddings and head), to refuse sizes no machine here could hold before LibTorch allocates them.
+double own_model_parameters(const ModelConfig& c) {
+  const double d = static_cast<double>(c.dim), hidden = std::floor(d * c.mlp_ratio);
+  double p = static_cast<double>(c.depth) * (4 * d * d + 2 * d * hidden + 10 * d);
+  if (c.kind == ModelKind::Vit) {
+    const double side = static_cast<double>(c.image_size / c.patch);
+    p += static_cast<double>(c.channels * c.patch * c.patch) * d + (side * side + 1) * d + d * c.num_classes;
+  } else {
+    p += static_cast<double>(c.vocab_size + c.max_seq_len) * d + (c.is_lm() ? 0.0 : d * c.num_classes);
+  }
+  return p;
+}
+
+// Every size within its bound (recipe_sections.h), then the sizes against each other.
 void check_model(Section& m, const ModelConfig& c) {
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"channels", c.channels},
-                        {"patch", c.patch}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
-                        {"num_classes", c.num_classes}, {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len}})
-    if (v <= 0) m.fail(key, fmt::format("must be positive, got {}", v));
+  m.check_range("dim", c.dim, 1, kMaxDim);
+  m.check_range("depth", c.depth, 1, kMaxDepth);
+  m.check_range("heads", c.heads, 1, c.dim, " (model.dim)");
+  m.check_range("num_classes", c.num_classes, 1, kMaxClasses);
+  m.check_range("image_size", c.image_size, 1, kMaxImageSize);
+  m.check_range("channels", c.channels, 1, kMaxChannels);
+  m.check_range("patch", c.patch, 1, c.image_size, " (model.image_size)");
+  m.check_range("vocab_size", c.vocab_size, 1, kMaxVocab);
+  m.check_range("max_seq_len", c.max_seq_len, 1, kMaxSeqLen);
   if (c.pad_id < 0 || c.pad_id >= c.vocab_size)
     m.fail("pad_id", fmt::format("{} is outside the vocabulary 0..{}", c.pad_id, c.vocab_size - 1));
   if (c.is_lm() && c.max_seq_len < 2) m.fail("max_seq_len", "a causal LM needs at least 2 tokens");
@@ -97,8 +120,21 @@ void check_model(Section& m, const ModelConfig& c) {
   if (c.dim % c.heads != 0) m.fail("heads", fmt::format("dim {} is not divisible by heads {}", c.dim, c.heads));
   if (c.kind == ModelKind::Vit && c.image_size % c.patch != 0)
     m.fail("patch", fmt::format("image_size {} is not a multiple of patch {}", c.image_size, c.patch));
-  if (c.mlp_ratio <= 0) m.fail("mlp_ratio", "must be positive");
-  if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
+  const int64_t side = c.image_size / c.patch;
+  if (c.kind == ModelKind::Vit && side * side > kMaxPatches)
+    m.fail("patch", fmt::format("image_size {} / patch {} gives {} patches per image; at most {}", c.image_size, c.patch,
+                                side * side, kMaxPatches));
+  m.check_real("mlp_ratio", c.mlp_ratio, 0, true, kMaxMlpRatio, false);
+  if (static_cast<int64_t>(static_cast<double>(c.dim) * c.mlp_ratio) < 1)
+    m.fail("mlp_ratio",
+           fmt::format("dim {} x mlp_ratio {} gives an MLP of width 0; it must be at least 1", c.dim, c.mlp_ratio));
+  m.check_real("dropout", c.dropout, 0, false, 1, true);
+  const double params = own_model_parameters(c);
+  if (params > static_cast<double>(kMaxParameters))
+    m.fail("dim", fmt::format("a {} model of dim {}, depth {} would have about {:.1f} billion parameters ({:.0f} GiB as "
+                              "float32); tunekit's limit is {} parameters (8 GiB)",
+                              to_string(c.kind), c.dim, c.depth, params / 1e9, params * 4 / (1LL << 30),
+                              with_commas(kMaxParameters)));
 }
 
 // model.from_hf: the family and every size come from the directory's config.json (src/hf/config.h);
@@ -117,6 +153,8 @@ ModelConfig parse_hf_model(Section& m) {
     hc = hf::read_hf_config(c.from_hf, /*context=*/2);  // the context is checked below, once known
   } catch (const Error& e) {
     m.fail("from_hf", e.what());
+  } catch (const std::exception& e) {  // a JSON library's own text: name the file it concerns
+    m.fail("from_hf", fmt::format("{}/config.json: {}", c.from_hf, e.what()));
   }
   c.kind = kind_of(hc.family);
   if (m.has("kind")) {
@@ -143,6 +181,8 @@ ModelConfig parse_hf_model(Section& m) {
       hf::read_hf_config(c.from_hf, c.max_seq_len);  // GPT-2's positions, a sliding window
     } catch (const Error& e) {
       m.fail("max_seq_len", e.what());
+    } catch (const std::exception& e) {
+      m.fail("max_seq_len", fmt::format("{}/config.json: {}", c.from_hf, e.what()));
     }
     if (m.has("num_classes")) m.fail("num_classes", "does not apply to a causal LM");
   } else {
@@ -152,9 +192,9 @@ ModelConfig parse_hf_model(Section& m) {
     c.patch = z.patch;
     c.num_classes = z.num_labels;
     m.read("num_classes", c.num_classes);
-    if (c.num_classes <= 0) m.fail("num_classes", "must be positive");
+    m.check_range("num_classes", c.num_classes, 1, kMaxClasses);
   }
-  if (c.dropout < 0 || c.dropout >= 1) m.fail("dropout", "must be in [0, 1)");
+  m.check_real("dropout", c.dropout, 0, false, 1, true);
   m.finish();
   return c;
 }

@@ -1,7 +1,10 @@
 // The recipe's run sections: `threads:`, `optimizer:`, `schedule:`, `train:`, `output:` and `sweep:`.
 #include <fmt/format.h>
 
+#include <cctype>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <set>
 
 #include "src/recipe/recipe_sections.h"
@@ -12,7 +15,11 @@ namespace {
 // One value of a variant as override text: scalars as they are, null (removes the key) as "null",
 // lists as YAML flow text.
 std::string variant_value(Section& w, const YAML::Node& val, const std::string& at) {
-  if (val.IsScalar()) return val.Scalar();
+  if (val.IsScalar()) {
+    const std::string problem = yaml::string_problem(val.Scalar());
+    if (!problem.empty()) w.fail_at(val, at, problem);
+    return val.Scalar();
+  }
   if (val.IsNull()) return "null";  // removes the key (e.g. a section the variant's kind does not take)
   if (!val.IsSequence()) w.type_error(val, at, "a value or a list");
   YAML::Emitter e;
@@ -36,7 +43,7 @@ std::vector<SweepVariant> parse_variants(Section& w) {
     SweepVariant v;
     std::vector<std::string> parts;
     for (auto it = n[i].begin(); it != n[i].end(); ++it) {
-      std::string k = it->first.as<std::string>();
+      std::string k = it->first.Scalar();  // yaml::load checked that keys are plain scalars
       std::string text = variant_value(w, it->second, at + "." + k);
       if (k == "name") {
         v.name = text;
@@ -58,17 +65,28 @@ std::vector<SweepVariant> parse_variants(Section& w) {
 
 }  // namespace
 
+std::string run_name_problem(const std::string& name) {
+  const char* allowed = "letters, digits and . _ + - (not starting with . or -), at most 255 characters";
+  bool ok = !name.empty() && name.size() <= 255 && name.front() != '.' && name.front() != '-';
+  for (char ch : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '+' || ch == '-');
+  return ok ? "" : fmt::format("'{}' is not a valid run name: use {}", yaml::printable(name), allowed);
+}
+
 ThreadPolicy parse_threads(Section& top) {
   ThreadPolicy t;
+  const std::string note = fmt::format(" (0 = all cores; {} is tunekit's cap)", kMaxThreads);
   if (top.has("threads") && top.take("threads").IsScalar()) {
     top.read("threads", t.blas);
+    top.check_range("threads", t.blas, 0, kMaxThreads, note);
   } else {
     Section s = top.section("threads");
     s.read("torch", t.torch);
     s.read("blas", t.blas);
+    s.check_range("torch", t.torch, 0, kMaxThreads, note);
+    s.check_range("blas", t.blas, 0, kMaxThreads, note);
     s.finish();
   }
-  if (t.torch < 0 || t.blas < 0) top.fail("threads", "thread counts must be >= 0 (0 = all cores)");
   return t;
 }
 
@@ -80,8 +98,13 @@ OptimizerConfig parse_optimizer(Section o) {
   o.read("betas", c.betas);
   o.read("eps", c.eps);
   o.read("momentum", c.momentum);
-  if (c.lr <= 0) o.fail("lr", "must be positive");
-  if (c.weight_decay < 0) o.fail("weight_decay", "must be >= 0");
+  o.check_real("lr", c.lr, 0, true, 100, false);
+  o.check_real("weight_decay", c.weight_decay, 0, false, 100, false);
+  for (size_t i = 0; i < c.betas.size(); ++i)
+    if (!(c.betas[i] >= 0 && c.betas[i] < 1))
+      o.fail("betas", fmt::format("betas[{}] must be in [0, 1), got {}", i, c.betas[i]));
+  o.check_real("eps", c.eps, 0, true, 1, false);
+  o.check_real("momentum", c.momentum, 0, false, 1, true);
   o.finish();
   return c;
 }
@@ -91,8 +114,8 @@ ScheduleConfig parse_schedule(Section s) {
   c.kind = s.choice("kind", c.kind);
   s.read("warmup_steps", c.warmup_steps);
   s.read("min_lr_ratio", c.min_lr_ratio);
-  if (c.warmup_steps < 0) s.fail("warmup_steps", "must be >= 0");
-  if (c.min_lr_ratio < 0 || c.min_lr_ratio > 1) s.fail("min_lr_ratio", "must be in [0, 1]");
+  if (c.warmup_steps < 0) s.fail("warmup_steps", fmt::format("must be >= 0, got {}", c.warmup_steps));
+  s.check_real("min_lr_ratio", c.min_lr_ratio, 0, false, 1, false);
   s.finish();
   return c;
 }
@@ -105,12 +128,13 @@ TrainConfig parse_train(Section t) {
   t.read("clip_grad_norm", c.clip_grad_norm);
   t.read("log_every", c.log_every);
   t.read("checkpoint_every", c.checkpoint_every);
-  if (c.epochs <= 0) t.fail("epochs", "must be positive");
-  if (c.max_steps < 0) t.fail("max_steps", "must be >= 0 (0 = no limit)");
-  if (c.grad_accum <= 0) t.fail("grad_accum", "must be positive");
-  if (c.clip_grad_norm < 0) t.fail("clip_grad_norm", "must be >= 0 (0 = off)");
-  if (c.log_every <= 0) t.fail("log_every", "must be positive");
-  if (c.checkpoint_every < 0) t.fail("checkpoint_every", "must be >= 0 (0 = at the end of each epoch)");
+  constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
+  t.check_range("epochs", c.epochs, 1, 1000000);
+  t.check_range("max_steps", c.max_steps, 0, kMaxCount, " (0 = no limit)");
+  t.check_range("grad_accum", c.grad_accum, 1, 65536);
+  t.check_real("clip_grad_norm", c.clip_grad_norm, 0, false, HUGE_VAL, false);  // 0 = off
+  t.check_range("log_every", c.log_every, 1, kMaxCount);
+  t.check_range("checkpoint_every", c.checkpoint_every, 0, kMaxCount, " (0 = at the end of each epoch)");
   t.finish();
   return c;
 }
@@ -118,10 +142,15 @@ TrainConfig parse_train(Section t) {
 OutputConfig parse_output(Section o, const std::string& source) {
   OutputConfig c;
   o.read("dir", c.dir);
+  if (c.dir.empty()) o.fail("dir", "must name a directory");
   o.read("name", c.name);
-  if (c.name.empty()) c.name = std::filesystem::path(source).stem().string();
-  if (c.name.empty() || c.name.find('/') != std::string::npos)
-    o.fail("name", fmt::format("'{}' is not a valid run name", c.name));
+  const bool named = o.has("name");
+  if (!named) c.name = std::filesystem::path(source).stem().string();
+  const std::string problem = run_name_problem(c.name);
+  if (!problem.empty() && named) o.fail("name", problem);
+  if (!problem.empty())
+    o.fail("name", fmt::format("the recipe file's name '{}' cannot name the run ({}): set output.name",
+                               yaml::printable(c.name), problem));
   o.finish();
   return c;
 }
@@ -131,6 +160,12 @@ SweepConfig parse_sweep(Section w) {
   c.grid = w.string_lists("grid");
   c.variants = parse_variants(w);
   w.read("seeds", c.seeds);
+  std::set<int64_t> seen;
+  for (int64_t s : c.seeds) {
+    if (s < 0)
+      w.fail("seeds", fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
+    if (!seen.insert(s).second) w.fail("seeds", fmt::format("seed {} is listed twice", s));
+  }
   c.plot_x = w.choice("plot_x", c.plot_x);
   w.finish();
   return c;

@@ -7,7 +7,10 @@
 
 #include <array>
 #include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -31,11 +34,19 @@ struct Origin {
 };
 
 // Parses the YAML text (an empty text is an empty mapping) and applies the overrides, recording
-// them in `origin`. Errors name the file position or the override.
+// them in `origin`. Errors name the file position or the override. Also refuses what yaml-cpp lets
+// through: a key given twice in one mapping (yaml-cpp keeps the first), a key that is not a plain
+// scalar, and a quoted scalar with no closing quote (yaml-cpp reads it to the end of the text).
 YAML::Node load(const std::string& yaml_text, Origin& origin, const std::vector<std::string>& overrides);
 
 // Sets key.path to value in root, creating sections on the way.
 void apply_override(YAML::Node& root, const std::string& text, Origin& origin);
+
+// s with control characters (and bytes of invalid text such as NUL) written as \xNN, for messages.
+std::string printable(const std::string& s);
+// Why s cannot be a recipe string ("" when it can): a control character (NUL, newline, tab, ...)
+// or leading/trailing spaces (what an unterminated quote leaves behind).
+std::string string_problem(const std::string& s);
 
 // A mapping section of the recipe that remembers which keys were read, so keys nobody read are
 // reported as unknown (with a suggestion) by finish().
@@ -70,10 +81,18 @@ class Section {
   std::vector<std::pair<std::string, std::vector<std::string>>> string_lists(const std::string& key);
 
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
+  // "where: path: message" at node n, which sits at `path`.
+  [[noreturn]] void fail_at(const YAML::Node& n, const std::string& path, const std::string& message) const;
   // "expected <what>, got <what n is>" at n, which sits at `path`.
   [[noreturn]] void type_error(const YAML::Node& n, const std::string& path, const char* what) const;
   // Reports the first key nobody read.
   void finish() const;
+
+  // Range checks on a value read from `key`, failing with the key, the range and the value.
+  // Integers: lo <= v <= hi ("must be in lo..hi, got v"; `note` follows the range).
+  void check_range(const std::string& key, int64_t v, int64_t lo, int64_t hi, const std::string& note = "") const;
+  // Reals: v in the interval from lo to hi, each end open or closed ("must be in [0, 1), got 1.5").
+  void check_real(const std::string& key, double v, double lo, bool lo_open, double hi, bool hi_open) const;
 
   const Origin& origin() const { return origin_; }
   std::string child(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
@@ -93,10 +112,7 @@ class Section {
 // One YAML scalar (or list) as T, with Section's error messages.
 template <typename T>
 T Section::convert(const YAML::Node& n, const std::string& path) const {
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (!n.IsScalar()) type_error(n, path, "a string");
-    return n.Scalar();
-  } else if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (std::is_same_v<T, bool>) {
     static const std::set<std::string> yes{"true", "True", "yes", "on"}, no{"false", "False", "no", "off"};
     if (n.IsScalar() && yes.count(n.Scalar())) return true;
     if (n.IsScalar() && no.count(n.Scalar())) return false;
@@ -107,7 +123,13 @@ T Section::convert(const YAML::Node& n, const std::string& path) const {
       char* end = nullptr;
       errno = 0;
       long long v = std::strtoll(s.c_str(), &end, 10);
-      if (!s.empty() && *end == '\0' && errno == 0) return static_cast<T>(v);
+      if (!s.empty() && *end == '\0') {
+        using L = std::numeric_limits<T>;  // 4294967297 into an int is an error, not 1
+        static_assert(std::is_signed_v<T>, "recipe integers are signed");
+        if (errno == ERANGE || v < static_cast<long long>(L::min()) || v > static_cast<long long>(L::max()))
+          type_error(n, path, fmt::format("an integer in {}..{}", L::min(), L::max()).c_str());
+        return static_cast<T>(v);
+      }
     }
     type_error(n, path, "an integer");
   } else if constexpr (std::is_floating_point_v<T>) {
@@ -115,9 +137,20 @@ T Section::convert(const YAML::Node& n, const std::string& path) const {
       const std::string& s = n.Scalar();
       char* end = nullptr;
       double v = std::strtod(s.c_str(), &end);
-      if (!s.empty() && *end == '\0') return v;
+      if (!s.empty() && *end == '\0') {
+        if (!std::isfinite(v)) type_error(n, path, "a finite number");  // nan, inf, 1e400
+        return v;
+      }
+      static const std::set<std::string> yaml_special{".nan", ".NaN", ".NAN", ".inf",  ".Inf",  ".INF",
+                                                      "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF"};
+      if (yaml_special.count(s)) type_error(n, path, "a finite number");
     }
     type_error(n, path, "a number");
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!n.IsScalar()) type_error(n, path, "a string");
+    std::string problem = string_problem(n.Scalar());
+    if (!problem.empty()) fail_at(n, path, problem);
+    return n.Scalar();
   } else {  // std::vector<U> or std::array<U, N>
     using U = typename T::value_type;
     if (!n.IsSequence()) type_error(n, path, "a list");

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
+#include "models/linear.h"
 #include "src/from_recipe/adapters.h"
 #include "src/from_recipe/data.h"
 #include "src/from_recipe/model.h"
@@ -14,6 +17,24 @@
 namespace fs = std::filesystem;
 
 namespace tunekit {
+namespace {
+
+// A low-rank adapter's rank above a targeted layer's smaller side adds nothing; refused here,
+// where the layers are known (the recipe parser already bounds it by model.dim, with line:col).
+void check_rank_fits(torch::nn::Module& model, const Recipe& recipe, const adapters::AttachReport& report) {
+  if (!recipe.adapter.low_rank()) return;
+  const std::set<std::string> adapted(report.adapted.begin(), report.adapted.end());
+  for (const auto& item : model.named_modules("", false)) {
+    auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+    if (!lin || !adapted.count(item.key())) continue;
+    const int64_t in = lin->options.in_features(), out = lin->options.out_features(), side = std::min(in, out);
+    if (recipe.adapter.r > side)
+      throw Error(fmt::format("{}: adapter.r: {} is above {}, the smaller side of {} ({} -> {} features); use at most {}",
+                              recipe.source, recipe.adapter.r, side, item.key(), in, out, side));
+  }
+}
+
+}  // namespace
 
 RunModel build_run_model(const Recipe& recipe, bool load_init) {
   RunModel r;
@@ -34,6 +55,7 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
       r.init_message += fmt::format(" (kept fresh: {})", fmt::join(recipe.init_from.exclude, ", "));
   }
   r.report = adapters::attach_adapters(*r.model, from_recipe::attach_options(recipe.adapter));
+  check_rank_fits(*r.model, recipe, r.report);
   if (load_init && !recipe.adapter.init_from.empty()) {
     int64_t n = io::load_adapter(recipe.adapter.init_from, *r.model, recipe.adapter);
     r.init_message += fmt::format("{}adapter: loaded {} tensors from {}", r.init_message.empty() ? "" : "; ", n,
