@@ -256,7 +256,7 @@ std::optional<std::string> previous_run(const Run& run) {
   if (io::checkpoint_exists(run.last_dir)) {
     try {  // where --resume would continue from
       step = io::load_train_state(run.last_dir).step;
-    } catch (const Error&) {
+    } catch (const std::exception&) {  // an unreadable state.json: the refusal names no step
     }
   }
   std::string at = step >= 0 ? fmt::format("step {}", step) : "a checkpoint";
