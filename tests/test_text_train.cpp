@@ -163,7 +163,8 @@ output: {dir: ")" + runs.path() + R"(", name: csv}
 
   // A fresh run with other tokenizer settings makes a new tokenizer; --resume keeps it.
   const std::string bpe = testkit::read_file(runs / "csv/tokenizer.model");
-  train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=unigram", "train.max_steps=2"}), {false, true, 0});
+  train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=unigram", "train.max_steps=2"}),
+        {false, true, 0, /*overwrite=*/true});
   const std::string unigram = testkit::read_file(runs / "csv/tokenizer.model");
   EXPECT_NE(unigram, bpe);
   train(parse_recipe(yaml, "csv.yaml", {"data.tokenizer.type=bpe", "train.max_steps=3"}), {true, true, 0});

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -43,9 +44,14 @@ std::string first_line(const std::string& msg) {
   return msg.substr(start, msg.find('\n', start) - start);
 }
 
-int cmd_train(const std::string& recipe_path, const std::vector<std::string>& overrides, bool resume, bool quiet) {
+int cmd_train(const std::string& recipe_path, const std::vector<std::string>& overrides, bool resume, bool quiet,
+              bool overwrite) {
   Recipe recipe = load_recipe(recipe_path, overrides);
-  TrainResult r = train(recipe, {resume, quiet, 0});
+  TrainOptions options;
+  options.resume = resume;
+  options.quiet = quiet;
+  options.overwrite = overwrite;
+  TrainResult r = train(recipe, options);
   if (r.lm) {
     std::cout << fmt::format("trained {}: {} steps, best val loss {:.4f} (perplexity {:.2f}), {:.0f} tokens/s, {} trainable params\n",
                              r.run_dir, r.steps, r.best_val_loss, std::exp(r.best_val_loss), r.tokens_per_second,
@@ -232,15 +238,18 @@ Command add_train(CLI::App& app) {
   struct Args {
     std::string recipe;
     std::vector<std::string> overrides;
-    bool resume = false, quiet = false;
+    bool resume = false, quiet = false, overwrite = false;
   };
   auto a = std::make_shared<Args>();
   auto* train_cmd = app.add_subcommand("train", "Train a recipe: tunekit train RECIPE [key.path=value ...]");
   train_cmd->add_option("recipe", a->recipe, "Recipe YAML file")->required();
   train_cmd->add_option("overrides", a->overrides, "Overrides, e.g. train.epochs=3 optimizer.lr=1e-3");
-  train_cmd->add_flag("--resume", a->resume, "Continue from the run directory's last checkpoint");
+  auto* resume = train_cmd->add_flag("--resume", a->resume, "Continue from the run directory's last checkpoint");
+  train_cmd->add_flag("--overwrite", a->overwrite,
+                      "Start over in a run directory that already holds a run (its checkpoints and metrics go)")
+      ->excludes(resume);
   train_cmd->add_flag("-q,--quiet", a->quiet, "No progress output");
-  return {train_cmd, [a] { return cmd_train(a->recipe, a->overrides, a->resume, a->quiet); }};
+  return {train_cmd, [a] { return cmd_train(a->recipe, a->overrides, a->resume, a->quiet, a->overwrite); }};
 }
 
 Command add_eval(CLI::App& app) {
@@ -425,25 +434,32 @@ Command add_report(CLI::App& app) {
           }};
 }
 
-// Runs the handler; errors become one line on stderr and exit status 1.
-int run_reporting_errors(const std::function<int()>& run) {
+// Runs the handler of subcommand `name`; errors become one line on stderr and exit status 1.
+// tunekit's own errors name their file or key; any other exception (LibTorch, the filesystem,
+// JSON, memory) is prefixed with the subcommand, so the line still says what was being done.
+int run_reporting_errors(const std::string& name, const std::function<int()>& run) {
   try {
     return run();
   } catch (const tunekit::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
-    return 1;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << first_line(e.what_without_backtrace()) << "\n";
-    return 1;
+    std::cerr << "error: " << name << ": " << first_line(e.what_without_backtrace()) << "\n";
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: " << name << ": out of memory\n";
   } catch (const std::exception& e) {
-    std::cerr << "error: " << first_line(e.what()) << "\n";
-    return 1;
+    std::cerr << "error: " << name << ": " << first_line(e.what()) << "\n";
+  } catch (...) {
+    std::cerr << "error: " << name << ": unexpected failure (an exception of unknown type)\n";
   }
+  return 1;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported as one error line,
+  // instead of killing the process mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"tunekit: parameter-efficient fine-tuning of Transformers on LibTorch"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tunekit 0.1.0");
@@ -457,6 +473,6 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   for (const auto& c : commands)
-    if (*c.app) return run_reporting_errors(c.run);
+    if (*c.app) return run_reporting_errors(c.app->get_name(), c.run);
   return 0;
 }

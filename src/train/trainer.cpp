@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "data/text_data.h"
@@ -52,31 +53,72 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
 
-// Keeps only the metrics lines at or before `step` (a resumed run rewrites what follows).
-void truncate_metrics(const std::string& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::string kept, line;
+// --- metrics.jsonl ---
+
+// A line's integer field `key` (-1 when absent or not an integer) and its "type" ("" when none).
+int64_t int_field(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : -1;
+}
+double number_field(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+std::string type_of(const nlohmann::json& j) {
+  auto it = j.find("type");
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// metrics.jsonl's lines, parsed; a line that is not a JSON object is skipped. Empty when absent.
+std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  if (!fs::exists(path)) return lines;
+  std::istringstream in(read_file(path, int64_t(1) << 32));
+  std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || j.value("step", int64_t(0)) > step) continue;
-    kept += line + "\n";
+    if (!j.is_discarded() && j.is_object()) lines.push_back(std::move(j));
   }
+  return lines;
+}
+
+// Keeps only the metrics lines at or before `step`, without a summary (a resumed run rewrites
+// what follows and ends with a summary of its own).
+void truncate_metrics(const std::string& path, const std::vector<nlohmann::json>& lines, int64_t step) {
+  std::string kept;
+  for (const auto& j : lines)
+    if (type_of(j) != "summary" && int_field(j, "step") <= step) kept += j.dump() + "\n";
   write_file_atomic(path, kept);
 }
 
+// metrics.jsonl, appended line by line (each line whole and on disk, or an Error naming the
+// file). The file is created by the first line; when that line cannot be written the file it
+// created is removed, so a run that could not log leaves no empty metrics.jsonl behind.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path) : out_(path, std::ios::app) {
-    if (!out_) throw Error(fmt::format("{}: cannot open for writing", path));
-  }
+  explicit MetricsLog(std::string path) : path_(std::move(path)) {}
   void write(const nlohmann::json& j) {
-    out_ << j.dump() << "\n";
-    out_.flush();
+    if (!out_) {
+      created_ = !fs::exists(path_);
+      out_ = std::make_unique<AppendFile>(path_);
+    }
+    try {
+      out_->append(j.dump() + "\n");
+    } catch (const Error&) {
+      if (created_ && !wrote_) {
+        out_.reset();
+        std::error_code ec;
+        fs::remove(path_, ec);
+      }
+      throw;
+    }
+    wrote_ = true;
   }
 
  private:
-  std::ofstream out_;
+  std::string path_;
+  std::unique_ptr<AppendFile> out_;
+  bool created_ = false, wrote_ = false;
 };
 
 // --- the run's state, shared by the phases below ---
@@ -88,18 +130,20 @@ struct Run {
         opts(o),
         run_dir(r.run_dir()),
         ckpt_dir(run_dir + "/checkpoints"),
+        metrics_path(run_dir + "/metrics.jsonl"),
         last_dir(ckpt_dir + "/last"),
         best_dir(ckpt_dir + "/best"),
         objective(make_objective(r)) {}
 
   const Recipe& recipe;
   const TrainOptions& opts;
-  const std::string run_dir, ckpt_dir, last_dir, best_dir;
+  const std::string run_dir, ckpt_dir, metrics_path, last_dir, best_dir;
   const std::unique_ptr<Objective> objective;
   RunModel rm;
   data::ImageSplits splits;
   int64_t seq_len = 1;  // tokens per sample (1 for images)
   std::vector<torch::Tensor> params;  // the trainable ones
+  std::vector<std::string> param_names;  // their names, in the same order
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   io::TrainState state;
   std::unique_ptr<MetricsLog> metrics;
@@ -110,31 +154,149 @@ struct Run {
   double train_seconds = 0;  // over the whole run, resumed calls included
   int64_t samples_this_call = 0;
   double seconds_this_call = 0;
-  double window_loss = 0;  // losses since the last "train" line of metrics.jsonl
-  int64_t window_n = 0;
+  int64_t last_saved_step = -1;   // the step of checkpoints/last as it is on disk (-1: none)
+  bool finished_before = false;   // --resume of a run that had finished
+  nlohmann::json previous_summary;  // its summary line
   TrainResult result;
 
   models::Model& model() { return *rm.model; }
   void say(const std::string& s) const {
     if (!opts.quiet) std::fprintf(stderr, "%s\n", s.c_str());
   }
-  // Writes a checkpoint of the model (with the optimizer for `last`, to resume from).
-  void save(const std::string& dir, torch::optim::Optimizer* with_optimizer) {
-    state.train_seconds = train_seconds;
-    io::save_checkpoint(dir, model(), with_optimizer, state, write_extra, /*trainable_only=*/recipe.model.is_hf());
-  }
-  void checkpoint_last() { save(last_dir, optimizer.get()); }
 };
+
+// --- divergence: stopped before anything non-finite is written ---
+
+// What most likely made the run diverge, and what to change.
+std::string divergence_hint(const Recipe& r) {
+  if (r.train.clip_grad_norm > 0)
+    return fmt::format("lower optimizer.lr (now {}) or check the data (clipping at {} is already on)", r.optimizer.lr,
+                       r.train.clip_grad_norm);
+  return fmt::format("set train.clip_grad_norm (e.g. 1.0) or lower optimizer.lr (now {})", r.optimizer.lr);
+}
+
+// A non-finite number as the messages write it ("NaN", "inf", "-inf").
+std::string number_text(double v) { return std::isnan(v) ? "NaN" : fmt::format("{}", v); }
+
+// Stops the run: one line naming the step, what was non-finite, the likely fix (`hint`, else
+// divergence_hint) and the last checkpoint, which stays as it was.
+[[noreturn]] void diverged(const Run& run, int64_t step, const std::string& what, const std::string& hint = "") {
+  const std::string kept =
+      run.last_saved_step >= 0 ? fmt::format("; {} (step {}) is as it was", run.last_dir, run.last_saved_step) : "";
+  throw Error(fmt::format("training diverged at step {}: {}; {}. Nothing non-finite was written{}", step, what,
+                          hint.empty() ? divergence_hint(run.recipe) : hint, kept));
+}
+
+// optimizer.step(), whose LibTorch overflow error (a learning rate beyond float32 once the
+// optimizer scales it: std::runtime_error from c10::checked_convert) stops the run like any
+// divergence; other errors pass through.
+void optimizer_step(Run& run) {
+  try {
+    run.optimizer->step();
+  } catch (const std::runtime_error& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    if (what.find("overflow") == std::string::npos) throw;
+    diverged(run, run.state.step + 1, fmt::format("the optimizer step failed ({})", what),
+             fmt::format("lower optimizer.lr (now {}): the step it makes overflows float32", run.recipe.optimizer.lr));
+  }
+}
+
+// Stops the run when a trainable parameter holds NaN or inf (`when`: "after the optimizer step").
+void check_parameters(const Run& run, const std::string& when) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> finite;
+  finite.reserve(run.params.size());
+  for (const auto& p : run.params) finite.push_back(torch::isfinite(p).all());
+  if (finite.empty() || torch::stack(finite).all().item<bool>()) return;
+  for (size_t i = 0; i < finite.size(); ++i)
+    if (!finite[i].item<bool>())
+      diverged(run, run.state.step,
+               fmt::format("parameter {} holds {} {}", run.param_names[i],
+                           torch::isnan(run.params[i]).any().item<bool>() ? "NaN" : "inf", when));
+}
+
+// The global L2 norm of the gradients, clipped to train.clip_grad_norm when that is on (the norm
+// returned is the one before clipping).
+double gradient_norm(Run& run) {
+  const double clip = run.recipe.train.clip_grad_norm;
+  if (clip > 0) return torch::nn::utils::clip_grad_norm_(run.params, clip);
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : run.params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm());
+  return norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+}
+
+// Writes a checkpoint of the model (with the optimizer for `last`, to resume from), once its
+// trainable parameters are known to be finite.
+void save(Run& run, const std::string& dir, torch::optim::Optimizer* with_optimizer) {
+  check_parameters(run, "before writing " + dir);
+  run.state.train_seconds = run.train_seconds;
+  io::save_checkpoint(dir, run.model(), with_optimizer, run.state, run.write_extra,
+                      /*trainable_only=*/run.recipe.model.is_hf());
+  if (dir == run.last_dir) run.last_saved_step = run.state.step;
+}
+void checkpoint_last(Run& run) { save(run, run.last_dir, run.optimizer.get()); }
 
 // --- set-up and resume ---
 
+// "step N of M[, finished]" for the run `run`'s directory already holds (a checkpoint or a
+// metrics line), or nullopt when it holds none.
+std::optional<std::string> previous_run(const Run& run) {
+  const auto lines = read_metrics(run.metrics_path);
+  if (lines.empty() && !io::checkpoint_exists(run.last_dir) && !io::checkpoint_exists(run.best_dir)) return std::nullopt;
+  int64_t step = -1, total = -1;
+  bool finished = false;
+  for (const auto& j : lines) {
+    step = std::max(step, int_field(j, "step"));
+    if (type_of(j) == "train" && int_field(j, "total_steps") > 0) total = int_field(j, "total_steps");
+    finished = finished || type_of(j) == "summary";
+  }
+  if (io::checkpoint_exists(run.last_dir)) {
+    try {  // where --resume would continue from
+      step = io::load_train_state(run.last_dir).step;
+    } catch (const std::exception&) {  // an unreadable state.json: the refusal names no step
+    }
+  }
+  std::string at = step >= 0 ? fmt::format("step {}", step) : "a checkpoint";
+  if (step >= 0 && total > 0) at += fmt::format(" of {}", total);
+  return finished ? at + ", finished" : at;
+}
+
+// Removes what a previous run left in the directory: checkpoints, metrics, evaluations, export.
+void clear_previous_run(const Run& run) {
+  std::vector<fs::path> doomed{run.ckpt_dir, run.metrics_path, fs::path(run.run_dir) / "export",
+                               fs::path(run.run_dir) / "result.json"};
+  for (const auto& e : fs::directory_iterator(run.run_dir))
+    if (e.path().filename().string().rfind("eval_", 0) == 0 && e.path().extension() == ".json") doomed.push_back(e.path());
+  for (const auto& p : doomed) {
+    std::error_code ec;
+    fs::remove_all(p, ec);
+    if (ec) throw Error(fmt::format("{}: cannot remove ({})", p.string(), ec.message()));
+  }
+  std::error_code ec;
+  fs::create_directories(run.ckpt_dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create directory ({})", run.ckpt_dir, ec.message()));
+}
+
 // Decides between resuming and starting over, and writes the run's recipe.yaml. True to resume.
+// A directory that already holds a run is refused unless the run is resumed or overwritten.
 bool open_run_dir(const Run& run) {
   bool resuming = run.opts.resume && io::checkpoint_exists(run.last_dir);
   if (run.opts.resume && !resuming) run.say(fmt::format("no checkpoint in {} to resume from; starting fresh", run.last_dir));
-  if (!resuming && fs::exists(run.last_dir) && !run.opts.resume)
-    run.say(fmt::format("note: {} already has checkpoints; starting over (use --resume to continue)", run.run_dir));
-  fs::create_directories(run.ckpt_dir);
+  if (!run.opts.resume) {
+    if (auto previous = previous_run(run)) {
+      if (!run.opts.overwrite)
+        throw Error(fmt::format("{} already holds a run ({}); use --resume to continue it, --overwrite to start over, "
+                                "or another output.name",
+                                run.run_dir, *previous));
+      run.say(fmt::format("--overwrite: starting over in {} (it held a run at {})", run.run_dir, *previous));
+    }
+  }
+  std::error_code ec;
+  fs::create_directories(run.ckpt_dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create directory ({})", run.ckpt_dir, ec.message()));
   write_file_atomic(run.run_dir + "/recipe.yaml", run.recipe.resolved_yaml);
   return resuming;
 }
@@ -149,22 +311,54 @@ data::ImageSplits load_training_data(const Run& run, bool resuming, std::string*
   return load_data(run.recipe, run.run_dir, &tok);  // the tokenizer just made, not read again
 }
 
+// --- resumed state cross-checks ---
+// (The coordinator reconciles this with io::check_train_state once that exists.)
+// Refuses a resumed state.json that does not fit this run's numbers, naming the file and the key.
+void check_resumed_state(const io::TrainState& s, int64_t epochs, int64_t batches_per_epoch, int64_t total_steps,
+                         const std::string& dir) {
+  auto refuse = [&](const char* key, double value, const std::string& expected) {
+    throw Error(fmt::format("{}/state.json: {} is {}, expected {} for this recipe (was it changed since? train under "
+                            "another output.name, or --overwrite)",
+                            dir, key, value, expected));
+  };
+  if (s.epoch < 0 || s.epoch > epochs) refuse("epoch", s.epoch, fmt::format("0..{} (train.epochs)", epochs));
+  if (s.batch_in_epoch < 0 || s.batch_in_epoch > batches_per_epoch)
+    refuse("batch_in_epoch", s.batch_in_epoch, fmt::format("0..{} (batches per epoch)", batches_per_epoch));
+  if (s.step < 0 || s.step > total_steps) refuse("step", s.step, fmt::format("0..{} (the run's steps)", total_steps));
+  if (s.samples < 0) refuse("samples", s.samples, "at least 0");
+  if (s.window_n < 0 || s.window_n > s.step) refuse("window_n", s.window_n, fmt::format("0..{} (step)", s.step));
+  if (!std::isfinite(s.window_loss)) refuse("window_loss", s.window_loss, "a finite number");
+  if (s.best_epoch >= 0 && !std::isfinite(s.best_metric)) refuse("best_metric", s.best_metric, "a finite number");
+}
+
+// A resumed run's metrics.jsonl: the lines after its checkpoint go (they are written again), and
+// so does the summary; a run that had finished keeps its file as it is (see train()).
+void continue_metrics(Run& run) {
+  const auto lines = read_metrics(run.metrics_path);
+  for (const auto& j : lines)
+    if (type_of(j) == "summary" && int_field(j, "step") == run.state.step && run.state.step >= run.total_steps) {
+      run.finished_before = true;
+      run.previous_summary = j;
+    }
+  if (!run.finished_before && fs::exists(run.metrics_path)) truncate_metrics(run.metrics_path, lines, run.state.step);
+}
+
 // Restores model, optimizer, RNG and position from the last checkpoint, or clears what a
 // previous run left; then opens metrics.jsonl.
 void resume_or_start(Run& run, bool resuming) {
-  const std::string metrics_path = run.run_dir + "/metrics.jsonl";
   if (resuming) {
     std::string from = io::existing_checkpoint(run.last_dir);
     io::load_weights(from, run.model(), {}, /*strict=*/true, false);
     io::load_optimizer(from, *run.optimizer);
     io::load_rng(from);
     run.state = io::load_train_state(from);
-    truncate_metrics(metrics_path, run.state.step);
+    check_resumed_state(run.state, run.recipe.train.epochs, run.batches_per_epoch, run.total_steps, from);
+    run.last_saved_step = run.state.step;
+    continue_metrics(run);
   } else {
-    fs::remove(metrics_path);
-    fs::remove_all(run.best_dir);
+    clear_previous_run(run);
   }
-  run.metrics = std::make_unique<MetricsLog>(metrics_path);
+  run.metrics = std::make_unique<MetricsLog>(run.metrics_path);
 }
 
 // Low-rank adapters are also written on their own (PEFT layout), and text runs' tokenizer travels
@@ -215,10 +409,12 @@ void set_up(Run& run) {
     throw Error(fmt::format("data: the training split has {} samples, fewer than data.batch_size {}",
                             train_set.size(), recipe.data.batch_size));
 
-  for (auto& p : run.model().parameters())
-    if (p.requires_grad()) run.params.push_back(p);
+  for (auto& p : run.model().named_parameters())
+    if (p.value().requires_grad()) {
+      run.params.push_back(p.value());
+      run.param_names.push_back(p.key());
+    }
   run.optimizer = make_optimizer(recipe.optimizer, run.params);
-  resume_or_start(run, resuming);
 
   run.batch_size = recipe.data.batch_size;
   run.accum = recipe.train.grad_accum;
@@ -226,6 +422,7 @@ void set_up(Run& run) {
   const int64_t steps_per_epoch = (run.batches_per_epoch + run.accum - 1) / run.accum;
   run.total_steps = steps_per_epoch * recipe.train.epochs;
   if (recipe.train.max_steps > 0) run.total_steps = std::min(run.total_steps, recipe.train.max_steps);
+  resume_or_start(run, resuming);
   announce(run, threads, tokenizer_message, resuming);
 
   run.result.run_dir = run.run_dir;
@@ -253,9 +450,7 @@ double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
   auto y = train_set.labels.index_select(0, idx);
   auto loss = run.objective->loss(run.model().forward(x), x, y);
   const double loss_value = loss.item<double>();
-  if (!std::isfinite(loss_value))
-    throw Error(fmt::format("training diverged: loss is {} at step {} (lower optimizer.lr or set "
-                            "train.clip_grad_norm)", loss_value, run.state.step + 1));
+  if (!std::isfinite(loss_value)) diverged(run, run.state.step + 1, "the loss is " + number_text(loss_value));
   (run.accum > 1 ? loss / double(run.accum) : loss).backward();
   run.state.samples += run.batch_size;
   run.samples_this_call += run.batch_size;
@@ -263,7 +458,8 @@ double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
 }
 
 // Accumulates gradients over up to `accum` batches from batch `b` (fewer at the epoch's end),
-// then clips, sets the scheduled learning rate and steps the optimizer.
+// then clips, sets the scheduled learning rate and steps the optimizer. A non-finite gradient
+// norm stops the run before the step; a parameter the step made non-finite stops it after.
 Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
   const int64_t end = std::min(b + run.accum, run.batches_per_epoch);
   double loss_sum = 0;
@@ -272,21 +468,24 @@ Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
   const Recipe& recipe = run.recipe;
   const double lr = scheduled_lr(recipe.schedule, recipe.optimizer.lr, run.state.step, run.total_steps);
   set_lr(*run.optimizer, lr);
-  if (recipe.train.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(run.params, recipe.train.clip_grad_norm);
-  run.optimizer->step();
+  const double norm = gradient_norm(run);
+  if (!std::isfinite(norm)) diverged(run, run.state.step + 1, "the gradient norm is " + number_text(norm));
+  optimizer_step(run);
   run.optimizer->zero_grad();
   ++run.state.step;
+  check_parameters(run, "after the optimizer step");
   run.state.batch_in_epoch = end;
   return {loss_sum / double(end - b), lr, end};
 }
 
 // Records a step: its loss, the time it took (since `t_start`, which it advances), the progress
-// line and, every log_every steps, a "train" line in metrics.jsonl.
+// line and, every log_every steps, a "train" line in metrics.jsonl with the mean loss since the
+// last one (that window is part of the run's state, so a resumed run writes the same lines).
 void log_step(Run& run, int64_t epoch, const Step& step, std::chrono::steady_clock::time_point& t_start) {
   auto& state = run.state;
   run.result.losses.emplace_back(state.step, step.loss);
-  run.window_loss += step.loss;
-  ++run.window_n;
+  state.window_loss += step.loss;
+  ++state.window_n;
   auto now = std::chrono::steady_clock::now();
   double dt = std::chrono::duration<double>(now - t_start).count();
   t_start = now;
@@ -298,10 +497,11 @@ void log_step(Run& run, int64_t epoch, const Step& step, std::chrono::steady_clo
   run.progress->update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}", epoch + 1, epochs,
                                                step.loss, step.lr, speed.per_second, speed.unit));
   if (state.step % run.recipe.train.log_every == 0 || state.step == run.total_steps) {
-    run.metrics->write({{"type", "train"}, {"step", state.step}, {"epoch", epoch + 1},
-                        {"loss", run.window_loss / run.window_n}, {"lr", step.lr}, {"samples_per_second", rate}});
-    run.window_loss = 0;
-    run.window_n = 0;
+    run.metrics->write({{"type", "train"}, {"step", state.step}, {"total_steps", run.total_steps}, {"epoch", epoch + 1},
+                        {"loss", state.window_loss / double(state.window_n)}, {"lr", step.lr},
+                        {"samples_per_second", rate}});
+    state.window_loss = 0;
+    state.window_n = 0;
   }
 }
 
@@ -323,7 +523,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
       return EpochEnd::Stopped;
     }
     const int64_t every = run.recipe.train.checkpoint_every;
-    if (every > 0 && state.step % every == 0 && b < run.batches_per_epoch) run.checkpoint_last();
+    if (every > 0 && state.step % every == 0 && b < run.batches_per_epoch) checkpoint_last(run);
     if (state.step >= run.total_steps) return EpochEnd::BudgetSpent;
   }
   return EpochEnd::Done;
@@ -332,6 +532,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
 // --- end of epoch ---
 
 // Evaluates the validation split, logs it, and remembers the epoch when its score is the best.
+// A non-finite validation loss or score stops the run (it is never logged, nor "best").
 void validate(Run& run, int64_t epoch) {
   auto& state = run.state;
   const Objective& objective = *run.objective;
@@ -339,7 +540,12 @@ void validate(Run& run, int64_t epoch) {
   run.model().train();
   run.result.final_val_accuracy = ev.accuracy;
   const double score = objective.score(ev);
-  const bool better = state.best_epoch < 0 || score > state.best_metric;
+  if (!std::isfinite(ev.loss) || !std::isfinite(score))
+    diverged(run, state.step,
+             fmt::format("the validation {} is {} (epoch {})", std::isfinite(ev.loss) ? "score" : "loss",
+                         number_text(std::isfinite(ev.loss) ? score : ev.loss), epoch + 1));
+  const bool better =
+      std::isfinite(score) && (state.best_epoch < 0 || !std::isfinite(state.best_metric) || score > state.best_metric);
   nlohmann::json line = objective.eval_fields(ev);
   line["type"] = "eval";
   line["split"] = "val";
@@ -364,8 +570,8 @@ void end_epoch(Run& run, int64_t epoch, bool budget_spent) {
     run.state.epoch = epoch + 1;
     run.state.batch_in_epoch = 0;
   }
-  if (!has_val || run.state.best_epoch == epoch + 1) run.save(run.best_dir, nullptr);
-  run.checkpoint_last();
+  if (!has_val || run.state.best_epoch == epoch + 1) save(run, run.best_dir, nullptr);
+  checkpoint_last(run);
 }
 
 // --- the summary ---
@@ -378,7 +584,7 @@ TrainResult summarise(Run& run, std::chrono::steady_clock::time_point wall0) {
   r.tokens_per_second = run.recipe.model.is_text() ? r.samples_per_second * run.seq_len : 0;
   r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   run.objective->report_best(run.state, r);
-  if (!io::checkpoint_exists(run.best_dir)) run.save(run.best_dir, nullptr);
+  if (!io::checkpoint_exists(run.best_dir)) save(run, run.best_dir, nullptr);
   nlohmann::json line{{"type", "summary"},
                       {"step", run.state.step},
                       {"samples_per_second", r.samples_per_second},
@@ -394,12 +600,31 @@ TrainResult summarise(Run& run, std::chrono::steady_clock::time_point wall0) {
   return r;
 }
 
+// --resume of a run that had finished: its files stay as they are (no second summary); the
+// result is the one its summary and last checkpoint hold.
+TrainResult already_finished(Run& run) {
+  auto& r = run.result;
+  r.steps = run.state.step;
+  r.train_seconds = run.state.train_seconds;
+  run.objective->report_best(run.state, r);
+  const auto& s = run.previous_summary;
+  r.samples_per_second = number_field(s, "samples_per_second");
+  r.tokens_per_second = number_field(s, "tokens_per_second");
+  r.wall_seconds = number_field(s, "wall_seconds");
+  run.say(fmt::format("{} finished before (step {} of {}); nothing to do", run.run_dir, run.state.step,
+                      run.total_steps));
+  return r;
+}
+
 }  // namespace
 
 TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   const auto wall0 = std::chrono::steady_clock::now();
+  // Held until the run ends: a second train/--resume on this directory is refused at once.
+  const DirLock lock(recipe.run_dir(), opts.resume ? "train --resume" : "train");
   Run run(recipe, opts);
   set_up(run);
+  if (run.finished_before) return already_finished(run);
   run.model().train();
   run.optimizer->zero_grad();
   bool stop = run.state.step >= run.total_steps;

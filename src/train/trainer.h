@@ -2,6 +2,8 @@
 // clipping and accumulation; per-epoch validation, best/last checkpoints, metrics.jsonl,
 // progress output, and resume from the last checkpoint. What differs between tasks (loss,
 // evaluation, the kept metric, log lines) comes from the recipe's Objective (objective.h).
+// A run holds its directory's lock (util/file.h DirLock) from start to end, never overwrites a
+// previous run unless asked, and stops before anything non-finite is written.
 #pragma once
 #include <string>
 #include <vector>
@@ -14,6 +16,10 @@ struct TrainOptions {
   bool resume = false;
   bool quiet = false;            // no progress output (tests)
   int64_t stop_after_steps = 0;  // stop abruptly after this many optimizer steps (tests: a "kill")
+  // Start over in a run directory that already holds a run (its checkpoints, metrics and eval
+  // files are removed once the lock is held, the model built and the data loaded). Without it
+  // (and without `resume`) such a directory is refused.
+  bool overwrite = false;
 };
 
 struct TrainResult {
@@ -30,6 +36,9 @@ struct TrainResult {
   std::vector<std::pair<int64_t, double>> losses;
 };
 
+// Trains `recipe` in its run directory. Throws Error when the directory is locked by another
+// process, already holds a run (without resume/overwrite), or training diverges.
+// `resume` of a run that already finished writes nothing and returns its result.
 TrainResult train(const Recipe& recipe, const TrainOptions& options = {});
 
 // Learning rate at optimizer step `step` (0-based) of `total` under the recipe's schedule.
