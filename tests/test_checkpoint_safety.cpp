@@ -389,7 +389,7 @@ TEST(CheckpointSafetyAdapter, WrongDtypeAndNonFiniteAdapterTensorsAreRefused) {
   json config = json::parse(slurp(dir / "adapter_config.json"));
   config["lora_alpha"] = "4";
   spit(dir / "adapter_config.json", config.dump());
-  EXPECT_NE(load().find("adapter_config.json: lora_alpha: needs a finite number"), std::string::npos) << load();
+  EXPECT_NE(load().find("adapter_config.json: lora_alpha: needs a number"), std::string::npos) << load();
   config["lora_alpha"] = 4;
   config["lora_dropout"] = 3;
   spit(dir / "adapter_config.json", config.dump());

@@ -132,7 +132,7 @@ void check_peft_lora(const json& c, const std::string& where) {
     fail("r", fmt::format("needs a positive integer (got {})", c.contains("r") ? c["r"].dump() : "none"));
   if (!c.contains("lora_alpha") || !c["lora_alpha"].is_number() || !std::isfinite(c["lora_alpha"].get<double>()))
     fail("lora_alpha",
-         fmt::format("needs a finite number (got {})", c.contains("lora_alpha") ? c["lora_alpha"].dump() : "none"));
+         fmt::format("needs a number (got {})", c.contains("lora_alpha") ? c["lora_alpha"].dump() : "none"));
   if (c.contains("lora_dropout") && !c["lora_dropout"].is_null() &&
       (!c["lora_dropout"].is_number() || !(c["lora_dropout"].get<double>() >= 0 && c["lora_dropout"].get<double>() < 1)))
     fail("lora_dropout", "needs a number from 0 to below 1 (got " + c["lora_dropout"].dump() + ")");
@@ -197,7 +197,7 @@ void check_tunekit_config(const json& c, const std::string& where) {
   if (c.contains("r") && (!c["r"].is_number_integer() || c["r"].get<int64_t>() <= 0))
     throw Error(fmt::format("{}: r: needs a positive integer (got {})", where, c["r"].dump()));
   if (c.contains("lora_alpha") && (!c["lora_alpha"].is_number() || !std::isfinite(c["lora_alpha"].get<double>())))
-    throw Error(fmt::format("{}: lora_alpha: needs a finite number (got {})", where, c["lora_alpha"].dump()));
+    throw Error(fmt::format("{}: lora_alpha: needs a number (got {})", where, c["lora_alpha"].dump()));
   for (const char* key : {"use_rslora", "use_dora"})
     if (c.contains(key) && !c[key].is_null() && !c[key].is_boolean())
       throw Error(fmt::format("{}: {}: needs true or false (got {})", where, key, c[key].dump()));
