@@ -5,12 +5,25 @@
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 
 namespace tunekit {
+
+namespace {
+// A TorchScript module serialised in memory, then written through an AtomicFile (every write, the
+// fsync and the close checked): a full disk is one error naming the file, never a torn model.pt.
+void save_script(const torch::jit::Module& module, const std::string& path) {
+  std::ostringstream bytes;
+  module.save(bytes);
+  if (!bytes) throw Error(fmt::format("{}: cannot serialise the TorchScript module", path));
+  write_file_atomic(path, bytes.str());
+}
+}  // namespace
 
 ExportResult export_torchscript(models::Model& model, const torch::Tensor& sample_input, const std::string& out_path) {
   torch::NoGradGuard no_grad;
@@ -27,9 +40,7 @@ ExportResult export_torchscript(models::Model& model, const torch::Tensor& sampl
   if (out.has_parent_path()) fs::create_directories(out.parent_path());
   ExportResult r;
   r.path = out.string();
-  std::string tmp = r.path + ".tmp";
-  script.save(tmp);
-  fs::rename(tmp, r.path);
+  save_script(script, r.path);
 
   // Reload from disk, as a user would, and compare with the eager model.
   torch::jit::Module reloaded = torch::jit::load(r.path);
@@ -52,8 +63,7 @@ ExportResult export_torchscript(models::Model& model, const torch::Tensor& sampl
   sample.register_buffer("input", sample_input.detach().clone());
   sample.register_buffer("output", eager.detach().clone());
   r.sample_path = (out.parent_path() / (out.stem().string() + ".sample.pt")).string();
-  sample.save(r.sample_path + ".tmp");
-  fs::rename(r.sample_path + ".tmp", r.sample_path);
+  save_script(sample, r.sample_path);
   return r;
 }
 

@@ -98,7 +98,7 @@ MergeResult merge_run(const std::string& run_dir, const std::string& checkpoint,
                                     checkpoint, emit.c_str()));
   fs::path tokenizer = fs::path(run_dir) / "tokenizer.model";  // text runs: ids mean the same in the merged run
   if (fs::exists(tokenizer))
-    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model", fs::copy_options::overwrite_existing);
+    write_file_atomic((fs::path(out_dir) / "tokenizer.model").string(), read_file(tokenizer.string(), int64_t(1) << 31));
   io::TrainState state = io::load_train_state(run.checkpoint_dir);
   io::save_checkpoint((fs::path(out_dir) / "checkpoints" / "best").string(), *plain, nullptr, state);
   return r;

@@ -124,7 +124,7 @@ HfSaveReport save(models::hf::HfModel& model, const HfConfig& source, const std:
     for (const auto& name : hf_side_files()) {
       const fs::path from = fs::path(source.dir) / name;
       if (!fs::exists(from)) continue;
-      fs::copy_file(from, out / name, fs::copy_options::overwrite_existing);
+      write_file_atomic((out / name).string(), read_file(from.string(), int64_t(1) << 31));  // every write checked
       report.copied.push_back(name);
     }
   return report;

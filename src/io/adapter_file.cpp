@@ -130,11 +130,12 @@ void check_peft_lora(const json& c, const std::string& where) {
   if (!c.is_object()) throw Error(fmt::format("{}: not a JSON object", where));
   if (!c.contains("r") || !c["r"].is_number_integer() || c["r"].get<int64_t>() <= 0)
     fail("r", fmt::format("needs a positive integer (got {})", c.contains("r") ? c["r"].dump() : "none"));
-  if (!c.contains("lora_alpha") || !c["lora_alpha"].is_number())
+  if (!c.contains("lora_alpha") || !c["lora_alpha"].is_number() || !std::isfinite(c["lora_alpha"].get<double>()))
     fail("lora_alpha",
          fmt::format("needs a number (got {})", c.contains("lora_alpha") ? c["lora_alpha"].dump() : "none"));
-  if (c.contains("lora_dropout") && !c["lora_dropout"].is_null() && !c["lora_dropout"].is_number())
-    fail("lora_dropout", "needs a number (got " + c["lora_dropout"].dump() + ")");
+  if (c.contains("lora_dropout") && !c["lora_dropout"].is_null() &&
+      (!c["lora_dropout"].is_number() || !(c["lora_dropout"].get<double>() >= 0 && c["lora_dropout"].get<double>() < 1)))
+    fail("lora_dropout", "needs a number from 0 to below 1 (got " + c["lora_dropout"].dump() + ")");
   bool targets_ok = false;
   if (c.contains("target_modules")) {
     const json& t = c["target_modules"];
@@ -187,9 +188,28 @@ void check_peft_lora(const json& c, const std::string& where) {
 }
 
 // The adapter kind a file holds: tunekit's section says it; a PEFT LORA file is lora or dora.
+// The keys of a tunekit file's config that load_adapter compares with the recipe: their types and ranges.
+void check_tunekit_config(const json& c, const std::string& where) {
+  const json& tk = c["tunekit"];
+  if (!tk.is_object() || !tk.contains("kind") || !tk["kind"].is_string())
+    throw Error(fmt::format("{}: tunekit.kind: needs an adapter kind's name (got {})", where,
+                            tk.is_object() && tk.contains("kind") ? tk["kind"].dump() : "none"));
+  if (c.contains("r") && (!c["r"].is_number_integer() || c["r"].get<int64_t>() <= 0))
+    throw Error(fmt::format("{}: r: needs a positive integer (got {})", where, c["r"].dump()));
+  if (c.contains("lora_alpha") && (!c["lora_alpha"].is_number() || !std::isfinite(c["lora_alpha"].get<double>())))
+    throw Error(fmt::format("{}: lora_alpha: needs a number (got {})", where, c["lora_alpha"].dump()));
+  for (const char* key : {"use_rslora", "use_dora"})
+    if (c.contains(key) && !c[key].is_null() && !c[key].is_boolean())
+      throw Error(fmt::format("{}: {}: needs true or false (got {})", where, key, c[key].dump()));
+  if (tk.contains("detach_norm") && !tk["detach_norm"].is_boolean())
+    throw Error(fmt::format("{}: tunekit.detach_norm: needs true or false (got {})", where, tk["detach_norm"].dump()));
+}
+
 std::string file_kind(const json& config, const std::string& config_path) {
-  if (config.is_object() && config.contains("tunekit") && config["tunekit"].contains("kind"))
+  if (config.is_object() && config.contains("tunekit")) {
+    check_tunekit_config(config, config_path);
     return config["tunekit"]["kind"].get<std::string>();
+  }
   if (!config.is_object() || config.value("peft_type", json()) != "LORA")
     throw Error(fmt::format(
         "{}: peft_type: {} is not supported (tunekit reads PEFT's LORA adapters, LoRA and DoRA, "
@@ -200,6 +220,17 @@ std::string file_kind(const json& config, const std::string& config_path) {
 }
 
 std::string json_list(const json& v) { return v.is_array() ? v.dump() : "[]"; }
+
+// A stored tensor fit to load into `target`: a floating type (a header changed to an integer type
+// would be reinterpreted or rounded silently) and every value finite.
+void check_adapter_tensor(const torch::Tensor& value, const torch::Tensor& target, const std::string& file,
+                          const std::string& name) {
+  if (target.is_floating_point() && !value.is_floating_point())
+    throw Error(fmt::format("{}: tensor '{}' is stored as {}, not a floating-point type (the model's is {})", file, name,
+                            c10::toString(value.scalar_type()), c10::toString(target.scalar_type())));
+  if (value.is_floating_point() && !torch::isfinite(value).all().item<bool>())
+    throw Error(fmt::format("{}: tensor '{}' holds NaN or Inf (the adapter is unusable)", file, name));
+}
 }  // namespace
 
 std::vector<std::pair<std::string, torch::Tensor>> adapter_state(torch::nn::Module& model, const AdapterConfig& cfg) {
@@ -288,6 +319,8 @@ std::string resolve_adapter_dir(const std::string& path, const std::string& labe
 
 int64_t load_adapter(const std::string& path, torch::nn::Module& model, const AdapterConfig& cfg) {
   const std::string dir = resolve_adapter_dir(path);
+  // An adapter inside a checkpoint: its files are checked against the checkpoint's manifest first.
+  if (fs::exists(fs::path(dir) / "manifest.json") && fs::exists(fs::path(dir) / "state.json")) Checkpoint verified(dir);
   const std::string config_path = (fs::path(dir) / kAdapterConfigFile).string();
   const std::string weights_path = (fs::path(dir) / kAdapterWeightsFile).string();
   if (fs::exists(config_path)) {
@@ -334,6 +367,7 @@ int64_t load_adapter(const std::string& path, torch::nn::Module& model, const Ad
       throw Error(fmt::format("{}: tensor '{}' has shape {} but the model's is {}", weights_path, stored,
                               c10::str(value.sizes()), c10::str(it->second->sizes())));
     if (!loaded.insert(name).second) throw Error(fmt::format("{}: tensor '{}' is stored twice", weights_path, name));
+    check_adapter_tensor(value, *it->second, weights_path, stored);
     it->second->copy_(value);
   }
   for (const auto& n : names)

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace tunekit::io {
 
@@ -339,33 +340,18 @@ torch::Tensor SafetensorsReader::read(const SafetensorsEntry& e) const {
 
 SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::vector<Spec>& specs,
                                      const std::map<std::string, std::string>& metadata)
-    : path_(path), tmp_(path + ".tmp"), specs_(specs) {
+    : path_(path), specs_(specs) {
   check_host();
   const std::string head = header_bytes(specs_, metadata, path_);
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error(fmt::format("{}: cannot create ({})", tmp_, std::strerror(errno)));
+  file_ = std::make_unique<AtomicFile>(path_);
   write_bytes(head.data(), head.size());
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!finished_) {
-    std::error_code ec;
-    std::filesystem::remove(tmp_, ec);
-  }
-}
+SafetensorsWriter::~SafetensorsWriter() = default;  // an unfinished AtomicFile removes its temporary
 
 void SafetensorsWriter::write_bytes(const void* data, uint64_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t put = ::write(fd_, p, std::min(n, kMaxSyscallBytes));
-    if (put < 0) {
-      if (errno == EINTR) continue;
-      throw Error(fmt::format("{}: write failed ({})", tmp_, std::strerror(errno)));
-    }
-    p += put;
-    n -= static_cast<uint64_t>(put);
-  }
+  if (!file_) throw Error(fmt::format("{}: written after finish()", path_));
+  file_->write(data, n);
 }
 
 void SafetensorsWriter::write(const torch::Tensor& t, uint64_t chunk_bytes) {
@@ -398,13 +384,9 @@ void SafetensorsWriter::write(const torch::Tensor& t, uint64_t chunk_bytes) {
 void SafetensorsWriter::finish() {
   if (next_ != specs_.size())
     throw Error(fmt::format("{}: {} of {} declared tensors written", path_, next_, specs_.size()));
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    throw Error(fmt::format("{}: write failed ({})", tmp_, std::strerror(errno)));
-  }
-  fd_ = -1;
-  std::filesystem::rename(tmp_, path_);
-  finished_ = true;
+  if (!file_) throw Error(fmt::format("{}: finished twice", path_));
+  file_->commit();
+  file_.reset();
 }
 
 }  // namespace tunekit::io

@@ -11,10 +11,15 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+namespace tunekit {
+class AtomicFile;
+}
 
 namespace tunekit::io {
 
@@ -93,8 +98,9 @@ class SafetensorsReader {
 
 // A safetensors file written tensor by tensor: the header comes from the names, dtypes and
 // shapes given up front, then each tensor's bytes are written in turn, converted to the declared
-// dtype a bounded block at a time, so a model is never copied whole. The file goes to `path.tmp`
-// and is renamed over `path` by finish(); destroyed unfinished, it removes the temporary file.
+// dtype a bounded block at a time, so a model is never copied whole. The file goes through an
+// AtomicFile (util/file.h: every write, the fsync and the close checked) and is renamed over `path`
+// by finish(); destroyed unfinished, it removes the temporary file and `path` keeps what it held.
 class SafetensorsWriter {
  public:
   struct Spec {
@@ -116,11 +122,10 @@ class SafetensorsWriter {
  private:
   void write_bytes(const void* data, uint64_t n);
 
-  std::string path_, tmp_;
+  std::string path_;
   std::vector<Spec> specs_;
   size_t next_ = 0;
-  int fd_ = -1;
-  bool finished_ = false;
+  std::unique_ptr<AtomicFile> file_;
 };
 
 }  // namespace tunekit::io
