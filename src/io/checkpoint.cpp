@@ -573,6 +573,11 @@ void check_train_state(const TrainState& s, int64_t epochs, int64_t batches_per_
                             path, s.batch_in_epoch, batches_per_epoch));
   if (s.step > total_steps)
     throw Error(fmt::format("{}: step: {} is past the run's {} steps", path, s.step, total_steps));
+  if (s.window_n > s.step)
+    throw Error(fmt::format("{}: window_n: {} losses since the last log line, more than the {} steps taken", path,
+                            s.window_n, s.step));
+  if (s.best_epoch >= 0 && !std::isfinite(s.best_metric))
+    throw Error(fmt::format("{}: best_metric: not a finite number", path));
 }
 
 int64_t load_weights(const std::string& dir, torch::nn::Module& model, const std::vector<std::string>& exclude,

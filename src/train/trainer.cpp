@@ -311,26 +311,6 @@ data::ImageSplits load_training_data(const Run& run, bool resuming, std::string*
   return load_data(run.recipe, run.run_dir, &tok);  // the tokenizer just made, not read again
 }
 
-// --- resumed state cross-checks ---
-// (The coordinator reconciles this with io::check_train_state once that exists.)
-// Refuses a resumed state.json that does not fit this run's numbers, naming the file and the key.
-void check_resumed_state(const io::TrainState& s, int64_t epochs, int64_t batches_per_epoch, int64_t total_steps,
-                         const std::string& dir) {
-  auto refuse = [&](const char* key, double value, const std::string& expected) {
-    throw Error(fmt::format("{}/state.json: {} is {}, expected {} for this recipe (was it changed since? train under "
-                            "another output.name, or --overwrite)",
-                            dir, key, value, expected));
-  };
-  if (s.epoch < 0 || s.epoch > epochs) refuse("epoch", s.epoch, fmt::format("0..{} (train.epochs)", epochs));
-  if (s.batch_in_epoch < 0 || s.batch_in_epoch > batches_per_epoch)
-    refuse("batch_in_epoch", s.batch_in_epoch, fmt::format("0..{} (batches per epoch)", batches_per_epoch));
-  if (s.step < 0 || s.step > total_steps) refuse("step", s.step, fmt::format("0..{} (the run's steps)", total_steps));
-  if (s.samples < 0) refuse("samples", s.samples, "at least 0");
-  if (s.window_n < 0 || s.window_n > s.step) refuse("window_n", s.window_n, fmt::format("0..{} (step)", s.step));
-  if (!std::isfinite(s.window_loss)) refuse("window_loss", s.window_loss, "a finite number");
-  if (s.best_epoch >= 0 && !std::isfinite(s.best_metric)) refuse("best_metric", s.best_metric, "a finite number");
-}
-
 // A resumed run's metrics.jsonl: the lines after its checkpoint go (they are written again), and
 // so does the summary; a run that had finished keeps its file as it is (see train()).
 void continue_metrics(Run& run) {
@@ -347,12 +327,12 @@ void continue_metrics(Run& run) {
 // previous run left; then opens metrics.jsonl.
 void resume_or_start(Run& run, bool resuming) {
   if (resuming) {
-    std::string from = io::existing_checkpoint(run.last_dir);
-    io::load_weights(from, run.model(), {}, /*strict=*/true, false);
-    io::load_optimizer(from, *run.optimizer);
-    io::load_rng(from);
-    run.state = io::load_train_state(from);
-    check_resumed_state(run.state, run.recipe.train.epochs, run.batches_per_epoch, run.total_steps, from);
+    const io::Checkpoint from(run.last_dir);  // read once, verified: weights, optimizer, RNG and state agree
+    io::check_train_state(from.state(), run.recipe.train.epochs, run.batches_per_epoch, run.total_steps, from.dir());
+    from.load_weights(run.model(), {}, /*strict=*/true, false);
+    from.load_optimizer(*run.optimizer);
+    from.load_rng();
+    run.state = from.state();
     run.last_saved_step = run.state.step;
     continue_metrics(run);
   } else {
