@@ -83,14 +83,29 @@ TrainState load_train_state(const std::string& dir_) {
   } catch (const std::exception& e) {
     throw Error(fmt::format("{}/state.json: unreadable ({})", dir, e.what()));
   }
+  if (!j.is_object()) throw Error(fmt::format("{}/state.json: not a JSON object", dir));
+  // Each field, when present, must be a number of its kind (an integer that fits int64_t).
+  auto integer = [&](const char* key, int64_t fallback) {
+    if (!j.contains(key)) return fallback;
+    const auto& v = j[key];
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+      throw Error(fmt::format("{}/state.json: {} is {}, not an integer", dir, key, v.dump()));
+    return v.get<int64_t>();
+  };
+  auto number = [&](const char* key, double fallback) {
+    if (!j.contains(key)) return fallback;
+    if (!j[key].is_number())
+      throw Error(fmt::format("{}/state.json: {} is {}, not a number", dir, key, j[key].dump()));
+    return j[key].get<double>();
+  };
   TrainState s;
-  s.epoch = j.value("epoch", 0);
-  s.batch_in_epoch = j.value("batch_in_epoch", 0);
-  s.step = j.value("step", 0);
-  s.samples = j.value("samples", 0);
-  s.best_metric = j.value("best_metric", -1.0);
-  s.best_epoch = j.value("best_epoch", -1);
-  s.train_seconds = j.value("train_seconds", 0.0);
+  s.epoch = integer("epoch", 0);
+  s.batch_in_epoch = integer("batch_in_epoch", 0);
+  s.step = integer("step", 0);
+  s.samples = integer("samples", 0);
+  s.best_metric = number("best_metric", -1.0);
+  s.best_epoch = integer("best_epoch", -1);
+  s.train_seconds = number("train_seconds", 0.0);
   return s;
 }
 
@@ -99,7 +114,8 @@ namespace {
 bool saved_trainable_only(const std::string& dir) {
   std::ifstream in(fs::path(dir) / "state.json");
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.value("trainable_only", false);
+  return j.is_object() && j.contains("trainable_only") && j["trainable_only"].is_boolean() &&
+         j["trainable_only"].get<bool>();
 }
 }  // namespace
 
