@@ -61,6 +61,9 @@ torch::Tensor read_idx(const std::string& path) {
   for (size_t i = 0; i < ndim; ++i) {
     uint32_t d = be32(&buf[4 + 4 * i]);
     shape.push_back(d);
+    if (d != 0 && count > buf.size() / d)  // more values than the file could hold (and no overflow)
+      throw Error(fmt::format("{}: truncated IDX file: the header's sizes need more than the {} bytes the file holds",
+                              path, buf.size() - header));
     count *= d;
   }
   if (buf.size() - header < count)
@@ -69,7 +72,7 @@ torch::Tensor read_idx(const std::string& path) {
   if (buf.size() - header > count)
     throw Error(fmt::format("{}: IDX file has {} trailing bytes", path, buf.size() - header - count));
   auto t = torch::empty(shape, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), buf.data() + header, count);
+  if (count > 0) std::memcpy(t.data_ptr<uint8_t>(), buf.data() + header, count);  // an empty tensor has no data
   return t;
 }
 
