@@ -90,7 +90,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
   if (!fs::exists(path)) throw Error(fmt::format("{}: tokenizer model not found", path));
   const Shim& s = shim();
   std::string err;
-  void* sp = s.load(&path, nullptr, &err);
+  void* sp = nullptr;
+  try {  // the shim turns sentencepiece's exceptions into `err`; this catches any it misses
+    sp = s.load(&path, nullptr, &err);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
   if (!sp) throw Error(fmt::format("{}: not a sentencepiece model ({})", path, err));
   Tokenizer t;
   t.sp_ = std::shared_ptr<void>(sp, s.free);
