@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "util/error.h"
@@ -61,9 +62,9 @@ torch::Tensor read_idx(const std::string& path) {
   for (size_t i = 0; i < ndim; ++i) {
     uint32_t d = be32(&buf[4 + 4 * i]);
     shape.push_back(d);
-    if (d != 0 && count > buf.size() / d)  // more values than the file could hold (and no overflow)
-      throw Error(fmt::format("{}: truncated IDX file: the header's sizes need more than the {} bytes the file holds",
-                              path, buf.size() - header));
+    if (d != 0 && count > std::numeric_limits<size_t>::max() / d)  // the count would wrap around
+      throw Error(fmt::format("{}: truncated IDX file: header says more than 2^64 values, file holds {}", path,
+                              buf.size() - header));
     count *= d;
   }
   if (buf.size() - header < count)
