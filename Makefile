@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build data data-text demo demo-text test bench clean
+.PHONY: deps build data data-text demo demo-text test bench fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -50,6 +50,20 @@ bench: data
 	bash bench/run_attention.sh $(BUILD)
 	@if [ -f .data/spam-assassin/MANIFEST.json ]; then bash bench/run_text.sh $(BUILD); \
 	 else echo "(text benchmark skipped: run $(TUNEKIT) prepare spam_assassin first)"; fi
+
+# libFuzzer targets for every parser of outside input (fuzz/), built with clang, AddressSanitizer
+# and UBSan in their own build directory, each run FUZZ_SECONDS on its seeds (fuzz/corpus/).
+# Fails if any target finds a crash; the crashing input is in $(FUZZ_BUILD)/fuzz-artifacts/.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	@command -v clang++ >/dev/null 2>&1 && dpkg-query -W -f='$${Status}' libclang-rt-14-dev 2>/dev/null | \
+	  grep -q "ok installed" || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev; }
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTUNEKIT_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_targets
+	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD) runs .data

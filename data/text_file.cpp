@@ -79,7 +79,7 @@ std::vector<TextRecord> read_jsonl(const TextFileSpec& s, const std::string& dat
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
       std::string msg = e.what();
       throw Error(fmt::format("{}:{}: invalid JSON ({})", s.path, line_no, msg.substr(msg.rfind(": ") + 2)));
     }

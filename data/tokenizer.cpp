@@ -91,7 +91,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
   const std::string bytes = read_file(path, kMaxTokenizerBytes);  // a FIFO or /dev/zero: an error, never a read
   const Shim& s = shim();
   std::string err;
-  void* sp = s.load(&path, &bytes, &err);
+  void* sp = nullptr;
+  try {  // the shim turns sentencepiece's exceptions into `err`; this catches any it misses
+    sp = s.load(&path, &bytes, &err);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
   if (!sp) throw Error(fmt::format("{}: not a sentencepiece model ({})", path, err));
   Tokenizer t;
   t.sp_ = std::shared_ptr<void>(sp, s.free);

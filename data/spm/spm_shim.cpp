@@ -7,6 +7,8 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <exception>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -33,41 +35,63 @@ extern "C" {
 
 int tk_spm_abi_version() { return 1; }
 
+// Sentencepiece reports most problems as a Status but throws from some (darts_clone's trie on a
+// model with an empty piece: "failed to insert key: zero-length key"); every entry point turns
+// both into `err`, so no exception crosses the dlopen boundary.
 void* tk_spm_load(const std::string* path, const std::string* serialized, std::string* err) {
-  auto* sp = new sentencepiece::SentencePieceProcessor();
-  auto st = serialized ? sp->LoadFromSerializedProto(*serialized) : sp->Load(*path);
-  if (!st.ok()) {
-    *err = st.ToString();
-    delete sp;
+  try {
+    auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    auto st = serialized ? sp->LoadFromSerializedProto(*serialized) : sp->Load(*path);
+    if (!st.ok()) {
+      *err = st.ToString();
+      return nullptr;
+    }
+    return sp.release();
+  } catch (const std::exception& e) {
+    *err = e.what();
     return nullptr;
   }
-  return sp;
 }
 
 void tk_spm_free(void* sp) { delete static_cast<sentencepiece::SentencePieceProcessor*>(sp); }
 
 int tk_spm_train(const std::vector<std::string>* texts, const std::vector<std::pair<std::string, std::string>>* args,
                  std::string* proto, std::string* err) {
-  std::unordered_map<std::string, std::string> kwargs(args->begin(), args->end());
-  VectorIterator it(*texts);
-  auto st = sentencepiece::SentencePieceTrainer::Train(kwargs, &it, proto);
-  if (!st.ok()) {
-    *err = st.ToString();
+  try {
+    std::unordered_map<std::string, std::string> kwargs(args->begin(), args->end());
+    VectorIterator it(*texts);
+    auto st = sentencepiece::SentencePieceTrainer::Train(kwargs, &it, proto);
+    if (!st.ok()) {
+      *err = st.ToString();
+      return 1;
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    *err = e.what();
     return 1;
   }
-  return 0;
 }
 
 int tk_spm_encode(void* sp, const std::string* text, std::vector<int>* ids, std::string* err) {
-  auto st = static_cast<sentencepiece::SentencePieceProcessor*>(sp)->Encode(*text, ids);
-  if (!st.ok()) *err = st.ToString();
-  return st.ok() ? 0 : 1;
+  try {
+    auto st = static_cast<sentencepiece::SentencePieceProcessor*>(sp)->Encode(*text, ids);
+    if (!st.ok()) *err = st.ToString();
+    return st.ok() ? 0 : 1;
+  } catch (const std::exception& e) {
+    *err = e.what();
+    return 1;
+  }
 }
 
 int tk_spm_decode(void* sp, const std::vector<int>* ids, std::string* text, std::string* err) {
-  auto st = static_cast<sentencepiece::SentencePieceProcessor*>(sp)->Decode(*ids, text);
-  if (!st.ok()) *err = st.ToString();
-  return st.ok() ? 0 : 1;
+  try {
+    auto st = static_cast<sentencepiece::SentencePieceProcessor*>(sp)->Decode(*ids, text);
+    if (!st.ok()) *err = st.ToString();
+    return st.ok() ? 0 : 1;
+  } catch (const std::exception& e) {
+    *err = e.what();
+    return 1;
+  }
 }
 
 // vocab size, unk, bos, eos, pad

@@ -1,0 +1,6 @@
+// libFuzzer target: an IDX file, raw or gzip (data::read_idx). See fuzz/entry_points.h.
+#include "fuzz/entry_points.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  return tunekit::fuzz::run(tunekit::fuzz::idx, data, size);
+}

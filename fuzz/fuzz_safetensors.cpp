@@ -1,0 +1,6 @@
+// libFuzzer target: a safetensors file (parse_safetensors, SafetensorsReader). See fuzz/entry_points.h.
+#include "fuzz/entry_points.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  return tunekit::fuzz::run(tunekit::fuzz::safetensors, data, size);
+}
