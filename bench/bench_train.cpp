@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
         std::cout.flush();
         setenv("TUNEKIT_SGEMM_PEAK", fmt::format("{}", peak).c_str(), 1);
       }
-      TrainResult t = train(r, {false, true, 0});
+      TrainResult t = train(r, {false, true, 0, /*overwrite=*/true});  // a scratch run, redone each time
       double gflops = 3.0 * t.flops_per_sample * t.samples_per_second / 1e9;
       double peak = std::atof(getenv("TUNEKIT_SGEMM_PEAK"));
       std::cout << fmt::format("{:<28} {:>7} {:>10.1f} {:>10} {:>12.1f} {:>7.1f}% {:>8.0f} MiB {:>14}\n", r.output.name,

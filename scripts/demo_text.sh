@@ -12,12 +12,12 @@ echo "== 1/3 data: tunekit prepare spam_assassin"
 "$TUNEKIT" prepare spam_assassin
 
 echo "== 2/3 LM pre-training: recipes/lm_pretrain_spam.yaml"
-"$TUNEKIT" train recipes/lm_pretrain_spam.yaml
+"$TUNEKIT" train recipes/lm_pretrain_spam.yaml --overwrite
 "$TUNEKIT" eval runs/lm_pretrain_spam --split test
 "$TUNEKIT" generate runs/lm_pretrain_spam --prompt "Subject: Re: " --max-new-tokens 40 --temperature 0.8 --top-k 40 --seed 0
 
 echo "== 3/3 LoRA spam classifier from the LM: recipes/text_lora_spam.yaml"
-"$TUNEKIT" train recipes/text_lora_spam.yaml
+"$TUNEKIT" train recipes/text_lora_spam.yaml --overwrite
 "$TUNEKIT" eval runs/text_lora_spam --split test
 "$TUNEKIT" export runs/text_lora_spam
 
