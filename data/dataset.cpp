@@ -9,8 +9,10 @@ torch::Generator seeded_generator(uint64_t seed) {
 }
 
 LabelledDataset LabelledDataset::subset(const torch::Tensor& index) const {
-  return {inputs.index_select(0, index), labels.index_select(0, index), class_names,
-          groups.defined() ? groups.index_select(0, index) : torch::Tensor(), group_names};
+  LabelledDataset out{inputs.index_select(0, index), labels.index_select(0, index), class_names,
+                      groups.defined() ? groups.index_select(0, index) : torch::Tensor(), group_names};
+  if (segments.defined()) out.segments = segments.index_select(0, index);
+  return out;
 }
 
 std::pair<LabelledDataset, LabelledDataset> stratified_split(const LabelledDataset& d, double fraction,

@@ -9,10 +9,11 @@ namespace tunekit::data {
 
 struct LabelledDataset {
   torch::Tensor inputs;  // [N, ...] float images (already normalised) or int64 token ids
-  torch::Tensor labels;  // [N] int64 in 0..num_classes-1
+  torch::Tensor labels;  // [N] int64 in 0..num_classes-1; a chat/instruct LM: [N, L] target ids, -100 where no loss
   std::vector<std::string> class_names;
   torch::Tensor groups;  // optional [N] int64 into group_names (e.g. the SpamAssassin folder)
   std::vector<std::string> group_names;
+  torch::Tensor segments;  // optional [N, L] int64: packed examples per row (models/lm.h LmInputs::segments)
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   LabelledDataset subset(const torch::Tensor& index) const;
 };

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <unordered_map>
 #include <mutex>
 #include <utility>
 
+#include "data/hf_tokenizer.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -84,9 +86,59 @@ const Shim& shim() {
   return s;
 }
 
-}  // namespace
+// A sentencepiece model as a TokenizerBackend. Its unk/bos/eos/pad come from the model itself.
+class SentencePieceBackend : public TokenizerBackend {
+ public:
+  SentencePieceBackend(void* sp, const Shim& s) : sp_(sp, s.free) {
+    s.info(sp, info_);
+    for (int i = 0; i < info_[0]; ++i) {
+      std::string p;
+      s.piece(sp, i, &p);
+      ids_.emplace(p, i);
+    }
+  }
+  std::vector<int64_t> encode(const std::string& text) const override {
+    std::vector<int> ids;
+    std::string err;
+    if (shim().encode(sp_.get(), &text, &ids, &err) != 0) throw Error(fmt::format("tokenizer: cannot encode: {}", err));
+    return {ids.begin(), ids.end()};
+  }
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override {
+    std::vector<int> v;
+    v.reserve(ids.size());
+    for (auto id : ids)
+      if (id >= 0 && id < vocab_size() && !(skip_special && is_special(id))) v.push_back(static_cast<int>(id));
+    std::string out, err;
+    if (shim().decode(sp_.get(), &v, &out, &err) != 0) throw Error(fmt::format("tokenizer: cannot decode: {}", err));
+    return out;
+  }
+  std::string piece(int64_t id) const override {
+    std::string out;
+    if (id >= 0 && id < vocab_size()) shim().piece(sp_.get(), static_cast<int>(id), &out);
+    return out;
+  }
+  int64_t token_id(const std::string& piece) const override {
+    auto it = ids_.find(piece);
+    return it == ids_.end() ? -1 : it->second;
+  }
+  int64_t vocab_size() const override { return info_[0]; }
+  // unk, bos, eos and pad (sentencepiece's control and unknown pieces).
+  bool is_special(int64_t id) const override { return id >= 0 && (id == info_[1] || id == info_[2] || id == info_[3] || id == info_[4]); }
+  SpecialTokens special() const {
+    SpecialTokens s;
+    s.unk = info_[1], s.bos = info_[2], s.eos = info_[3], s.pad = info_[4];
+    if (s.eos >= 0) s.stop = {s.eos};
+    s.add_bos = s.bos >= 0;
+    return s;
+  }
 
-Tokenizer Tokenizer::load(const std::string& path) {
+ private:
+  std::shared_ptr<void> sp_;
+  int info_[5] = {0, -1, -1, -1, -1};  // vocab size, unk, bos, eos, pad
+  std::unordered_map<std::string, int64_t> ids_;
+};
+
+Tokenizer load_sentencepiece(const std::string& path) {
   if (!fs::exists(path)) throw Error(fmt::format("{}: tokenizer model not found", path));
   const std::string bytes = read_file(path, kMaxTokenizerBytes);  // a FIFO or /dev/zero: an error, never a read
   const Shim& s = shim();
@@ -98,13 +150,31 @@ Tokenizer Tokenizer::load(const std::string& path) {
     err = e.what();
   }
   if (!sp) throw Error(fmt::format("{}: not a sentencepiece model ({})", path, err));
-  Tokenizer t;
-  t.sp_ = std::shared_ptr<void>(sp, s.free);
-  int info[5];
-  s.info(sp, info);
-  std::copy(info, info + 5, t.info_);
-  t.path_ = path;
-  return t;
+  auto backend = std::make_shared<SentencePieceBackend>(sp, s);
+  SpecialTokens special = backend->special();
+  return Tokenizer(backend, special, "sentencepiece", path, {path});
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(std::shared_ptr<const TokenizerBackend> backend, SpecialTokens special, std::string kind,
+                     std::string path, std::vector<std::string> files)
+    : impl_(std::move(backend)), special_(std::move(special)), kind_(std::move(kind)), path_(std::move(path)),
+      files_(std::move(files)) {}
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  if (is_hf_tokenizer(path)) return load_hf_tokenizer(path);
+  if (fs::is_directory(path)) {
+    const std::string model = (fs::path(path) / "tokenizer.model").string();
+    if (!fs::exists(model))
+      throw Error(fmt::format("{}: no tokenizer.json, vocab.json + merges.txt or tokenizer.model in this directory", path));
+    Tokenizer t = load_sentencepiece(model);
+    read_special_tokens(path, *t.impl_, t.special_);
+    for (const char* f : {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+      if (fs::exists(fs::path(path) / f)) t.files_.push_back((fs::path(path) / f).string());
+    return t;
+  }
+  return load_sentencepiece(path);
 }
 
 Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const TokenizerTrainOptions& o,
@@ -133,35 +203,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
     throw Error(fmt::format("tokenizer: sentencepiece training failed: {}", err));
   if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());
   write_file_atomic(out_path, proto);
-  return load(out_path);
+  return load_sentencepiece(out_path);
 }
-
-std::vector<int64_t> Tokenizer::encode(const std::string& text) const {
-  std::vector<int> ids;
-  std::string err;
-  if (shim().encode(sp_.get(), &text, &ids, &err) != 0) throw Error(fmt::format("tokenizer: cannot encode: {}", err));
-  return {ids.begin(), ids.end()};
-}
-
-std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::vector<int> v;
-  v.reserve(ids.size());
-  for (auto id : ids)
-    if (id >= 0 && id < vocab_size()) v.push_back(static_cast<int>(id));
-  std::string out, err;
-  if (shim().decode(sp_.get(), &v, &out, &err) != 0) throw Error(fmt::format("tokenizer: cannot decode: {}", err));
-  return out;
-}
-
-std::string Tokenizer::piece(int64_t id) const {
-  std::string out;
-  if (id >= 0 && id < vocab_size()) shim().piece(sp_.get(), static_cast<int>(id), &out);
-  return out;
-}
-int64_t Tokenizer::vocab_size() const { return info_[0]; }
-int64_t Tokenizer::unk_id() const { return info_[1]; }
-int64_t Tokenizer::bos_id() const { return info_[2]; }
-int64_t Tokenizer::eos_id() const { return info_[3]; }
-int64_t Tokenizer::pad_id() const { return info_[4]; }
 
 }  // namespace tunekit::data

@@ -1,11 +1,14 @@
-// Sampling from a causal LM: [bos] + the prompt's ids, then one token at a time (temperature,
-// top-k; temperature 0 = greedy) until max_new_tokens or eos. The context is the last
-// max_seq_len tokens. Seeded: the same seed gives the same text.
+// Sampling from a causal LM: the prompt's ids (the chat template applied when asked), then one
+// token at a time until max_new_tokens, a stop token (eos, generation_config's eos ids) or a stop
+// string. With a models::CausalLm the prompt is run once and every new token is one step over a
+// key/value cache; other models re-run the last max_seq_len tokens each step. Greedy (temperature
+// 0), temperature, top-k, top-p and a repetition penalty. Seeded: the same seed gives the same text.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "data/chat.h"
 #include "data/tokenizer.h"
 #include "models/model.h"
 
@@ -13,19 +16,34 @@ namespace tunekit {
 
 struct GenerateOptions {
   std::string prompt;
+  bool chat = false;  // prompt is a user message rendered with chat_template (and system, if any)
+  data::ChatTemplate chat_template = data::ChatTemplate::Plain;  // never Auto here
+  std::string system;
   int64_t max_new_tokens = 50;
-  double temperature = 1.0;  // 0 = greedy
-  int64_t top_k = 0;         // 0 = the whole vocabulary
+  double temperature = 1.0;         // 0 = greedy
+  int64_t top_k = 0;                // 0 = the whole vocabulary
+  double top_p = 1.0;               // nucleus: the smallest set of tokens with this much probability
+  double repetition_penalty = 1.0;  // > 1: logits of tokens already present divided (positive) or multiplied (negative)
+  std::vector<std::string> stop;    // stop strings: the continuation ends before the first one
+  bool use_cache = true;            // false: re-run the whole context every step (the reference)
   uint64_t seed = 0;
 };
 
 struct GenerateResult {
   std::string text;                // prompt + continuation, detokenised
-  std::string continuation;        // the new tokens alone, detokenised
+  std::string continuation;        // the new tokens alone, detokenised (cut before a stop string)
+  std::vector<int64_t> prompt_ids;
   std::vector<int64_t> new_ids;
+  std::string stop_reason;         // "eos", "stop string", "max_new_tokens", "context"
   bool stopped_at_eos = false;
+  double prefill_seconds = 0, decode_seconds = 0;
+  double tokens_per_second = 0;    // new tokens / decode seconds
 };
 
 GenerateResult generate(models::Model& model, const data::Tokenizer& tok, int64_t max_seq_len, const GenerateOptions& options);
+// The same from ready ids (a rendered prompt, bos included where the model wants one);
+// options.prompt and options.chat are ignored.
+GenerateResult generate_ids(models::Model& model, const data::Tokenizer& tok, int64_t max_seq_len,
+                            const std::vector<int64_t>& prompt_ids, const GenerateOptions& options);
 
 }  // namespace tunekit

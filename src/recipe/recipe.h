@@ -10,6 +10,7 @@
 #include "adapters/gate_kind.h"
 #include "adapters/hypernet_kind.h"
 #include "adapters/kind.h"
+#include "data/chat.h"
 #include "models/attention_variant.h"
 #include "models/text_task.h"
 #include "src/lab/lab_recipe.h"
@@ -47,6 +48,9 @@ struct ModelConfig {
   std::string from_hf;
   std::string hf_name;               // model.name: base_model_name_or_path of adapter files (default: the directory's name)
   std::vector<std::string> exclude;  // model.exclude: checkpoint tensors kept fresh (e.g. a new "classifier.*")
+  // model.from_config: a Hugging Face config.json (or a directory holding one) whose family and
+  // sizes build a model with random initialisation (pre-training a Hugging Face family).
+  std::string from_config;
   bool is_hf() const { return !from_hf.empty(); }
   // base_model_name_or_path for adapter files: model.name, else the directory's own name (never
   // an absolute path of the training machine).
@@ -151,11 +155,15 @@ struct TokenizerConfig {  // data.tokenizer (text)
   double character_coverage = 0.9995;
 };
 
-enum class DatasetKind { FashionMnist, SpamAssassin, Text };
+enum class DatasetKind { FashionMnist, SpamAssassin, Text, Instruct, Chat };
 inline constexpr EnumRow<DatasetKind> kDatasetKindRows[] = {
     {"fashion_mnist", DatasetKind::FashionMnist, "28x28 grey images, 10 classes"},
     {"spam_assassin", DatasetKind::SpamAssassin, "6,046 e-mails (ham/spam, 5 groups) from npm"},
     {"text", DatasetKind::Text, "your own JSONL/CSV/TSV files: data.train_file, text_field, label_field"},
+    {"instruct", DatasetKind::Instruct,
+     "instruction records (instruction, optional input, output: Alpaca's fields) for a causal LM; loss on the output"},
+    {"chat", DatasetKind::Chat,
+     "chat records (messages: [{role, content}]) for a causal LM; loss on the assistant turns"},
 };
 constexpr const auto& enum_rows(DatasetKind) { return kDatasetKindRows; }
 inline std::string to_string(DatasetKind d) { return enum_name(d); }
@@ -182,6 +190,14 @@ struct DataConfig {
   std::vector<std::string> labels;              // class names in order; empty = sorted training labels
   TokenizerConfig tokenizer;
   bool is_text() const { return dataset != DatasetKind::FashionMnist; }
+  bool is_chat() const { return dataset == DatasetKind::Instruct || dataset == DatasetKind::Chat; }
+  // instruct / chat (data/chat.h): the template, the fields, the length and packing.
+  data::ChatTemplate chat_template = data::ChatTemplate::Auto;  // data.template
+  std::string system_prompt;                                    // data.system: a system message first
+  std::string instruction_field = "instruction", input_field = "input", output_field = "output",
+              messages_field = "messages";
+  int64_t max_seq_len = 0;  // data.max_seq_len: tokens per example (0 = model.max_seq_len)
+  bool packing = false;     // data.packing: several examples per row, block-causal
   double val_fraction = 0.1;     // held out from train, stratified, seeded
   int64_t batch_size = 64;
   int64_t eval_batch_size = 512;

@@ -49,6 +49,13 @@ std::string ClassificationObjective::summary_text(const TrainResult& result) con
 
 // --- next-token prediction ---
 
+torch::Tensor Objective::batch_loss(models::Model& model, const data::LabelledDataset& split,
+                                    const torch::Tensor& idx) const {
+  auto x = split.inputs.index_select(0, idx);
+  auto y = split.labels.index_select(0, idx);
+  return loss(model.forward(x), x, y);
+}
+
 torch::Tensor NextTokenObjective::loss(const torch::Tensor& output, const torch::Tensor& inputs,
                                        const torch::Tensor& /*labels*/) const {
   return lm_loss(output, inputs, pad_id_);

@@ -31,6 +31,9 @@ class Objective {
   // The training loss of one batch: the model's `output` for `inputs`, whose labels are `labels`.
   virtual torch::Tensor loss(const torch::Tensor& output, const torch::Tensor& inputs,
                              const torch::Tensor& labels) const = 0;
+  // The training loss of the split's rows `idx`. By default: loss(model.forward(inputs), inputs,
+  // labels); an objective whose batches carry more (packed segments) overrides it.
+  virtual torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const;
   // Evaluates the model on a split (in eval mode, without gradients).
   virtual EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const = 0;
   // The validation score that picks the best checkpoint: higher is better. It is what

@@ -426,9 +426,7 @@ struct Step {
 double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
   const auto& train_set = run.splits.train;
   auto idx = perm.slice(0, b * run.batch_size, (b + 1) * run.batch_size);
-  auto x = train_set.inputs.index_select(0, idx);
-  auto y = train_set.labels.index_select(0, idx);
-  auto loss = run.objective->loss(run.model().forward(x), x, y);
+  auto loss = run.objective->batch_loss(run.model(), train_set, idx);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) diverged(run, run.state.step + 1, "the loss is " + number_text(loss_value));
   (run.accum > 1 ? loss / double(run.accum) : loss).backward();

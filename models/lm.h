@@ -1,0 +1,49 @@
+// What a causal language model offers beyond Model::forward(ids): packed rows (several examples
+// in one sequence, each attending only to itself, positions restarting at each) and a key/value
+// cache (prefill once, then one token per step). The Hugging Face families (models/hf/) implement
+// it; callers find it with as_causal_lm() and fall back to forward(ids) where a model has none.
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "models/model.h"
+
+namespace tunekit::models {
+
+// The keys and values of every attention layer for the tokens seen so far, one sequence batch.
+// The layout of k[i] / v[i] is the layer's own (the model fills and reads them); `length` is the
+// number of cached positions, the position the next token gets.
+struct KvCache {
+  std::vector<torch::Tensor> k, v;
+  int64_t length = 0;
+  void clear() {
+    k.clear();
+    v.clear();
+    length = 0;
+  }
+};
+
+struct LmInputs {
+  torch::Tensor ids;       // [B, N] int64
+  // Optional [B, N] int64, non-decreasing along each row: the packed example each token belongs
+  // to. A token attends only to earlier tokens of its own segment, and its position is its index
+  // within the segment (0 at each segment's first token). Undefined: one example per row.
+  torch::Tensor segments;
+  // Optional: the ids continue the cache->length tokens already cached (positions start there);
+  // their keys and values are appended. Not combined with segments.
+  KvCache* cache = nullptr;
+};
+
+class CausalLm {
+ public:
+  virtual ~CausalLm() = default;
+  // Logits [B, N, vocab] for the inputs (see LmInputs).
+  virtual torch::Tensor forward_lm(const LmInputs& in) = 0;
+  // The longest sequence (cache included) the model takes.
+  virtual int64_t context_length() const = 0;
+};
+
+inline CausalLm* as_causal_lm(Model& m) { return dynamic_cast<CausalLm*>(&m); }
+
+}  // namespace tunekit::models
