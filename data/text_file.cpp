@@ -12,11 +12,6 @@
 namespace fs = std::filesystem;
 
 namespace tunekit::data {
-namespace {
-
-constexpr int64_t kMaxTextFileBytes = int64_t(4) << 30;
-constexpr size_t kMaxRecordBytes = size_t(16) << 20;
-
 // The offset of the first byte of `s` that is not part of well-formed UTF-8 (no overlong forms,
 // no surrogates, at most U+10FFFF), or npos.
 size_t invalid_utf8_at(const std::string& s) {
@@ -33,6 +28,8 @@ size_t invalid_utf8_at(const std::string& s) {
   }
   return std::string::npos;
 }
+
+namespace {
 
 // Every record: no field over the record size, well-formed UTF-8, a text that is not blank, and
 // a label (group) that is not empty when one is asked for. Errors name FILE:LINE and the field.
@@ -183,6 +180,12 @@ std::vector<TextRecord> read_delimited(const TextFileSpec& s, const std::string&
 }
 
 }  // namespace
+
+std::vector<std::pair<int64_t, std::vector<std::string>>> read_delimited_rows(const std::string& path,
+                                                                               const std::string& data, char sep,
+                                                                               bool quoting) {
+  return read_rows(path, data, sep, quoting);
+}
 
 std::string text_format_of(const std::string& path, const std::string& format) {
   if (format != "auto") return format;

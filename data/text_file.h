@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tunekit::data {
@@ -23,6 +24,20 @@ struct TextFileSpec {
   // size and MD5 must match, and the command that redoes it (named in the error).
   std::string manifest, prepared_by;
 };
+
+// The largest text file tunekit reads, and the largest record (a JSONL line, a CSV field).
+inline constexpr int64_t kMaxTextFileBytes = int64_t(4) << 30;
+inline constexpr size_t kMaxRecordBytes = size_t(16) << 20;
+
+// The offset of the first byte of `s` that is not well-formed UTF-8, or npos.
+size_t invalid_utf8_at(const std::string& s);
+
+// Delimited text (a header row included) as rows of fields, each with the line it started on;
+// `quoting` follows RFC 4180 (CSV). A field over kMaxRecordBytes or a broken quote throws
+// "PATH:LINE: ...".
+std::vector<std::pair<int64_t, std::vector<std::string>>> read_delimited_rows(const std::string& path,
+                                                                               const std::string& data, char sep,
+                                                                               bool quoting);
 
 // The format `auto` resolves to for `path` (.jsonl/.json -> jsonl, .csv, .tsv); throws otherwise.
 std::string text_format_of(const std::string& path, const std::string& format);

@@ -75,4 +75,36 @@ data::ImageSplits load_text_data(const Recipe& recipe, const data::Tokenizer& to
   return data::load_text_data(text_data_options(recipe), tok);
 }
 
+data::ChatTemplate chat_template(const Recipe& recipe, const data::Tokenizer& tok) {
+  if (recipe.data.chat_template != data::ChatTemplate::Auto) return recipe.data.chat_template;
+  return data::guess_chat_template(tok, to_string(recipe.model.kind));
+}
+
+data::ChatDataOptions chat_data_options(const Recipe& recipe, const data::Tokenizer& tok) {
+  const auto& c = recipe.data;
+  data::ChatFileSpec files;
+  files.format = to_string(c.format);
+  files.instruct = c.dataset == DatasetKind::Instruct;
+  files.instruction_field = c.instruction_field;
+  files.input_field = c.input_field;
+  files.output_field = c.output_field;
+  files.messages_field = c.messages_field;
+  return data::ChatDataOptions()
+      .train_file(c.train_file)
+      .val_file(c.val_file)
+      .test_file(c.test_file)
+      .files(files)
+      .chat_template(chat_template(recipe, tok))
+      .system(c.system_prompt)
+      .max_seq_len(c.max_seq_len > 0 ? c.max_seq_len : recipe.model.max_seq_len)
+      .packing(c.packing)
+      .val_fraction(c.val_fraction)
+      .limit_train(c.limit_train)
+      .seed(static_cast<uint64_t>(recipe.seed));
+}
+
+data::ImageSplits load_chat_data(const Recipe& recipe, const data::Tokenizer& tok, std::string* message) {
+  return data::load_chat_data(chat_data_options(recipe, tok), tok, message);
+}
+
 }  // namespace tunekit::from_recipe

@@ -79,6 +79,50 @@ void check_sizes(Section& d, const DataConfig& c) {
   if (c.limit_train < 0) d.fail("limit_train", fmt::format("must be >= 0 (0 = all), got {}", c.limit_train));
 }
 
+// dataset instruct / chat (data/chat.h): the template, the system message, the field names, the
+// length and packing. The model must be a causal LM; a guessed template needs its directory;
+// packing needs a Hugging Face family (models/lm.h: packed segments); max_seq_len fits the model.
+void parse_chat(Section& d, DataConfig& c, const ModelConfig& model) {
+  const std::string kind = to_string(c.dataset);
+  for (const char* key : {"text_field", "label_field", "group_field", "labels"})
+    if (d.has(key)) d.fail(key, fmt::format("does not apply to dataset {} (its fields: {})", kind,
+                                            c.dataset == DatasetKind::Chat ? "messages_field"
+                                                                           : "instruction_field, input_field, output_field"));
+  if (!model.is_lm())
+    d.fail("dataset", fmt::format("{} needs a causal language model (model.from_hf or model.from_config of a Hugging Face "
+                                  "family, or model.kind text with task causal_lm)", kind));
+  if (c.train_file.empty()) d.fail("train_file", fmt::format("dataset {} needs data.train_file (JSONL, CSV, TSV or a directory)", kind));
+  const bool chat = c.dataset == DatasetKind::Chat;
+  for (const char* key : {"instruction_field", "input_field", "output_field"})
+    if (chat && d.has(key)) d.fail(key, "only applies to dataset instruct (chat records have messages_field)");
+  if (!chat && d.has("messages_field")) d.fail("messages_field", "only applies to dataset chat");
+  if (chat && (c.format == TextFormat::Csv || c.format == TextFormat::Tsv))
+    d.fail("format", "chat records (a list of messages each) are read from JSONL only");
+  c.chat_template = d.choice("template", c.chat_template);
+  d.read("system", c.system_prompt);
+  d.read("instruction_field", c.instruction_field);
+  d.read("input_field", c.input_field);
+  d.read("output_field", c.output_field);
+  d.read("messages_field", c.messages_field);
+  const std::pair<const char*, const std::string*> fields[] = {{"instruction_field", &c.instruction_field},
+                                                              {"input_field", &c.input_field},
+                                                              {"output_field", &c.output_field},
+                                                              {"messages_field", &c.messages_field}};
+  for (auto [key, value] : fields)
+    if (value->empty()) d.fail(key, "must name a field");
+  d.read("max_seq_len", c.max_seq_len);
+  d.check_range("max_seq_len", c.max_seq_len, 0, model.max_seq_len,
+                fmt::format(" (0 = model.max_seq_len; at most the model's context, {})", model.max_seq_len));
+  if (c.max_seq_len == 1) d.fail("max_seq_len", "must be at least 2 (or 0 = model.max_seq_len)");
+  d.read("packing", c.packing);
+  if (c.packing && !model.is_hf_lm())
+    d.fail("packing", fmt::format("needs a Hugging Face family (model.from_hf or model.from_config: gpt2, llama, mistral, "
+                                  "qwen2), whose forward takes packed segments; model.kind is {}", to_string(model.kind)));
+  if (c.chat_template == data::ChatTemplate::Auto && model.from_hf.empty() && model.from_config.empty())
+    d.fail("template", "auto guesses the template from a model directory (model.from_hf or model.from_config); set "
+                       "data.template: chatml, llama3, mistral, plain or alpaca");
+}
+
 }  // namespace
 
 void check_dataset_fits_model(Section& d, const DataConfig& c, const ModelConfig& model) {
@@ -123,6 +167,11 @@ DataConfig parse_data(Section d, const ModelConfig& model) {
   d.read("label_field", c.label_field);
   d.read("group_field", c.group_field);
   d.read("labels", c.labels);
+  if (c.is_chat()) parse_chat(d, c, model);
+  else
+    for (const char* key : {"template", "system", "instruction_field", "input_field", "output_field", "messages_field",
+                            "max_seq_len", "packing"})
+      if (d.has(key)) d.fail(key, "only applies to dataset instruct or chat");
   parse_tokenizer(d, c.tokenizer, model);
   check_text_fields(d, c, model);
   d.read("val_fraction", c.val_fraction);

@@ -78,7 +78,15 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint) {
   return out;
 }
 
-data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir, const data::Tokenizer* tokenizer) {
+data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir, const data::Tokenizer* tokenizer,
+                            std::string* message) {
+  if (recipe.data.is_chat()) {
+    const std::string dir = run_dir.empty() ? recipe.run_dir() : run_dir;
+    std::string said;
+    auto splits = from_recipe::load_chat_data(recipe, tokenizer ? *tokenizer : from_recipe::run_tokenizer(recipe, dir), &said);
+    if (message) *message += (message->empty() ? "" : "\n") + said;
+    return splits;
+  }
   if (recipe.data.is_text())
     return from_recipe::load_text_data(
         recipe, tokenizer ? *tokenizer : from_recipe::run_tokenizer(recipe, run_dir.empty() ? recipe.run_dir() : run_dir));

@@ -32,8 +32,9 @@ LoadedRun load_run(const std::string& run_dir, const std::string& checkpoint = "
 
 // The recipe's train/val/test data. Text recipes use `tokenizer` when given, else read the one
 // of `run_dir` (default: the recipe's run directory), which training puts there
-// (from_recipe::prepare_tokenizer).
+// (from_recipe::prepare_tokenizer). Instruct/chat data appends a line saying what it read, cut
+// and dropped to `message` when given.
 data::ImageSplits load_data(const Recipe& recipe, const std::string& run_dir = "",
-                            const data::Tokenizer* tokenizer = nullptr);
+                            const data::Tokenizer* tokenizer = nullptr, std::string* message = nullptr);
 
 }  // namespace tunekit

@@ -308,7 +308,7 @@ data::ImageSplits load_training_data(const Run& run, bool resuming, std::string*
   if (!run.recipe.data.is_text()) return load_data(run.recipe, run.run_dir);
   if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
   const data::Tokenizer tok = from_recipe::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
-  return load_data(run.recipe, run.run_dir, &tok);  // the tokenizer just made, not read again
+  return load_data(run.recipe, run.run_dir, &tok, tokenizer_message);  // the tokenizer just made, not read again
 }
 
 // A resumed run's metrics.jsonl: the lines after its checkpoint go (they are written again), and
