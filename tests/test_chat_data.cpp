@@ -12,6 +12,7 @@
 #include "data/chat_data.h"
 #include "src/recipe/recipe.h"
 #include "tests/helpers.h"
+#include "tests/text_helpers.h"
 #include "util/error.h"
 
 using namespace tunekit;
@@ -217,6 +218,33 @@ TEST(ChatTemplates, GuessFromTheModelDirectory) {
   EXPECT_EQ(data::guess_chat_template(data::Tokenizer(backend, s, "test", "", {}), "gpt2"), data::ChatTemplate::Chatml);
 }
 
+// With a real (trained sentencepiece) tokenizer: the text between two special tokens is
+// tokenised whole, as the tokenizer reads the rendered text, and the trained tokens are exactly
+// the answer's.
+TEST(ChatTemplates, SentencepieceTokenisesTheRenderedTextWhole) {
+  testkit::TempDir dir;
+  data::TokenizerTrainOptions o;
+  o.type = "bpe";
+  o.vocab_size = 400;
+  const auto tok = data::Tokenizer::train(testkit::synthetic_mails(200, 1).texts, o, dir / "t.model");
+  const auto r = data::render_chat(data::ChatTemplate::Plain, {{"user", "hello there"}, {"assistant", "good morning"}}, tok);
+  std::vector<int64_t> want{tok.bos_id()};  // tunekit's sentencepiece models add bos
+  for (auto id : tok.encode("user: hello there\nassistant: good morning")) want.push_back(id);
+  want.push_back(tok.eos_id());
+  EXPECT_EQ(r.ids, want);
+  std::vector<int64_t> trained;
+  for (size_t i = 0; i < r.ids.size(); ++i)
+    if (r.train[i]) trained.push_back(r.ids[i]);
+  ASSERT_FALSE(trained.empty());
+  EXPECT_EQ(trained.back(), tok.eos_id());
+  trained.pop_back();
+  EXPECT_EQ(tok.decode(trained), "good morning");
+  // The prompt is the untrained start of the same ids.
+  const auto prompt = data::render_prompt(data::ChatTemplate::Plain, {{"user", "hello there"}}, tok);
+  const size_t first_trained = std::find(r.train.begin(), r.train.end(), 1) - r.train.begin();
+  EXPECT_EQ(prompt, std::vector<int64_t>(r.ids.begin(), r.ids.begin() + first_trained));
+}
+
 namespace {
 
 void write(const std::string& path, const std::string& text) {
@@ -407,7 +435,7 @@ TEST(ChatData, SplitsPackingAndTheMessage) {
     train += R"({"messages": [{"role": "user", "content": "question )" + std::to_string(i) +
              R"("}, {"role": "assistant", "content": "answer )" + std::to_string(i) + R"("}]})" "\n";
   // One record whose answer starts past max_seq_len: dropped, and said so.
-  train += R"({"messages": [{"role": "user", "content": ")" + std::string(80, 'x') +
+  train += R"({"messages": [{"role": "user", "content": ")" + std::string(200, 'x') +
            R"("}, {"role": "assistant", "content": "late"}]})" "\n";
   write(dir / "train.jsonl", train);
   write(dir / "test.jsonl", kGood + "\n" + kGood + "\n");
@@ -417,7 +445,7 @@ TEST(ChatData, SplitsPackingAndTheMessage) {
                .test_file(dir / "test.jsonl")
                .chat_template(data::ChatTemplate::Chatml)
                .system("S")
-               .max_seq_len(64)
+               .max_seq_len(120)
                .val_fraction(0.25)
                .seed(3);
   std::string msg;
@@ -426,7 +454,7 @@ TEST(ChatData, SplitsPackingAndTheMessage) {
   EXPECT_EQ(s.train.size() + s.val.size(), 20);
   EXPECT_EQ(s.val.size() == 5 || s.val.size() == 4, true);
   EXPECT_EQ(s.test.size(), 2);
-  EXPECT_EQ(s.train.inputs.size(1), 64);
+  EXPECT_EQ(s.train.inputs.size(1), 120);
   EXPECT_NE(msg.find("dropped: no response token left"), std::string::npos) << msg;
   // The system message is put first.
   auto row0 = s.test.inputs[0];
@@ -437,7 +465,7 @@ TEST(ChatData, SplitsPackingAndTheMessage) {
   EXPECT_TRUE(torch::equal(packed.val.inputs, s.val.inputs));
   EXPECT_FALSE(packed.val.segments.defined());
   ASSERT_TRUE(packed.train.segments.defined());
-  EXPECT_LT(packed.train.size(), s.train.size());
+  EXPECT_EQ(packed.train.size(), (s.train.size() + 1) / 2);  // 50-52 tokens each: two per row of 120
   // Packing keeps every trained token.
   EXPECT_EQ((packed.train.labels != data::kIgnoreLabel).sum().item<int64_t>(),
             (s.train.labels != data::kIgnoreLabel).sum().item<int64_t>());
