@@ -11,6 +11,7 @@
 #include "data/chat.h"
 #include "data/chat_data.h"
 #include "src/recipe/recipe.h"
+#include "src/train/setup.h"
 #include "tests/helpers.h"
 #include "tests/text_helpers.h"
 #include "util/error.h"
@@ -544,4 +545,36 @@ TEST(ChatRecipe, ErrorsNameLineColumnAndKey) {
                  "r.yaml");
   });
   EXPECT_NE(e.find("r.yaml:2:17: data.dataset: instruct needs a causal language model"), std::string::npos) << e;
+}
+
+// The recipe's keys reach the data: field names, the template, max_seq_len 0 = model.max_seq_len,
+// the split; load_data says what it read.
+TEST(ChatRecipe, LoadDataReadsTheRecipesRecords) {
+  testkit::TempDir dir;
+  std::string train;
+  for (int i = 0; i < 10; ++i) train += R"({"q": "say )" + std::to_string(i) + R"(", "a": "number )" + std::to_string(i) + "\"}\n";
+  write(dir / "train.jsonl", train);
+  data::TokenizerTrainOptions o;
+  o.vocab_size = 400;
+  const auto tok = data::Tokenizer::train(testkit::synthetic_mails(200, 1).texts, o, dir / "t.model");
+  const Recipe r = parse_recipe(kTextLm + "data:\n  dataset: instruct\n  train_file: " + (dir / "train.jsonl") +
+                                    "\n  template: plain\n  instruction_field: q\n  output_field: a\n  val_fraction: 0.2\n"
+                                    "  tokenizer: {model: " + (dir / "t.model") + "}\n",
+                                "r.yaml");
+  std::string msg;
+  const auto s = load_data(r, dir / "run", &tok, &msg);
+  EXPECT_EQ(s.train.size(), 8);
+  EXPECT_EQ(s.val.size(), 2);
+  EXPECT_EQ(s.train.inputs.sizes(), (std::vector<int64_t>{8, 64}));  // model.max_seq_len
+  EXPECT_EQ(msg.rfind("chat data (plain): train 8 examples; val 2 examples", 0), 0u) << msg;
+  // Row 0 is "user: say N\nassistant: number N" + eos, the answer trained.
+  auto row = s.train.inputs[0];
+  const int64_t n = (row != data::chat_pad_id(tok)).sum().item<int64_t>();
+  std::vector<int64_t> ids(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + n), trained;
+  for (int64_t t = 0; t < n; ++t)
+    if (s.train.labels[0][t].item<int64_t>() != data::kIgnoreLabel) trained.push_back(ids[t]);
+  EXPECT_EQ(tok.decode(ids).rfind("user: say ", 0), 0u) << tok.decode(ids);
+  ASSERT_FALSE(trained.empty());
+  EXPECT_EQ(trained.back(), tok.eos_id());
+  EXPECT_EQ(tok.decode(trained).rfind("number ", 0), 0u) << tok.decode(trained);
 }

@@ -1,8 +1,11 @@
 #include "src/from_recipe/data.h"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 
 #include "data/spam_assassin.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 
@@ -63,7 +66,21 @@ data::TokenizerOptions tokenizer_options(const Recipe& recipe) {
       .pad_id(recipe.model.pad_id);
 }
 
+namespace {
+// tunekit trains tokenizers on text datasets only: instruct/chat data reads ids with an existing
+// tokenizer (the model directory's, data.tokenizer.model, or init_from.run's).
+void check_chat_tokenizer_source(const Recipe& recipe, const std::string& run_dir) {
+  if (!recipe.data.is_chat() || !recipe.data.tokenizer.model.empty() || !recipe.init_from.run.empty() ||
+      fs::exists(fs::path(run_dir) / data::kTokenizerFile))
+    return;
+  throw Error(fmt::format("{}: data.tokenizer.model: dataset {} needs an existing tokenizer (data.tokenizer.model, or "
+                          "init_from.run of a pre-trained text run); tunekit trains tokenizers on text datasets only",
+                          recipe.source, to_string(recipe.data.dataset)));
+}
+}  // namespace
+
 data::Tokenizer prepare_tokenizer(const Recipe& recipe, const std::string& run_dir, std::string* message) {
+  check_chat_tokenizer_source(recipe, run_dir);
   return data::prepare_tokenizer(tokenizer_options(recipe), text_data_options(recipe), run_dir, message);
 }
 
