@@ -128,6 +128,18 @@ TEST(LlmScratch, FromConfigBuildsTheFamilysShapesWithTransformersInit) {
   EXPECT_EQ(tensor_named(*gpt2, "transformer.h.0.attn.c_attn.bias").abs().max().item<double>(), 0.0);
   EXPECT_TRUE(torch::equal(tensor_named(*gpt2, "transformer.ln_f.weight"), torch::ones({64})));
   EXPECT_EQ(tensor_named(*gpt2, "transformer.ln_f.bias").abs().max().item<double>(), 0.0);
+
+  // The shipped pre-training recipe builds its Llama (1.3 M parameters, tied head).
+  const std::string src = TUNEKIT_SOURCE_DIR;
+  Recipe shipped = load_recipe(src + "/recipes/llm/llama_pretrain_spam.yaml",
+                               {"model.from_config=" + src + "/recipes/llm/llama_tiny/config.json"});
+  EXPECT_EQ(shipped.model.kind, ModelKind::Llama);
+  EXPECT_EQ(shipped.model.max_seq_len, 256);
+  EXPECT_EQ(shipped.data.tokenizer.vocab_size, 4000);
+  RunModel built = build_run_model(shipped, /*load_init=*/false);
+  int64_t params = 0;
+  for (const auto& p : built.model->parameters()) params += p.numel();
+  EXPECT_EQ(params, 4000 * 128 + 4 * (128 * 128 * 2 + 128 * 64 * 2 + 3 * 128 * 384 + 2 * 128) + 128);
 }
 
 TEST(LlmScratch, TrainMergeHfAndLoadBackWithIdenticalLogitsAndTokenizer) {
