@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build data data-text demo demo-text test bench fuzz clean
+.PHONY: deps build data data-text demo demo-text demo-llm test bench fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -41,6 +41,11 @@ data-text: build
 
 demo-text: data-text
 	bash scripts/demo_text.sh $(TUNEKIT)
+
+# The LLM demo: pre-train a small Llama from a config.json, write it as a Hugging Face directory,
+# fine-tune it with LoRA on chat data built from the mails, evaluate, generate (~15 min on 2 cores).
+demo-llm: data-text
+	bash scripts/demo_llm.sh $(TUNEKIT)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure

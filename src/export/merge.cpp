@@ -11,6 +11,8 @@
 #include "src/from_recipe/adapters.h"
 #include "src/from_recipe/model.h"
 #include "src/hf/save.h"
+#include "src/hf/scratch.h"
+#include "src/from_recipe/data.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/setup.h"
@@ -123,6 +125,10 @@ SourceModel load_source(const std::string& src, const std::string& checkpoint, c
     if (run.recipe.model.is_hf()) {
       s.hf_options = from_recipe::hf_load_options(run.recipe.model);
       s.hf = hf::read_hf_config(run.recipe.model.from_hf, s.hf_options.max_seq_len());
+    } else if (!run.recipe.model.from_config.empty()) {  // pre-trained from a config.json: no files to copy
+      s.hf_options = from_recipe::hf_load_options(run.recipe.model);
+      s.hf = hf::read_config_source(run.recipe.model.from_config, s.hf_options.max_seq_len());
+      s.hf->dir.clear();
     }
     s.recipe = std::move(run.recipe);
   }
@@ -158,7 +164,8 @@ MergeResult merge_to_hf(const std::string& src, const std::string& checkpoint, c
   SourceModel s = load_source(src, checkpoint, adapter_dir);
   auto* hf_model = dynamic_cast<models::hf::HfModel*>(s.model.get());
   if (!s.hf || !hf_model)
-    throw Error(fmt::format("merge --format hf: {} was not trained from a Hugging Face model (model.from_hf); "
+    throw Error(fmt::format("merge --format hf: {} was not trained from a Hugging Face model (model.from_hf or "
+                            "model.from_config); "
                             "`tunekit merge {}` writes a run directory",
                             src, src));
   check_foldable(s.adapter_kind, src);
@@ -175,7 +182,16 @@ MergeResult merge_to_hf(const std::string& src, const std::string& checkpoint, c
   s.model->eval();
   torch::Tensor adapted = s.model->forward(sample);
   adapters::merge_adapters(*s.model);
+  // A model.from_config run's directory gets its tokenizer (the run's) and the special ids.
+  std::optional<data::Tokenizer> tok;
+  if (s.recipe && !s.recipe->model.from_config.empty()) {
+    tok = from_recipe::run_tokenizer(*s.recipe, src);
+    hf::set_special_token_ids(*s.hf, *tok);
+  }
   hf::HfSaveReport saved = hf::save_hf_model(*hf_model, *s.hf, out_dir, dtype);
+  if (tok)
+    for (const auto& name : hf::write_hf_tokenizer_files(*tok, out_dir, s.hf_options.max_seq_len()))
+      saved.copied.push_back(name);
   MergeResult r;
   r.out_dir = saved.dir;
   r.tensors = saved.tensors;

@@ -4,6 +4,7 @@
 #include "models/text.h"
 #include "models/vit.h"
 #include "src/hf/load.h"
+#include "src/hf/scratch.h"
 #include "util/error.h"
 
 namespace tunekit::from_recipe {
@@ -20,6 +21,8 @@ hf::HfLoadOptions hf_load_options(const ModelConfig& c) {
 
 std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
   if (c.is_hf()) return hf::load_hf_model(c.from_hf, hf_load_options(c));
+  if (!c.from_config.empty())  // random initialisation, as transformers does (src/hf/scratch.h)
+    return hf::build_from_config(hf::read_config_source(c.from_config, c.max_seq_len), hf_load_options(c).build());
   if (c.kind == ModelKind::Vit)
     return std::make_shared<models::ViTImpl>(models::ViTOptions()
                                                  .image_size(c.image_size)

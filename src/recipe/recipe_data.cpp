@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <set>
 
+#include "data/tokenizer.h"
 #include "src/recipe/recipe_sections.h"
+#include "util/error.h"
 
 namespace fs = std::filesystem;
 
@@ -23,6 +25,30 @@ void fill_spam_assassin(Section& d, DataConfig& c) {
   c.labels = {"ham", "spam"};
 }
 
+// data.tokenizer with model.from_config: tunekit trains the tokenizer on the training text (or reads
+// data.tokenizer.model) as for its own text models; config.json's vocab_size must hold its pieces.
+void parse_config_tokenizer(Section& t, TokenizerConfig& k, const ModelConfig& model) {
+  if (k.vocab_size == 0) k.vocab_size = model.vocab_size;
+  if (k.vocab_size < 1 || k.vocab_size > model.vocab_size)
+    t.fail("vocab_size", fmt::format("is {} but {}'s vocab_size is {} (the embedding must hold every piece)",
+                                     k.vocab_size, model.from_config, model.vocab_size));
+  t.check_real("character_coverage", k.character_coverage, 0, true, 1, false);
+  if (!k.model.empty() && (t.has("type") || t.has("vocab_size")))
+    t.fail(t.has("type") ? "type" : "vocab_size", "only applies when tunekit trains the tokenizer (model is set)");
+  if (!k.model.empty() && fs::exists(k.model)) {  // a missing file is reported when the run starts
+    int64_t pieces = 0;
+    try {
+      pieces = data::Tokenizer::load(k.model).vocab_size();
+    } catch (const Error& e) {
+      t.fail("model", e.what());
+    }
+    if (pieces > model.vocab_size)
+      t.fail("model", fmt::format("{} has {} pieces but {}'s vocab_size is {} (the embedding must hold every piece)",
+                                  k.model, pieces, model.from_config, model.vocab_size));
+  }
+  t.finish();
+}
+
 // data.tokenizer: its vocabulary is the model's. A Hugging Face LM reads ids with the tokenizer
 // its directory ships (tokenizer.model, sentencepiece), never one tunekit trains.
 void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
@@ -31,6 +57,7 @@ void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
   k.type = t.choice("type", k.type);
   t.read("vocab_size", k.vocab_size);
   t.read("character_coverage", k.character_coverage);
+  if (!model.from_config.empty()) return parse_config_tokenizer(t, k, model);
   if (model.is_hf_lm()) {
     for (const char* key : {"type", "vocab_size", "character_coverage"})
       if (t.has(key)) t.fail(key, "does not apply with model.from_hf (the model's own tokenizer is used)");

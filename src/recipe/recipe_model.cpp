@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "src/hf/config.h"
+#include "src/hf/scratch.h"
 #include "src/recipe/recipe_sections.h"
 #include "util/error.h"
 #include "util/text.h"
@@ -137,31 +138,54 @@ void check_model(Section& m, const ModelConfig& c) {
                               with_commas(kMaxParameters)));
 }
 
+// The config.json of model.from_hf (a model directory) or model.from_config (a config.json or
+// its directory, src/hf/scratch.h), read at `context`; a problem fails on `key` with its line.
+hf::HfConfig read_model_config(Section& m, const std::string& key, bool scratch, const std::string& path,
+                               int64_t context) {
+  try {
+    return scratch ? hf::read_config_source(path, context) : hf::read_hf_config(path, context);
+  } catch (const Error& e) {
+    m.fail(key, e.what());
+  } catch (const std::exception& e) {  // a JSON library's own text: name the file it concerns
+    m.fail(key, fmt::format("{}: {}", scratch ? path : path + "/config.json", e.what()));
+  }
+}
+
 // model.from_hf: the family and every size come from the directory's config.json (src/hf/config.h);
 // the recipe may name the family (it must agree), the context, a new head and the attention variant.
+// model.from_config: the same from a config.json alone, for a causal LM initialised at random
+// (src/hf/scratch.h); its vocab_size must hold the tokenizer's pieces (checked with data.tokenizer).
 ModelConfig parse_hf_model(Section& m) {
   ModelConfig c;
-  m.read("from_hf", c.from_hf);
-  if (c.from_hf.empty()) m.fail("from_hf", "must name a Hugging Face model directory");
+  const bool scratch = m.has("from_config");
+  const std::string key = scratch ? "from_config" : "from_hf";
+  if (scratch && m.has("from_hf"))
+    m.fail("from_config", "give either model.from_hf (a model with its weights) or model.from_config (random init)");
+  std::string& path = scratch ? c.from_config : c.from_hf;
+  m.read(key, path);
+  if (path.empty())
+    m.fail(key, scratch ? "must name a Hugging Face config.json (or a directory holding one)"
+                        : "must name a Hugging Face model directory");
+  const std::string config_name = scratch ? path : path + "/config.json";
+  if (scratch)
+    for (const char* k : {"name", "exclude"})
+      if (m.has(k)) m.fail(k, "only applies with model.from_hf (a Hugging Face model directory)");
   m.read("name", c.hf_name);
   m.read("exclude", c.exclude);
-  for (const char* key : {"image_size", "channels", "patch", "dim", "depth", "heads", "mlp_ratio", "vocab_size", "task",
-                          "pooling", "causal", "pad_id", "post_attn_norm"})
-    if (m.has(key)) m.fail(key, fmt::format("comes from {}/config.json with model.from_hf", c.from_hf));
-  hf::HfConfig hc;
-  try {
-    hc = hf::read_hf_config(c.from_hf, /*context=*/2);  // the context is checked below, once known
-  } catch (const Error& e) {
-    m.fail("from_hf", e.what());
-  } catch (const std::exception& e) {  // a JSON library's own text: name the file it concerns
-    m.fail("from_hf", fmt::format("{}/config.json: {}", c.from_hf, e.what()));
-  }
+  for (const char* k : {"image_size", "channels", "patch", "dim", "depth", "heads", "mlp_ratio", "vocab_size", "task",
+                        "pooling", "causal", "pad_id", "post_attn_norm"})
+    if (m.has(k)) m.fail(k, fmt::format("comes from {} with model.{}", config_name, key));
+  hf::HfConfig hc = read_model_config(m, key, scratch, path, /*context=*/2);  // the context is checked below, once known
   c.kind = kind_of(hc.family);
+  if (scratch && c.kind == ModelKind::Vit)
+    m.fail(key, fmt::format("{} holds a vit model; model.from_config pre-trains the causal-LM families (gpt2, llama, "
+                            "mistral, qwen2)",
+                            config_name));
   if (m.has("kind")) {
     ModelKind asked = m.choice("kind", c.kind);
     if (asked != c.kind)
-      m.fail("kind", fmt::format("is {} but {}/config.json holds a {} model (model_type {})", to_string(asked),
-                                 c.from_hf, to_string(c.kind), models::hf::to_string(hc.family)));
+      m.fail("kind", fmt::format("is {} but {} holds a {} model (model_type {})", to_string(asked), config_name,
+                                 to_string(c.kind), models::hf::to_string(hc.family)));
   }
   const HfSizes z = hf_sizes(hc);
   c.dim = z.dim;
@@ -177,13 +201,7 @@ ModelConfig parse_hf_model(Section& m) {
     m.read("max_seq_len", c.max_seq_len);
     if (c.max_seq_len < 2 || c.max_seq_len > z.positions)
       m.fail("max_seq_len", fmt::format("must be in 2..{} (the model's max_position_embeddings)", z.positions));
-    try {
-      hf::read_hf_config(c.from_hf, c.max_seq_len);  // GPT-2's positions, a sliding window
-    } catch (const Error& e) {
-      m.fail("max_seq_len", e.what());
-    } catch (const std::exception& e) {
-      m.fail("max_seq_len", fmt::format("{}/config.json: {}", c.from_hf, e.what()));
-    }
+    read_model_config(m, "max_seq_len", scratch, path, c.max_seq_len);  // GPT-2's positions, a sliding window
     if (m.has("num_classes")) m.fail("num_classes", "does not apply to a causal LM");
   } else {
     if (m.has("max_seq_len")) m.fail("max_seq_len", "does not apply to a ViT");
@@ -203,7 +221,7 @@ ModelConfig parse_hf_model(Section& m) {
 
 ModelConfig parse_model(Section m) {
   ModelConfig c;
-  if (m.has("from_hf")) return parse_hf_model(m);
+  if (m.has("from_hf") || m.has("from_config")) return parse_hf_model(m);
   for (const char* key : {"name", "exclude"})
     if (m.has(key)) m.fail(key, "only applies with model.from_hf (a Hugging Face model directory)");
   c.kind = m.choice("kind", c.kind);
