@@ -1,7 +1,8 @@
 // Hugging Face tokenizers (data/hf_tokenizer.cpp, data/bpe.cpp): small tokenizer.json files written
 // here with ids worked out by hand from the merge ranks, the directory files (vocab.json +
 // merges.txt, tokenizer_config.json, generation_config.json), hostile files, and a tokenizer.json
-// built from a trained sentencepiece BPE model that must give sentencepiece's own ids.
+// built from a trained sentencepiece BPE model that must give sentencepiece's own ids; language-
+// model chunks and classifier rows with such tokenizers; a model.from_hf run's tokenizer; `tunekit tokenize`.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -14,7 +15,10 @@
 
 #include "data/bpe.h"
 #include "data/hf_tokenizer.h"
+#include "data/text_data.h"
 #include "data/tokenizer.h"
+#include "src/from_recipe/data.h"
+#include "src/recipe/recipe.h"
 #include "tests/helpers.h"
 #include "util/error.h"
 
@@ -439,4 +443,92 @@ TEST(HfTokenizer, SentencepieceBpeEquivalence) {
   EXPECT_FALSE(llama.special().add_bos);
   EXPECT_EQ(llama.bos_id(), 1);
   EXPECT_EQ(llama.files().size(), 2u);
+}
+
+// Language-model chunks and classifier rows with tokenizers that lack a bos (Qwen2), share one
+// token for bos and eos (GPT-2), or have no pad token.
+TEST(HfTokenizer, TextDataWithoutBosOrWithSharedBosEos) {
+  testkit::TempDir dir;
+  json j = gpt2_like();
+  j["added_tokens"] = {{{"id", 16}, {"content", "<|endoftext|>"}, {"special", true}}};
+  auto gpt2 = load_json(dir, j, "gpt2.json");
+  ASSERT_EQ(gpt2.bos_id(), 16);
+  ASSERT_EQ(gpt2.eos_id(), 16);
+  ASSERT_EQ(gpt2.pad_id(), -1);
+  const std::vector<data::TextRecord> records = {{"hello", "", "", 1}, {"hello world!", "", "", 2}, {"!", "", "", 3}};
+  // bos == eos: one separator after each document.
+  auto chunks = data::encode_chunks(records, gpt2, 3);
+  EXPECT_TRUE(torch::equal(chunks, torch::tensor({8, 2, 9, 16, 8, 2, 9, 13, 14, 15, 16, 15}, torch::kLong).view({4, 3})));
+  j["added_tokens"].push_back({{"id", 17}, {"content", "<|im_start|>"}, {"special", true}});
+  auto qwen = load_json(dir, j, "qwen.json");  // Qwen2's shape: eos <|endoftext|>, no bos
+  ASSERT_EQ(qwen.bos_id(), -1);
+  ASSERT_EQ(qwen.eos_id(), 16);
+  chunks = data::encode_chunks(records, qwen, 4);
+  EXPECT_TRUE(torch::equal(chunks, torch::tensor({8, 2, 9, 16, 8, 2, 9, 13, 14, 15, 16, 15}, torch::kLong).view({3, 4})));
+  // A classifier's rows: no bos to put first, padded with the id the model gives (here eos).
+  auto rows = data::encode_padded(records, qwen, 4, 16);
+  EXPECT_TRUE(torch::equal(rows, torch::tensor({8, 2, 9, 16, 8, 2, 9, 13, 15, 16, 16, 16}, torch::kLong).view({3, 4})));
+  rows = data::encode_padded(records, gpt2, 4, 16);  // with a bos: [bos] + ids
+  EXPECT_TRUE(torch::equal(rows, torch::tensor({16, 8, 2, 9, 16, 8, 2, 9, 16, 15, 16, 16}, torch::kLong).view({3, 4})));
+  json none = gpt2_like();  // neither bos nor eos: documents cannot be separated
+  auto bare = load_json(dir, none, "bare.json");
+  EXPECT_NE(error_of([&] { data::encode_chunks(records, bare, 4); }).find("neither a bos nor an eos"), std::string::npos);
+}
+
+TEST(HfTokenizer, TokenizeCommand) {
+  testkit::TempDir dir;
+  std::filesystem::create_directories(dir / "model");
+  std::ofstream(dir / "model/tokenizer.json") << gpt2_like().dump();
+  auto cli = [&](const std::string& args) {
+    const int rc = std::system((std::string(TUNEKIT_CLI) + " tokenize " + args + " > " + (dir / "out.txt") + " 2> " +
+                                (dir / "err.txt")).c_str());
+    return std::make_pair(WEXITSTATUS(rc), testkit::read_file(dir / "out.txt") + testkit::read_file(dir / "err.txt"));
+  };
+  auto [rc, out] = cli(dir / "model --text 'hello world!'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.substr(0, out.find('\n')), "[8,2,9,13,14,15]") << out;
+  std::tie(rc, out) = cli(dir / "model/tokenizer.json --decode '[8, 2, 9,13 14]'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out, "hello world\n");
+  std::tie(rc, out) = cli(dir / "model --decode '8 x'");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("'x' is not a token id (0..15)"), std::string::npos) << out;
+  std::tie(rc, out) = cli(dir / "model");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("give --text or --decode"), std::string::npos) << out;
+}
+
+// model.from_hf: the directory's own tokenizer.json (and configs) become the run's tokenizer.
+TEST(HfTokenizer, FromHfRunUsesTheDirectorysTokenizer) {
+  testkit::TempDir d;
+  std::filesystem::create_directories(d / "qwen");
+  std::ofstream(d / "qwen/config.json") << R"({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 32,
+    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "max_position_embeddings": 64, "tie_word_embeddings": true})";
+  json j = gpt2_like();
+  j["added_tokens"] = {{{"id", 16}, {"content", "<|endoftext|>"}, {"special", true}},
+                       {{"id", 17}, {"content", "<|im_start|>"}, {"special", true}},
+                       {{"id", 18}, {"content", "<|im_end|>"}, {"special", true}}};
+  std::ofstream(d / "qwen/tokenizer.json") << j.dump();
+  std::ofstream(d / "qwen/tokenizer_config.json") << R"({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})";
+  std::ofstream(d / "train.jsonl") << R"({"text": "hello world!"})" << "\n";
+  const std::string yaml = "model: {from_hf: \"" + d / "qwen" + "\", max_seq_len: 16}\n"
+                           "data: {dataset: text, train_file: \"" + d / "train.jsonl" + "\", val_fraction: 0}\n"
+                           "output: {dir: \"" + d / "runs" + "\", name: q}\n";
+  const Recipe r = parse_recipe(yaml, "r.yaml");
+  EXPECT_EQ(r.data.tokenizer.model, d / "qwen");
+  const std::string run_dir = d / "runs/q";
+  from_recipe::prepare_tokenizer(r, run_dir);
+  EXPECT_TRUE(std::filesystem::exists(run_dir + "/tokenizer.json"));
+  EXPECT_TRUE(std::filesystem::exists(run_dir + "/tokenizer_config.json"));
+  EXPECT_FALSE(std::filesystem::exists(run_dir + "/tokenizer.model"));
+  const auto tok = from_recipe::run_tokenizer(r, run_dir);
+  EXPECT_EQ(tok.encode("hello world!<|im_end|>"), (Ids{8, 2, 9, 13, 14, 15, 18}));
+  EXPECT_EQ(tok.eos_id(), 18);
+  EXPECT_EQ(tok.pad_id(), 16);
+  EXPECT_EQ(tok.bos_id(), -1);
+  std::filesystem::remove(d / "qwen/tokenizer.json");
+  const std::string e = error_of([&] { parse_recipe(yaml, "r.yaml"); });
+  EXPECT_NE(e.find("has no tokenizer (tokenizer.json, vocab.json + merges.txt, or tokenizer.model)"), std::string::npos) << e;
+  EXPECT_NE(e.find("r.yaml:"), std::string::npos) << e;
 }
