@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "data/hf_tokenizer.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -53,13 +54,38 @@ void check_tokenizer(const Tokenizer& tok, const TokenizerOptions& m) {
   if (tok.vocab_size() > m.vocab_size())
     throw Error(fmt::format("{}: the tokenizer has {} pieces but model.vocab_size is {} (set model.vocab_size: {})",
                             tok.path(), tok.vocab_size(), m.vocab_size(), tok.vocab_size()));
-  if (m.pad_id() >= 0 && tok.pad_id() != m.pad_id())  // < 0: the model pads nothing (LM chunks)
+  // < 0: the model pads nothing (LM chunks). A tokenizer without a pad token (GPT-2, Llama 3,
+  // Qwen2) pads with its eos, as Hugging Face does.
+  const bool eos_pads = tok.pad_id() < 0 && tok.eos_id() >= 0 && m.pad_id() == tok.eos_id();
+  if (m.pad_id() >= 0 && tok.pad_id() != m.pad_id() && !eos_pads)
     throw Error(fmt::format("{}: the tokenizer's pad id is {} but model.pad_id is {}{}", tok.path(), tok.pad_id(), m.pad_id(),
-                            tok.pad_id() < 0 ? " (the tokenizer has no pad piece: train it with a pad id, e.g. "
-                                               "spm_train --pad_id=3)"
-                                             : fmt::format(" (set model.pad_id: {})", tok.pad_id())));
-  if (tok.bos_id() < 0 || tok.eos_id() < 0)
-    throw Error(fmt::format("{}: the tokenizer needs bos and eos pieces", tok.path()));
+                            tok.pad_id() >= 0 ? fmt::format(" (set model.pad_id: {})", tok.pad_id())
+                            : tok.eos_id() >= 0
+                                ? fmt::format(" (the tokenizer has no pad token: set model.pad_id: {}, its eos, to pad with it)",
+                                              tok.eos_id())
+                                : " (the tokenizer has no pad piece: train it with a pad id, e.g. spm_train --pad_id=3)"));
+}
+
+// The run's tokenizer: the run directory itself when it holds a model directory's tokenizer files
+// (their configs name the special tokens), else its tokenizer.model.
+std::string run_tokenizer_path(const std::string& run_dir) {
+  for (const char* f : kHfTokenizerFiles)
+    if (fs::exists(fs::path(run_dir) / f)) return run_dir;
+  return (fs::path(run_dir) / kTokenizerFile).string();
+}
+
+// Copies a tokenizer's files into the run directory under their own names (a model directory's
+// tokenizer.json + configs, or tokenizer.model + configs), removing the Hugging Face files of an
+// earlier tokenizer that are not among them.
+void copy_tokenizer_files(const std::vector<std::string>& files, const std::string& run_dir) {
+  std::set<std::string> names;
+  for (const auto& f : files) names.insert(fs::path(f).filename().string());
+  for (const char* f : kHfTokenizerFiles)
+    if (!names.count(f)) fs::remove(fs::path(run_dir) / f);
+  for (const auto& f : files) {
+    const fs::path dest = fs::path(run_dir) / fs::path(f).filename();
+    if (!fs::exists(dest) || !fs::equivalent(f, dest)) write_file_atomic(dest.string(), read_file(f, kMaxTokenizerBytes));
+  }
 }
 
 }  // namespace
@@ -77,7 +103,7 @@ TextRecords read_text_records(const TextDataOptions& o) {
 }
 
 Tokenizer run_tokenizer(const TokenizerOptions& options, const std::string& run_dir) {
-  std::string path = (fs::path(run_dir) / kTokenizerFile).string();
+  std::string path = run_tokenizer_path(run_dir);
   if (!fs::exists(path)) throw Error(fmt::format("{}: no {} (train this run first)", run_dir, kTokenizerFile));
   Tokenizer tok = Tokenizer::load(path);
   check_tokenizer(tok, options);
@@ -91,19 +117,25 @@ Tokenizer prepare_tokenizer(const TokenizerOptions& options, const TextDataOptio
   fs::create_directories(run_dir);
   std::string from;
   if (!options.model().empty()) from = options.model();
-  else if (!options.init_run().empty()) from = (fs::path(options.init_run()) / kTokenizerFile).string();
+  else if (!options.init_run().empty()) from = run_tokenizer_path(options.init_run());
   if (!from.empty()) {
     if (!fs::exists(from))
       throw Error(options.model().empty()
                       ? fmt::format("init_from.run: {}: no {} (was it a text run?)", options.init_run(), kTokenizerFile)
                                   : fmt::format("data.tokenizer.model: {}: no such file", from));
-    Tokenizer::load(from);  // fails clearly on a non-model before anything is copied
-    if (!fs::exists(dest) || !fs::equivalent(from, dest))
-      write_file_atomic(dest.string(), read_file(from, kMaxTokenizerBytes));
-    msg = fmt::format("tokenizer: {} (copied from {})", dest.string(), from);
+    const Tokenizer source = Tokenizer::load(from);  // fails clearly on a non-model before anything is copied
+    if (source.kind() == "sentencepiece" && !fs::is_directory(from)) {
+      copy_tokenizer_files({}, run_dir);  // no Hugging Face files left behind
+      if (!fs::exists(dest) || !fs::equivalent(from, dest))
+        write_file_atomic(dest.string(), read_file(from, kMaxTokenizerBytes));
+    } else {  // a model directory's (or a Hugging Face) tokenizer: its files, configs included
+      copy_tokenizer_files(source.files(), run_dir);
+    }
+    msg = fmt::format("tokenizer: {} (copied from {})", run_tokenizer_path(run_dir), from);
   } else if (fs::exists(dest)) {
     msg = fmt::format("tokenizer: {} (kept)", dest.string());
   } else {
+    copy_tokenizer_files({}, run_dir);  // no Hugging Face files left behind
     auto records = read_text_records(data);
     std::vector<std::string> texts;
     for (const auto& rec : records.train) texts.push_back(rec.text);
@@ -112,7 +144,7 @@ Tokenizer prepare_tokenizer(const TokenizerOptions& options, const TextDataOptio
     msg = fmt::format("tokenizer: trained {} ({}, vocab {}) on {} training texts", dest.string(), o.type, o.vocab_size,
                       texts.size());
   }
-  Tokenizer tok = Tokenizer::load(dest.string());
+  Tokenizer tok = Tokenizer::load(run_tokenizer_path(run_dir));
   check_tokenizer(tok, options);
   if (message) *message = msg + fmt::format(", {} pieces", tok.vocab_size());
   return tok;
@@ -121,21 +153,24 @@ Tokenizer prepare_tokenizer(const TokenizerOptions& options, const TextDataOptio
 torch::Tensor encode_padded(const std::vector<TextRecord>& records, const Tokenizer& tok, int64_t max_len, int64_t pad_id) {
   auto out = torch::full({static_cast<int64_t>(records.size()), max_len}, pad_id, torch::kLong);
   auto a = out.accessor<int64_t, 2>();
+  const int64_t start = tok.bos_id() >= 0 ? 1 : 0;  // a tokenizer without bos (Qwen2, GPT-2's files alone): ids only
   for (size_t i = 0; i < records.size(); ++i) {
     auto ids = tok.encode(records[i].text);
-    a[i][0] = tok.bos_id();
-    for (int64_t j = 0; j + 1 < max_len && j < static_cast<int64_t>(ids.size()); ++j) a[i][j + 1] = ids[j];
+    if (start) a[i][0] = tok.bos_id();
+    for (int64_t j = 0; j + start < max_len && j < static_cast<int64_t>(ids.size()); ++j) a[i][j + start] = ids[j];
   }
   return out;
 }
 
 torch::Tensor encode_chunks(const std::vector<TextRecord>& records, const Tokenizer& tok, int64_t len) {
+  if (tok.bos_id() < 0 && tok.eos_id() < 0)
+    throw Error(fmt::format("{}: the tokenizer has neither a bos nor an eos token to separate documents", tok.path()));
   std::vector<int64_t> stream;
-  for (const auto& r : records) {
-    stream.push_back(tok.bos_id());
+  for (const auto& r : records) {  // [bos] ids [eos]; one separator when bos == eos (GPT-2) or one is missing
+    if (tok.bos_id() >= 0 && tok.bos_id() != tok.eos_id()) stream.push_back(tok.bos_id());
     auto ids = tok.encode(r.text);
     stream.insert(stream.end(), ids.begin(), ids.end());
-    stream.push_back(tok.eos_id());
+    stream.push_back(tok.eos_id() >= 0 ? tok.eos_id() : tok.bos_id());
   }
   const int64_t n = static_cast<int64_t>(stream.size()) / len;
   return torch::tensor(stream, torch::kLong).slice(0, 0, n * len).view({n, len}).clone();

@@ -1,4 +1,4 @@
-// The `tunekit` command line: train, eval, export, merge, validate, ls, prepare, sweep, report.
+// The `tunekit` command line: train, eval, export, merge, validate, ls, prepare, sweep, report, tokenize.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -12,6 +12,7 @@
 
 #include "adapters/attach.h"
 #include "data/fashion_mnist.h"
+#include "data/hf_tokenizer.h"
 #include "data/spam_assassin.h"
 #include "data/spam_chat.h"
 #include "data/text_data.h"
@@ -109,11 +110,15 @@ int cmd_export(const std::string& src, std::string out, const std::string& check
   std::cout << fmt::format("parity: reloaded TorchScript vs eager on {} {} {}: max abs diff {:.3g} OK\n", batch,
                            run_dir ? "test" : "random", text ? "sequences" : "images", r.max_abs_diff);
   if (text && run_dir) {  // the model takes token ids: the tokenizer that makes them goes beside it
-    fs::path tok = fs::path(r.path).parent_path() / data::kTokenizerFile;
-    fs::copy_file(fs::path(src) / data::kTokenizerFile, tok, fs::copy_options::overwrite_existing);
+    const fs::path dir = fs::path(r.path).parent_path();
+    std::vector<std::string> names{data::kTokenizerFile};  // and a model directory's tokenizer files
+    names.insert(names.end(), std::begin(data::kHfTokenizerFiles), std::end(data::kHfTokenizerFiles));
+    for (const auto& f : names)
+      if (fs::exists(fs::path(src) / f)) fs::copy_file(fs::path(src) / f, dir / f, fs::copy_options::overwrite_existing);
+    const data::Tokenizer tok = data::Tokenizer::load(dir.string());
     const auto& m = source.recipe->model;
-    std::cout << fmt::format("tokenizer: {} (sentencepiece; input = [bos={}] + ids{}, at most {} tokens)\n",
-                             tok.string(), data::Tokenizer::load(tok.string()).bos_id(),
+    std::cout << fmt::format("tokenizer: {} ({}; input = {}ids{}, at most {} tokens)\n", fmt::join(tok.files(), ", "),
+                             tok.kind(), tok.bos_id() >= 0 ? fmt::format("[bos={}] + ", tok.bos_id()) : "",
                              m.pad_id >= 0 ? fmt::format(", right-padded with {}", m.pad_id) : "", m.max_seq_len);
   } else if (text) {
     std::cout << fmt::format("input: token ids [B, N] (int64) of {}'s tokenizer; output: logits [B, N, vocab]\n", src);
@@ -432,6 +437,60 @@ Command add_fit(CLI::App& app) {
           }};
 }
 
+// `tunekit tokenize SRC --text T` prints T's ids as a JSON array; `--decode "1 2 3"` the text of
+// ids. SRC: a tokenizer file, a model directory or a run directory (both hold their tokenizer).
+int cmd_tokenize(const std::string& src, const std::string* text, const std::string* ids_text, bool skip_special) {
+  const data::Tokenizer tok = data::Tokenizer::load(src);
+  if (text) {
+    std::cout << fmt::format("[{}]", fmt::join(tok.encode(*text), ",")) << std::endl;
+    std::fprintf(stderr, "[%s tokenizer, %lld tokens: %s]\n", tok.kind().c_str(), static_cast<long long>(tok.vocab_size()),
+                 fmt::format("{}", fmt::join(tok.files(), ", ")).c_str());
+    return 0;
+  }
+  std::vector<int64_t> ids;
+  std::string item;
+  auto flush = [&] {
+    if (item.empty()) return;
+    size_t used = 0;
+    int64_t id = -1;
+    try {
+      id = std::stoll(item, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != item.size() || id < 0 || id >= tok.vocab_size())
+      throw Error(fmt::format("tokenize: --decode: '{}' is not a token id (0..{})", item, tok.vocab_size() - 1));
+    ids.push_back(id);
+    item.clear();
+  };
+  for (char c : *ids_text) {
+    if (c == ',' || c == '[' || c == ']' || std::isspace(static_cast<unsigned char>(c))) flush();
+    else item += c;
+  }
+  flush();
+  std::cout << tok.decode(ids, skip_special) << std::endl;
+  return 0;
+}
+
+Command add_tokenize(CLI::App& app) {
+  struct Args {
+    std::string src, text, ids;
+    bool skip_special = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("tokenize", "Token ids of a text (JSON), or the text of ids, with a model's tokenizer");
+  cmd->add_option("src", a->src,
+                  "A tokenizer file (tokenizer.json, vocab.json, *.model), a model directory or a run directory")
+      ->required();
+  auto* text = cmd->add_option("--text", a->text, "Text to encode: prints its ids as a JSON array");
+  auto* decode = cmd->add_option("--decode", a->ids, "Ids to decode (\"1 2 3\" or \"[1,2,3]\"): prints the text");
+  text->excludes(decode);
+  cmd->add_flag("--skip-special", a->skip_special, "With --decode: leave special tokens out");
+  return {cmd, [a, text, decode] {
+            if (!*text && !*decode) throw Error("tokenize: give --text or --decode");
+            return cmd_tokenize(a->src, *text ? &a->text : nullptr, *decode ? &a->ids : nullptr, a->skip_special);
+          }};
+}
+
 Command add_report(CLI::App& app) {
   auto runs = std::make_shared<std::vector<std::string>>();
   auto* report_cmd = app.add_subcommand("report", "One table over finished runs (params, test accuracy, speed, outputs)");
@@ -474,7 +533,8 @@ int main(int argc, char** argv) {
   // In the order `tunekit --help` lists them.
   const std::vector<Command> commands{add_train(app),    add_eval(app),     add_export(app), add_merge(app),
                                       add_validate(app), add_ls(app),       add_prepare(app), add_generate(app),
-                                      add_sweep(app),    add_fit(app),      add_report(app)};
+                                      add_sweep(app),    add_fit(app),      add_report(app),
+                                      add_tokenize(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -50,7 +50,8 @@ void parse_config_tokenizer(Section& t, TokenizerConfig& k, const ModelConfig& m
 }
 
 // data.tokenizer: its vocabulary is the model's. A Hugging Face LM reads ids with the tokenizer
-// its directory ships (tokenizer.model, sentencepiece), never one tunekit trains.
+// its directory ships (tokenizer.json, vocab.json + merges.txt, or tokenizer.model, with the
+// directory's tokenizer_config.json / generation_config.json), never one tunekit trains.
 void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
   Section t = d.section("tokenizer");
   t.read("model", k.model);
@@ -62,11 +63,12 @@ void parse_tokenizer(Section& d, TokenizerConfig& k, const ModelConfig& model) {
     for (const char* key : {"type", "vocab_size", "character_coverage"})
       if (t.has(key)) t.fail(key, "does not apply with model.from_hf (the model's own tokenizer is used)");
     if (k.model.empty()) {
-      k.model = (fs::path(model.from_hf) / "tokenizer.model").string();
-      if (!fs::exists(k.model))
-        t.fail("model", fmt::format("{} has no tokenizer.model (sentencepiece); tunekit reads only sentencepiece "
-                                    "tokenizers so far (tokenizer.json, the byte-level BPE of GPT-2 and Qwen2, is not "
-                                    "supported yet): give data.tokenizer.model",
+      const fs::path dir(model.from_hf);
+      k.model = model.from_hf;  // the directory: Tokenizer::load picks its files and reads its configs
+      if (!fs::exists(dir / "tokenizer.json") && !(fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) &&
+          !fs::exists(dir / "tokenizer.model"))
+        t.fail("model", fmt::format("{} has no tokenizer (tokenizer.json, vocab.json + merges.txt, or tokenizer.model): "
+                                    "give data.tokenizer.model",
                                     model.from_hf));
     }
     k.vocab_size = model.vocab_size;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <sstream>
 
+#include "data/hf_tokenizer.h"
 #include "data/text_data.h"
 #include "src/from_recipe/data.h"
 #include "src/eval/evaluator.h"
@@ -351,9 +352,13 @@ void set_checkpoint_extras(Run& run) {
     if (recipe.adapter.saves_adapter_file())
       io::save_adapter(dir, run.model(), recipe.adapter, run.rm.report.adapted,
                        recipe.model.is_hf() ? recipe.model.base_model_name() : recipe.init_from.run);
-    if (recipe.data.is_text())
-      fs::copy_file(fs::path(run.run_dir) / data::kTokenizerFile, fs::path(dir) / data::kTokenizerFile,
-                    fs::copy_options::overwrite_existing);
+    if (recipe.data.is_text()) {  // tokenizer.model and/or a model directory's tokenizer files
+      std::vector<std::string> names{data::kTokenizerFile};
+      names.insert(names.end(), std::begin(data::kHfTokenizerFiles), std::end(data::kHfTokenizerFiles));
+      for (const auto& f : names)
+        if (fs::exists(fs::path(run.run_dir) / f))
+          fs::copy_file(fs::path(run.run_dir) / f, fs::path(dir) / f, fs::copy_options::overwrite_existing);
+    }
   };
 }
 
