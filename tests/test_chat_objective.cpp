@@ -91,6 +91,22 @@ class TableLm : public models::Model {
   torch::Tensor table_;
 };
 
+// The same table behind models::CausalLm: it records how many tokens each forward_lm call fed,
+// so a test sees the prompt run once and then one token per step over the cache.
+class CachedTableLm : public TableLm, public models::CausalLm {
+ public:
+  using TableLm::TableLm;
+  torch::Tensor forward_lm(const models::LmInputs& in) override {
+    if (in.cache) {
+      fed.push_back(in.ids.size(1));
+      in.cache->length += in.ids.size(1);
+    }
+    return forward(in.ids);
+  }
+  int64_t context_length() const override { return 6; }
+  std::vector<int64_t> fed;
+};
+
 // A tokenizer over single characters ("A".."Z", "a".."z", " ") with ids in that order; id 53 is a
 // special end-of-turn token.
 class CharBackend : public data::TokenizerBackend {
@@ -317,6 +333,19 @@ TEST(ChatObjective, ExactMatchOnAModelWhoseAnswersAreCertain) {
   EXPECT_EQ(r.matched, 2);
   EXPECT_EQ(r.text_matched, 4);
   EXPECT_EQ(r.generated_tokens, 3 + 2 + 3 + 2 + 2 + 10 + 3);
+
+  // Over a cache: the prompt once, then one token per step; the same answers (a context of 6
+  // tokens cuts the never-ending row at 5 new tokens).
+  CachedTableLm cached(54);
+  for (int64_t from = 0; from < 54; ++from)
+    cached.set_next(from, table.forward(vec({from}).view({1, 1}))[0][0].argmax().item<int64_t>());
+  ExactMatchResult c = exact_match(cached, split, options);
+  EXPECT_EQ(c.matched, 2);
+  EXPECT_EQ(c.text_matched, 4);
+  EXPECT_EQ(c.generated_tokens, 3 + 2 + 3 + 2 + 2 + 5 + 3);
+  std::vector<int64_t> first_row(cached.fed.begin(), cached.fed.begin() + 4);
+  EXPECT_EQ(first_row, (std::vector<int64_t>{1, 1, 1, 1}));  // prompt "A" (1 token), then Y, e, s; the end not fed
+  EXPECT_EQ(int64_t(cached.fed.size()), c.generated_tokens + c.rows - 1);  // every row but the cut one ends by a fed step
 
   // Without a tokenizer: the row's own turn-ending token stops generation; ids only.
   r = exact_match(table, split, {});
