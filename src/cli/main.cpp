@@ -22,6 +22,7 @@
 #include "src/from_recipe/model.h"
 #include "src/cli/report.h"
 #include "src/eval/evaluator.h"
+#include "src/train/chat_objective.h"
 #include "src/train/objective.h"
 #include "src/export/export.h"
 #include "src/export/merge.h"
@@ -74,7 +75,14 @@ int cmd_eval(const std::string& run_dir, const std::string& split, const std::st
   auto splits = load_data(run.recipe, run_dir);
   const data::LabelledDataset* d = split == "test" ? &splits.test : split == "val" ? &splits.val : &splits.train;
   if (d->size() == 0) throw Error(fmt::format("eval: the {} split is empty for this recipe", split));
-  EvalResult ev = evaluate(*run.run.model, *d, run.recipe);
+  EvalResult ev;
+  if (run.recipe.data.is_chat()) {  // response tokens; exact match on every row, decoded with the run's tokenizer
+    ResponseObjective objective(/*exact_match_rows=*/0);
+    objective.set_tokenizer(from_recipe::run_tokenizer(run.recipe, run_dir));
+    ev = objective.evaluate(*run.run.model, *d, run.recipe.data.eval_batch_size);
+  } else {
+    ev = evaluate(*run.run.model, *d, run.recipe);
+  }
   std::cout << fmt::format("{} ({} split, {} checkpoint)\n", run_dir, split, checkpoint) << ev.report();
   std::string out = (fs::path(run_dir) / fmt::format("eval_{}.json", split)).string();
   write_file_atomic(out, ev.json() + "\n");

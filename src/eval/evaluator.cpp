@@ -108,7 +108,53 @@ EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, 
   return r;
 }
 
+namespace {
+
+// A response (chat / instruction data) evaluation, as `tunekit eval` prints it.
+std::string response_report(const EvalResult& r) {
+  std::string s = fmt::format("rows {}  response tokens {}  response loss {:.4f}  perplexity {:.2f}  token accuracy {:.4f}\n",
+                              r.n, r.tokens, r.loss, r.perplexity, r.accuracy);
+  if (r.exact_match >= 0) {
+    s += fmt::format("exact match {:.4f} ({} rows", r.exact_match, r.answer_rows);
+    if (r.text_match >= 0) s += fmt::format("; text match {:.4f}", r.text_match);
+    if (r.long_answers > 0) s += fmt::format("; {} rows with longer answers left out", r.long_answers);
+    s += ")\n";
+  } else {
+    s += "exact match: not measured (" + r.exact_match_note + ")\n";
+  }
+  const double t = r.loss_seconds > 0 ? r.loss_seconds : 1;
+  s += fmt::format("scoring: {:.0f} tokens/s ({:.0f} trained tokens/s); {:.1f} s in all\n", r.positions / t,
+                   r.tokens / t, r.seconds);
+  return s;
+}
+
+nlohmann::json response_json(const EvalResult& r) {
+  const double t = r.loss_seconds > 0 ? r.loss_seconds : 1;
+  nlohmann::json j{{"rows", r.n},
+                   {"tokens", r.tokens},
+                   {"positions", r.positions},
+                   {"loss", r.loss},
+                   {"perplexity", r.perplexity},
+                   {"accuracy", r.accuracy},
+                   {"tokens_per_second", r.positions / t},
+                   {"trained_tokens_per_second", r.tokens / t},
+                   {"seconds", r.seconds}};
+  if (r.exact_match >= 0) {
+    j["exact_match"] = r.exact_match;
+    j["exact_match_rows"] = r.answer_rows;
+    j["long_answers"] = r.long_answers;
+    if (r.text_match >= 0) j["text_match"] = r.text_match;
+  } else {
+    j["exact_match"] = nullptr;
+    j["exact_match_note"] = r.exact_match_note;
+  }
+  return j;
+}
+
+}  // namespace
+
 std::string EvalResult::report() const {
+  if (response) return response_report(*this);
   if (lm)
     return fmt::format("sequences {}  tokens {}  loss {:.4f}  perplexity {:.2f}  next-token accuracy {:.4f}\n", n, tokens,
                        loss, perplexity, accuracy);
@@ -144,6 +190,7 @@ double EvalResult::mean_prompt_usage() const {
 }
 
 std::string EvalResult::json() const {
+  if (response) return response_json(*this).dump();
   if (lm)
     return nlohmann::json{{"sequences", n},     {"tokens", tokens},          {"loss", loss},
                           {"perplexity", perplexity}, {"accuracy", accuracy}, {"seconds", seconds}}

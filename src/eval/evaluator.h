@@ -35,6 +35,15 @@ struct EvalResult {
   std::vector<std::pair<std::string, double>> prompt_usage;
   double mean_prompt_usage() const;
   double seconds = 0;
+  // Chat / instruction data (src/train/chat_objective.h): `tokens` are the trained (response)
+  // tokens, `positions` every token position scored (padding included), `accuracy` the token
+  // accuracy; the exact match of greedily generated short answers over `answer_rows` rows (-1:
+  // not measured, `exact_match_note` says why), the text match when a tokenizer decoded them.
+  bool response = false;
+  int64_t positions = 0, answer_rows = 0, long_answers = 0, generated_tokens = 0;
+  double exact_match = -1, text_match = -1;
+  std::string exact_match_note;
+  double loss_seconds = 0;  // the scoring pass alone (generation excluded)
 
   std::string report() const;  // human-readable, multi-line
   std::string json() const;    // one JSON object

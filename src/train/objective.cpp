@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "src/train/chat_objective.h"
+
 namespace tunekit {
 
 // --- classification ---
@@ -98,6 +100,7 @@ std::string NextTokenObjective::summary_text(const TrainResult& result) const {
 }
 
 std::unique_ptr<Objective> make_objective(const Recipe& recipe) {
+  if (recipe.data.is_chat()) return std::make_unique<ResponseObjective>();
   if (recipe.model.is_lm()) return std::make_unique<NextTokenObjective>(recipe.model.pad_id);
   return std::make_unique<ClassificationObjective>();
 }

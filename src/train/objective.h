@@ -20,7 +20,7 @@ namespace tunekit {
 // Training speed as a log line states it.
 struct Throughput {
   double per_second = 0;
-  const char* unit = "samples/s";
+  std::string unit = "samples/s";
 };
 
 class Objective {
@@ -94,7 +94,8 @@ class NextTokenObjective : public Objective {
   int64_t pad_id_;
 };
 
-// The objective of the recipe's model: next-token prediction for a causal LM, else classification.
+// The objective of the recipe: the response tokens for instruct / chat data (chat_objective.h),
+// next-token prediction for a causal LM on text, else classification.
 std::unique_ptr<Objective> make_objective(const Recipe& recipe);
 
 // The evaluation the recipe's objective calls for, at the recipe's eval batch size.

@@ -16,6 +16,7 @@
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
+#include "src/train/chat_objective.h"
 #include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "util/error.h"
@@ -309,6 +310,7 @@ data::ImageSplits load_training_data(const Run& run, bool resuming, std::string*
   if (!run.recipe.data.is_text()) return load_data(run.recipe, run.run_dir);
   if (!resuming) fs::remove(fs::path(run.run_dir) / data::kTokenizerFile);
   const data::Tokenizer tok = from_recipe::prepare_tokenizer(run.recipe, run.run_dir, tokenizer_message);
+  if (auto* response = dynamic_cast<ResponseObjective*>(run.objective.get())) response->set_tokenizer(tok);
   return load_data(run.recipe, run.run_dir, &tok, tokenizer_message);  // the tokenizer just made, not read again
 }
 
