@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <string>
 #include <vector>
 
 #include "models/model.h"
@@ -13,7 +14,9 @@ namespace tunekit::models {
 
 // The keys and values of every attention layer for the tokens seen so far, one sequence batch.
 // The layout of k[i] / v[i] is the layer's own (the model fills and reads them); `length` is the
-// number of cached positions, the position the next token gets.
+// number of cached positions, the position the next token gets. The Hugging Face families keep
+// k[i], v[i] as [B, kv_heads, capacity, head_dim] (keys after the rotary embedding, before any
+// grouped-query repeat), valid up to `length`; a cache belongs to one model and one batch.
 struct KvCache {
   std::vector<torch::Tensor> k, v;
   int64_t length = 0;
@@ -33,6 +36,9 @@ struct LmInputs {
   // Optional: the ids continue the cache->length tokens already cached (positions start there);
   // their keys and values are appended. Not combined with segments.
   KvCache* cache = nullptr;
+  // The logits of each row's last token only ([B, 1, vocab]): what generation reads, without
+  // computing the head over the whole prompt.
+  bool last_only = false;
 };
 
 class CausalLm {
@@ -42,6 +48,10 @@ class CausalLm {
   virtual torch::Tensor forward_lm(const LmInputs& in) = 0;
   // The longest sequence (cache included) the model takes.
   virtual int64_t context_length() const = 0;
+  // Why forward_lm cannot take a cache or segments on this model as it now is ("" when it can):
+  // a part that reads the whole sequence at once (a prompt expert's gate). Callers fall back to
+  // forward(ids) over the whole context; forward_lm throws this reason.
+  virtual std::string incremental_blocker() { return ""; }
 };
 
 inline CausalLm* as_causal_lm(Model& m) { return dynamic_cast<CausalLm*>(&m); }

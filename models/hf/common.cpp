@@ -52,6 +52,15 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
   return x * cos + rotated * sin;
 }
 
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin_at(const torch::Tensor& positions, int64_t head_dim,
+                                                          double theta, torch::ScalarType dtype) {
+  // As rotary_cos_sin (outer(p, f) is p[:, None] * f, so positions 0..n-1 give its values).
+  auto inv_freq = torch::reciprocal(torch::pow(theta, torch::arange(0, head_dim, 2, torch::kLong).to(torch::kFloat) / head_dim));
+  auto angles = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;  // [P, N, d/2]
+  auto emb = torch::cat({angles, angles}, -1).unsqueeze(2);            // [P, N, 1, d]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
 std::string rotary_script(int64_t head_dim, double theta, const std::string& like) {
   return fmt::format(
       "    inv_freq = torch.reciprocal(torch.pow({theta}, torch.arange(0, {d}, 2).float() / {d}))\n"
@@ -61,6 +70,120 @@ std::string rotary_script(int64_t head_dim, double theta, const std::string& lik
       "    sin = emb.sin().to({like}.dtype).view(1, N, 1, {d})\n",
       fmt::arg("theta", py_float(theta)), fmt::arg("d", head_dim), fmt::arg("like", like));
 }
+
+torch::Tensor segment_positions(const torch::Tensor& segments) {
+  const int64_t B = segments.size(0), N = segments.size(1);
+  auto index = torch::arange(N, segments.options()).expand({B, N});
+  auto starts = torch::ones({B, N}, segments.options().dtype(torch::kBool));
+  if (N > 1) starts.slice(1, 1).copy_(segments.slice(1, 1) != segments.slice(1, 0, N - 1));
+  // The index of each token's segment start: the running maximum of the start indices.
+  auto start = std::get<0>(torch::where(starts, index, torch::zeros_like(index)).cummax(1));
+  return index - start;
+}
+
+namespace {
+
+// Segments [B, N] -> mask [B, 1, N, N]: true where key j is later than query i or in another segment.
+torch::Tensor segment_mask(const torch::Tensor& segments) {
+  const int64_t N = segments.size(1);
+  auto same = segments.unsqueeze(2) == segments.unsqueeze(1);  // [B, N, N]
+  auto causal = torch::ones({N, N}, segments.options().dtype(torch::kBool)).tril();
+  return (same & causal).logical_not().unsqueeze(1);
+}
+
+void check_segments(const torch::Tensor& segments, const torch::Tensor& ids, const std::string& family) {
+  if (segments.scalar_type() != torch::kLong || segments.sizes() != ids.sizes())
+    throw Error(fmt::format("{}: segments must be int64 of the ids' shape {}, got {} {}", family,
+                            c10::str(ids.sizes()), c10::toString(segments.scalar_type()), c10::str(segments.sizes())));
+  if (segments.size(1) > 1 && (segments.slice(1, 1) < segments.slice(1, 0, segments.size(1) - 1)).any().item<bool>())
+    throw Error(fmt::format("{}: segments must be non-decreasing along each row (one packed example after another)",
+                            family));
+}
+
+void check_cache(const models::KvCache& cache, int64_t batch, int64_t n, int64_t context, size_t layers,
+                 const std::string& family) {
+  if (cache.length < 0) throw Error(fmt::format("{}: the cache's length {} is negative", family, cache.length));
+  if (cache.length + n > context)
+    throw Error(fmt::format("{}: the context is full: {} cached tokens + {} new exceed the model's {} positions",
+                            family, cache.length, n, context));
+  if ((cache.k.size() != 0 && cache.k.size() != layers) || cache.v.size() != cache.k.size())
+    throw Error(fmt::format("{}: the cache holds {} layers, the model has {} (a cache belongs to one model)", family,
+                            cache.k.size(), layers));
+  if (cache.length > 0 && (cache.k.empty() || !cache.k[0].defined()))
+    throw Error(fmt::format("{}: the cache says {} tokens but holds no keys", family, cache.length));
+  if (!cache.k.empty() && cache.k[0].defined() && cache.k[0].size(0) != batch)
+    throw Error(fmt::format("{}: the cache was filled for a batch of {}, the ids have {} rows", family,
+                            cache.k[0].size(0), batch));
+}
+
+}  // namespace
+
+LmCall prepare_lm_call(const models::LmInputs& in, int64_t context, int64_t vocab_size, size_t layers,
+                       const std::string& family) {
+  check_ids(in.ids, context, vocab_size, family);
+  const int64_t B = in.ids.size(0), N = in.ids.size(1);
+  LmCall call;
+  call.attention.context = context;
+  auto longs = in.ids.options().dtype(torch::kLong);
+  if (in.segments.defined() && in.cache)
+    throw Error(fmt::format("{}: packed segments and a key/value cache cannot be combined in one call", family));
+  if (in.segments.defined()) {
+    check_segments(in.segments, in.ids, family);
+    call.positions = segment_positions(in.segments);
+    call.attention.mask = segment_mask(in.segments);
+  } else if (in.cache) {
+    check_cache(*in.cache, B, N, context, layers, family);
+    const int64_t L = in.cache->length;
+    call.positions = torch::arange(L, L + N, longs).unsqueeze(0);
+    // Query i sits at position L + i: keys 0..L+i are visible.
+    call.attention.mask = torch::ones({N, L + N}, longs.dtype(torch::kBool)).triu(L + 1).view({1, 1, N, L + N});
+    in.cache->k.resize(layers);
+    in.cache->v.resize(layers);
+    call.attention.cache = in.cache;
+  } else {
+    call.positions = torch::arange(N, longs).unsqueeze(0);
+  }
+  return call;
+}
+
+std::string incremental_blocker_of(torch::nn::Module& model, const std::string& family) {
+  for (const auto& item : model.named_modules("", false))
+    if (auto* lin = dynamic_cast<LinearImpl*>(item.value().get()); lin && lin->output_adapter())
+      return fmt::format(
+          "{}: a {} on {} may read the whole sequence at once (its gate's mean input), so a key/value cache or "
+          "packed segments would change its result; generate without the cache and do not pack",
+          family, lin->output_adapter()->kind(), item.key());
+  return "";
+}
+
+namespace {
+
+// Writes this call's keys or values x [B, KV, N, Dh] after the `length` cached ones in `slot`
+// and returns all of them [B, KV, length + N, Dh]. Without autograd the slot is a buffer that
+// grows by doubling (up to the context), so a step copies only its own token; with autograd
+// the keys are concatenated (a graph of their own).
+torch::Tensor append_to_cache(torch::Tensor& slot, const torch::Tensor& x, int64_t length, int64_t context) {
+  const int64_t N = x.size(2), need = length + N;
+  if (length > 0 && (!slot.defined() || slot.size(2) < length || slot.size(0) != x.size(0) || slot.size(1) != x.size(1) ||
+                     slot.size(3) != x.size(3) || slot.scalar_type() != x.scalar_type()))
+    throw Error(fmt::format("attention: the key/value cache does not fit this model ({} cached, slot {}, keys {})",
+                            length, slot.defined() ? c10::str(slot.sizes()) : "empty", c10::str(x.sizes())));
+  if (torch::GradMode::is_enabled()) {
+    slot = length == 0 ? x : torch::cat({slot.narrow(2, 0, length), x}, 2);
+    return slot;
+  }
+  if (!slot.defined() || slot.size(2) < need || slot.size(0) != x.size(0) || slot.size(1) != x.size(1) ||
+      slot.size(3) != x.size(3) || slot.scalar_type() != x.scalar_type()) {
+    const int64_t capacity = std::min(context, std::max(need, 2 * (slot.defined() ? slot.size(2) : 0)));
+    auto bigger = torch::empty({x.size(0), x.size(1), std::max(capacity, need), x.size(3)}, x.options());
+    if (length > 0) bigger.narrow(2, 0, length).copy_(slot.narrow(2, 0, length));
+    slot = bigger;
+  }
+  slot.narrow(2, length, N).copy_(x);
+  return slot.narrow(2, 0, need);
+}
+
+}  // namespace
 
 HfAttentionBase::HfAttentionBase(AttentionShape shape_) : shape(std::move(shape_)) {}
 
@@ -107,7 +230,7 @@ double HfAttentionBase::core_flops(double n) const {
 }
 
 torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                      const torch::Tensor& cos, const torch::Tensor& sin) {
+                                      const torch::Tensor& cos, const torch::Tensor& sin, const LmAttention* lm) {
   const auto& var = shape.variant;
   const int64_t B = q.size(0), N = q.size(1), H = shape.heads, KV = shape.kv_heads, Dh = shape.head_dim, R = H / KV;
   const double scale = 1.0 / std::sqrt(double(Dh));
@@ -126,7 +249,7 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
     k = apply_rotary(k, cos, sin);
   }
   torch::Tensor out;  // [B, N, H*Dh]
-  if (!shape.causal && R == 1 && attention_kernel_available(q)) {
+  if (!lm && !shape.causal && R == 1 && attention_kernel_available(q)) {
     // Bidirectional, one key/value head per query head (ViT): the fused core of
     // models/attention_kernel.h reads the heads in place.
     auto qc = q.reshape({B, N, H * Dh}).contiguous(), kc = k.reshape({B, N, H * Dh}).contiguous();
@@ -135,14 +258,24 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
   } else {
     // Grouped-query attention without repeating K and V: the R query heads that share a
     // key/value head (HF's repeat_kv: head h reads kv head h / R) are stacked along the rows.
+    // With a cache the keys and values are the cached ones and then these (the cache holds them
+    // per key/value head, after the rotation: transformers' DynamicCache layout).
     auto qh = q.transpose(1, 2).reshape({B, KV, R * N, Dh});
     auto kh = k.transpose(1, 2);
     auto vh = v.view({B, N, KV, Dh}).transpose(1, 2);
-    auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(scale).view({B, H, N, N});
-    if (shape.causal)
+    if (lm && lm->cache) {
+      auto& c = *lm->cache;
+      kh = append_to_cache(c.k.at(lm->layer), kh, c.length, lm->context);
+      vh = append_to_cache(c.v.at(lm->layer), vh, c.length, lm->context);
+    }
+    const int64_t K = kh.size(2);
+    auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(scale).view({B, H, N, K});
+    if (lm && lm->mask.defined())
+      scores.masked_fill_(lm->mask, -INFINITY);
+    else if (shape.causal)
       scores.masked_fill_(torch::ones({N, N}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
     auto probs = sigmoid ? torch::sigmoid(scores + sigmoid_bias) : torch::softmax(scores, -1);
-    out = torch::matmul(probs.view({B, KV, R * N, N}), vh).view({B, H, N, Dh}).transpose(1, 2).reshape({B, N, H * Dh});
+    out = torch::matmul(probs.view({B, KV, R * N, K}), vh).view({B, H, N, Dh}).transpose(1, 2).reshape({B, N, H * Dh});
   }
   if (var.gate == Gate::SdpaElementwise) out = out * g;
   if (var.gate == Gate::SdpaHeadwise) out = (out.view({B, N, H, Dh}) * g.unsqueeze(-1)).view({B, N, H * Dh});

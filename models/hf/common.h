@@ -2,7 +2,8 @@
 // embeddings in HF's rotate_half convention, and one self-attention core (causal or not,
 // grouped-query, tunekit's attention variants) with its TorchScript form, so that GPT-2, the
 // Llama family and ViT write attention once. Each family's attention module derives from
-// HfAttentionBase and adds its own projections under their Hugging Face names.
+// HfAttentionBase and adds its own projections under their Hugging Face names. Also the parts of
+// models::CausalLm (models/lm.h) the causal families share: packed segments and the KV cache.
 #pragma once
 #include <torch/torch.h>
 
@@ -13,6 +14,7 @@
 #include "models/attention_variant.h"
 #include "models/hf/hf_model.h"
 #include "models/linear.h"
+#include "models/lm.h"
 #include "models/script.h"
 
 namespace tunekit::models::hf {
@@ -39,6 +41,10 @@ std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(int64_t n, int64_t head_d
                                                        torch::ScalarType dtype);
 // x [B, n, heads, d] -> x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1] (halves of d).
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+// The same for any positions [P, N] int64 (P = 1 or the batch): [P, N, 1, head_dim]; for positions
+// 0..n-1 the values are rotary_cos_sin's, bit for bit.
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin_at(const torch::Tensor& positions, int64_t head_dim,
+                                                          double theta, torch::ScalarType dtype);
 // TorchScript lines (4-space indent) defining `cos` and `sin` as rotary_cos_sin does, for the
 // sequence length `N` and the dtype of the tensor named `like`.
 std::string rotary_script(int64_t head_dim, double theta, const std::string& like);
@@ -52,6 +58,35 @@ struct AttentionShape {
   bool causal = false;
   AttentionVariant variant;  // variant.max_seq_len filled in by the family (n of b = -log n)
 };
+
+// What one forward_lm call gives every attention layer: which keys a query may not attend to and
+// the cache its keys and values go to.
+struct LmAttention {
+  // bool [P, 1, N, keys] (P = 1 or B), true where query i may NOT attend to key j; undefined:
+  // causal over the call's own N tokens (forward(ids)).
+  torch::Tensor mask;
+  models::KvCache* cache = nullptr;  // keys: the cache->length cached ones, then the N new ones
+  int64_t layer = 0;                 // this layer's slot in cache->k / cache->v
+  int64_t context = 0;               // the model's context length (the cache never grows past it)
+};
+
+// One forward_lm call, checked: the position of every token ([P, N] int64) and the attention
+// layers' part. Segments: positions restart at each segment's first token and a token attends to
+// the earlier tokens of its own segment only. Cache: positions cache->length.. and the new
+// queries attend to every cached key and causally among themselves.
+struct LmCall {
+  torch::Tensor positions;
+  LmAttention attention;
+};
+// Checks `in` against the model (ids via check_ids, segments' shape and order, the cache's room:
+// cache->length + N <= context) and builds the call; `layers` sizes the cache's slots.
+LmCall prepare_lm_call(const models::LmInputs& in, int64_t context, int64_t vocab_size, size_t layers,
+                       const std::string& family);
+// Positions within each segment for segments [B, N] (non-decreasing along each row).
+torch::Tensor segment_positions(const torch::Tensor& segments);
+// "" or why a cache / segments would change this model's results: an output adapter (prompt
+// expert) on one of its Linear layers, whose gate may read the mean of the whole sequence.
+std::string incremental_blocker_of(torch::nn::Module& model, const std::string& family);
 
 // The part every family's attention shares: given the projected q [B, N, heads*Dh] and k, v
 // [B, N, kv_heads*Dh], computes the (gated) per-head attention output [B, N, heads*Dh], before
@@ -75,9 +110,13 @@ class HfAttentionBase : public torch::nn::Module {
   // Checks the shape and registers the variant's parts; call after the family's projections
   // so the Hugging Face tensors come first in named_parameters().
   void register_variant();
-  // x: the attention input (the gate reads it); cos/sin from rotary_cos_sin, or undefined.
+  // x: the attention input (the gate reads it); cos/sin from rotary_cos_sin, or undefined; lm:
+  // a forward_lm call's mask and cache (null: forward(ids), causal over the N tokens). Every
+  // variant is per token (gates read x, qk_norm each head, the sigmoid bias b = -log n has n =
+  // shape.variant.max_seq_len, the model's context, never the number of keys in the call), so a
+  // cached step and a whole-sequence forward compute the same function.
   torch::Tensor attend(const torch::Tensor& x, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                       const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
+                       const torch::Tensor& cos = {}, const torch::Tensor& sin = {}, const LmAttention* lm = nullptr);
   // TorchScript: registers the variant's parts on m and returns the lines that turn the
   // variables x, q, k, v (B, N; cos, sin when `rotary`) into `out` [B, N, heads*Dh].
   std::string script_attend(torch::jit::Module& m, const ScriptUnit& unit, bool rotary) const;

@@ -51,9 +51,9 @@ void Gpt2AttentionImpl::reset() {
   register_variant();
 }
 
-torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x) {
+torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, const LmAttention* lm) {
   auto qkv = c_attn(x).split(shape.hidden, -1);  // query, key, value in that order
-  return c_proj(attend(x, qkv[0], qkv[1], qkv[2]));
+  return c_proj(attend(x, qkv[0], qkv[1], qkv[2], {}, {}, lm));
 }
 
 torch::jit::Module Gpt2AttentionImpl::to_script(const ScriptUnit& unit) const {
@@ -87,9 +87,9 @@ Gpt2BlockImpl::Gpt2BlockImpl(const Gpt2Options& options_, const AttentionShape& 
   c_proj = mlp->register_module("c_proj", Linear(inner, d));
 }
 
-torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x) {
+torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, const LmAttention* lm) {
   const double p = options.dropout();
-  auto h = x + torch::dropout(attn(ln_1(x)), p, is_training());
+  auto h = x + torch::dropout(attn(ln_1(x), lm), p, is_training());
   return h + torch::dropout(c_proj(activate(c_fc(ln_2(h)), options.activation())), p, is_training());
 }
 
@@ -167,6 +167,24 @@ torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids) {
   for (auto& b : h) x = b(x);
   return torch::linear(ln_f(x), wte->weight);  // the head tied to wte
 }
+
+torch::Tensor Gpt2Impl::forward_lm(const LmInputs& in) {
+  if (in.cache || in.segments.defined())
+    if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
+  LmCall call = prepare_lm_call(in, max_seq_len(), options.vocab_size(), h.size(), "gpt2");
+  const int64_t N = in.ids.size(1);
+  auto x = wte(in.ids) + wpe(call.positions);  // [P, N, d] positions broadcast over the batch
+  x = torch::dropout(x, options.dropout(), is_training());
+  for (size_t i = 0; i < h.size(); ++i) {
+    call.attention.layer = int64_t(i);
+    x = h[i](x, &call.attention);
+  }
+  if (in.cache) in.cache->length += N;
+  if (in.last_only) x = x.slice(1, N - 1);
+  return torch::linear(ln_f(x), wte->weight);  // the head tied to wte
+}
+
+std::string Gpt2Impl::incremental_blocker() { return incremental_blocker_of(*this, "gpt2"); }
 
 torch::jit::Module Gpt2Impl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("Gpt2LMHeadModel");

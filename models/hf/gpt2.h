@@ -2,7 +2,8 @@
 // with LayerNorm, a fused c_attn projection split into q, k, v, causal attention, a gelu_new MLP
 // and the LM head tied to the token embedding. Module names are the checkpoint's
 // (`transformer.h.0.attn.c_attn`); the Conv1D layers are models::Linear holding [out, in] (the
-// checkpoint stores them [in, out]: hf_tensors() marks them transposed).
+// checkpoint stores them [in, out]: hf_tensors() marks them transposed). A models::CausalLm:
+// packed segments and a key/value cache (models/lm.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -21,7 +22,8 @@ class Gpt2AttentionImpl : public HfAttentionBase {
  public:
   explicit Gpt2AttentionImpl(AttentionShape shape);
   void reset();
-  torch::Tensor forward(const torch::Tensor& x);  // [B, N, hidden], the block's ln_1 output
+  // x [B, N, hidden], the block's ln_1 output; lm: a forward_lm call's mask and cache (common.h).
+  torch::Tensor forward(const torch::Tensor& x, const LmAttention* lm = nullptr);
   torch::jit::Module to_script(const ScriptUnit& unit) const;
 
   Linear c_attn{nullptr}, c_proj{nullptr};
@@ -32,7 +34,7 @@ TORCH_MODULE(Gpt2Attention);
 class Gpt2BlockImpl : public torch::nn::Module {
  public:
   Gpt2BlockImpl(const Gpt2Options& options, const AttentionShape& shape);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x, const LmAttention* lm = nullptr);
   torch::jit::Module to_script(const ScriptUnit& unit) const;
 
   Gpt2Options options;
@@ -43,11 +45,16 @@ class Gpt2BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Gpt2Block);
 
-class Gpt2Impl : public HfModel {
+class Gpt2Impl : public HfModel, public CausalLm {
  public:
   explicit Gpt2Impl(Gpt2Options options);
   // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
   torch::Tensor forward(const torch::Tensor& ids) override;
+  // forward with packed segments (wpe positions restart per segment) or a cache (wpe positions
+  // from cache->length).
+  torch::Tensor forward_lm(const LmInputs& in) override;
+  int64_t context_length() const override { return max_seq_len(); }
+  std::string incremental_blocker() override;
   torch::jit::Module to_script(const ScriptUnit& unit) const override;
   double flops_per_sample() const override;  // at max_seq_len() tokens
   std::string describe() const override;

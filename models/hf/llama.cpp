@@ -27,8 +27,9 @@ void LlamaAttentionImpl::reset() {
   register_variant();
 }
 
-torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  return o_proj(attend(x, q_proj(x), k_proj(x), v_proj(x), cos, sin));
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                          const LmAttention* lm) {
+  return o_proj(attend(x, q_proj(x), k_proj(x), v_proj(x), cos, sin, lm));
 }
 
 torch::jit::Module LlamaAttentionImpl::to_script(const ScriptUnit& unit) const {
@@ -63,9 +64,10 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaOptions& options_, const
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(d, options.rms_norm_eps()));
 }
 
-torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                             const LmAttention* lm) {
   const double p = options.dropout();
-  auto h = x + torch::dropout(self_attn(input_layernorm(x), cos, sin), p, is_training());
+  auto h = x + torch::dropout(self_attn(input_layernorm(x), cos, sin, lm), p, is_training());
   auto n = post_attention_layernorm(h);
   return h + torch::dropout(down_proj(torch::silu(gate_proj(n)) * up_proj(n)), p, is_training());
 }
@@ -161,6 +163,26 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& ids) {
   h = norm(h);
   return lm_head ? lm_head(h) : torch::linear(h, embed_tokens->weight);
 }
+
+torch::Tensor LlamaImpl::forward_lm(const LmInputs& in) {
+  const std::string fam = to_string(options.family());
+  if (in.cache || in.segments.defined())
+    if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
+  LmCall call = prepare_lm_call(in, max_seq_len(), options.vocab_size(), layers.size(), fam);
+  const int64_t N = in.ids.size(1);
+  auto h = embed_tokens(in.ids);
+  auto [cos, sin] = rotary_cos_sin_at(call.positions, head_dim(), options.rope_theta(), h.scalar_type());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    call.attention.layer = int64_t(i);
+    h = layers[i](h, cos, sin, &call.attention);
+  }
+  if (in.cache) in.cache->length += N;
+  if (in.last_only) h = h.slice(1, N - 1);
+  h = norm(h);
+  return lm_head ? lm_head(h) : torch::linear(h, embed_tokens->weight);
+}
+
+std::string LlamaImpl::incremental_blocker() { return incremental_blocker_of(*this, to_string(options.family())); }
 
 torch::jit::Module LlamaImpl::to_script(const ScriptUnit& unit) const {
   auto m = unit.module("LlamaForCausalLM");

@@ -2,7 +2,8 @@
 // Qwen2ForCausalLM) as a tunekit model: RMSNorm, rotary position embeddings (HF's rotate_half
 // convention), grouped-query causal attention with optional q/k/v and o biases, a SwiGLU MLP
 // (down(silu(gate(x)) * up(x))), and an lm_head of its own or tied to the embedding. Module
-// names are the checkpoint's (`model.layers.3.self_attn.q_proj`, `lm_head`).
+// names are the checkpoint's (`model.layers.3.self_attn.q_proj`, `lm_head`). A models::CausalLm:
+// packed segments and a key/value cache (models/lm.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -22,8 +23,10 @@ class LlamaAttentionImpl : public HfAttentionBase {
  public:
   LlamaAttentionImpl(AttentionShape shape, bool qkv_bias, bool o_bias);
   void reset();
-  // x [B, N, hidden] (the layer's input_layernorm output); cos, sin from rotary_cos_sin.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // x [B, N, hidden] (the layer's input_layernorm output); cos, sin from rotary_cos_sin; lm: a
+  // forward_lm call's mask and cache (common.h).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const LmAttention* lm = nullptr);
   torch::jit::Module to_script(const ScriptUnit& unit) const;
 
   bool qkv_bias, o_bias;
@@ -35,7 +38,8 @@ TORCH_MODULE(LlamaAttention);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaOptions& options, const AttentionShape& shape);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const LmAttention* lm = nullptr);
   torch::jit::Module to_script(const ScriptUnit& unit) const;
 
   LlamaOptions options;
@@ -46,11 +50,16 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
-class LlamaImpl : public HfModel {
+class LlamaImpl : public HfModel, public CausalLm {
  public:
   explicit LlamaImpl(LlamaOptions options);
   // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
   torch::Tensor forward(const torch::Tensor& ids) override;
+  // forward with packed segments (rotary positions restart per segment) or a cache (rotary
+  // positions from cache->length; keys cached after the rotation, per key/value head).
+  torch::Tensor forward_lm(const LmInputs& in) override;
+  int64_t context_length() const override { return max_seq_len(); }
+  std::string incremental_blocker() override;
   torch::jit::Module to_script(const ScriptUnit& unit) const override;
   double flops_per_sample() const override;  // at max_seq_len() tokens
   std::string describe() const override;

@@ -135,18 +135,51 @@ int cmd_export(const std::string& src, std::string out, const std::string& check
   return 0;
 }
 
-int cmd_generate(const std::string& run_dir, const std::string& checkpoint, const GenerateOptions& options) {
+// --chat / --no-chat / --template / --system over the run's recipe: a chat or instruct run
+// renders --prompt with its template by default (data.template; auto: guessed from the tokenizer
+// and the model's family).
+struct ChatFlags {
+  bool chat = false, no_chat = false;
+  std::string chat_template, system;
+  bool system_given = false;
+};
+
+GenerateOptions chat_options(GenerateOptions o, const ChatFlags& f, const Recipe& recipe, const data::Tokenizer& tok) {
+  if (f.chat && f.no_chat) throw Error("generate: --chat and --no-chat contradict each other");
+  o.chat = f.chat || (recipe.data.is_chat() && !f.no_chat) || !f.chat_template.empty();
+  if (f.no_chat) o.chat = false;
+  if (!o.chat) return o;
+  data::ChatTemplate t = data::ChatTemplate::Auto;
+  if (!f.chat_template.empty()) {
+    auto named = enum_from_name<data::ChatTemplate>(f.chat_template);
+    if (!named)
+      throw Error(fmt::format("generate: --template {} is not a chat template ({})", f.chat_template,
+                              join(enum_names<data::ChatTemplate>(), ", ")));
+    t = *named;
+  }
+  if (t == data::ChatTemplate::Auto) t = from_recipe::chat_template(recipe, tok);  // data.template, auto guessed
+  o.chat_template = t;
+  o.system = f.system_given ? f.system : recipe.data.system_prompt;
+  return o;
+}
+
+int cmd_generate(const std::string& run_dir, const std::string& checkpoint, GenerateOptions options,
+                 const ChatFlags& flags) {
   LoadedRun run = load_run(run_dir, checkpoint);
   apply_thread_policy(run.recipe.threads);
   if (!run.recipe.model.is_lm())
     throw Error(fmt::format("generate: {} is not a causal LM (model.task is {})", run_dir,
                             run.recipe.model.is_text() ? to_string(run.recipe.model.task) : to_string(run.recipe.model.kind)));
   data::Tokenizer tok = from_recipe::run_tokenizer(run.recipe, run_dir);
+  options = chat_options(options, flags, run.recipe, tok);
   GenerateResult r = generate(*run.run.model, tok, run.recipe.model.max_seq_len, options);
   std::cout << r.text << std::endl;  // flushed before the stderr summary
-  std::fprintf(stderr, "[%zu new tokens%s; seed %llu, temperature %g, top-k %lld]\n", r.new_ids.size(),
-               r.stopped_at_eos ? ", stopped at end of text" : "", static_cast<unsigned long long>(options.seed),
-               options.temperature, static_cast<long long>(options.top_k));
+  std::string how = r.used_cache ? "key/value cache" : options.use_cache ? "no cache: " + r.no_cache_reason : "no cache";
+  std::fprintf(stderr, "[%.1f tokens/s (decode), prefill %.3f s; %zu prompt tokens%s, %zu new tokens; stop: %s; %s; seed %llu, temperature %g, top-k %lld, top-p %g]\n",
+               r.tokens_per_second, r.prefill_seconds, r.prompt_ids.size(),
+               options.chat ? (" (" + to_string(options.chat_template) + " template)").c_str() : "", r.new_ids.size(),
+               r.stop_reason.c_str(), how.c_str(), static_cast<unsigned long long>(options.seed), options.temperature,
+               static_cast<long long>(options.top_k), options.top_p);
   return 0;
 }
 
@@ -393,17 +426,33 @@ Command add_generate(CLI::App& app) {
   struct Args {
     std::string run_dir, checkpoint = "best";
     GenerateOptions gen;
+    ChatFlags chat;
+    bool no_cache = false;
   };
   auto a = std::make_shared<Args>();
-  auto* generate_cmd = app.add_subcommand("generate", "Sample text from a causal-LM run, with its tokenizer");
-  generate_cmd->add_option("run_dir", a->run_dir, "Run directory of a causal LM (runs/NAME)")->required();
-  generate_cmd->add_option("--prompt", a->gen.prompt, "Text to continue");
-  generate_cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to add (default 50)");
-  generate_cmd->add_option("--temperature", a->gen.temperature, "Sampling temperature; 0 = greedy (default 1)");
-  generate_cmd->add_option("--top-k", a->gen.top_k, "Sample from the k most likely tokens; 0 = all (default 0)");
-  generate_cmd->add_option("--seed", a->gen.seed, "Sampling seed (default 0)");
-  generate_cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
-  return {generate_cmd, [a] { return cmd_generate(a->run_dir, a->checkpoint, a->gen); }};
+  auto* cmd = app.add_subcommand("generate", "Sample text from a causal-LM run, with its tokenizer");
+  cmd->add_option("run_dir", a->run_dir, "Run directory of a causal LM (runs/NAME)")->required();
+  cmd->add_option("--prompt", a->gen.prompt, "Text to continue (with a chat run: the user's message)");
+  cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to add at most (default 50)");
+  cmd->add_option("--temperature", a->gen.temperature, "Sampling temperature; 0 = greedy (default 1)");
+  cmd->add_option("--top-k", a->gen.top_k, "Sample from the k most likely tokens; 0 = all (default 0)");
+  cmd->add_option("--top-p", a->gen.top_p, "Sample from the smallest set holding this probability (default 1)");
+  cmd->add_option("--repetition-penalty", a->gen.repetition_penalty,
+                  "Divide (positive) or multiply (negative) the logits of tokens already present (default 1)");
+  cmd->add_option("--stop", a->gen.stop, "Stop before this string (repeatable); eos and the model's stop ids always stop");
+  cmd->add_flag("--no-cache", a->no_cache, "Re-run the whole context every step (the reference; slow)");
+  cmd->add_flag("--chat", a->chat.chat, "Render --prompt as a user message with the chat template (default for chat/instruct runs)");
+  cmd->add_flag("--no-chat", a->chat.no_chat, "Continue --prompt as plain text, even for a chat run");
+  cmd->add_option("--system", a->chat.system, "System message before the prompt (default: the recipe's data.system)")
+      ->each([a](const std::string&) { a->chat.system_given = true; });
+  cmd->add_option("--template", a->chat.chat_template,
+                  "Chat template: chatml, llama3, mistral, plain (gpt2), alpaca (default: the recipe's, or guessed)");
+  cmd->add_option("--seed", a->gen.seed, "Sampling seed (default 0)");
+  cmd->add_option("--checkpoint", a->checkpoint, "best | last")->check(CLI::IsMember({"best", "last"}));
+  return {cmd, [a] {
+            a->gen.use_cache = !a->no_cache;
+            return cmd_generate(a->run_dir, a->checkpoint, a->gen, a->chat);
+          }};
 }
 
 Command add_sweep(CLI::App& app) {

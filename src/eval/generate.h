@@ -2,7 +2,8 @@
 // token at a time until max_new_tokens, a stop token (eos, generation_config's eos ids) or a stop
 // string. With a models::CausalLm the prompt is run once and every new token is one step over a
 // key/value cache; other models re-run the last max_seq_len tokens each step. Greedy (temperature
-// 0), temperature, top-k, top-p and a repetition penalty. Seeded: the same seed gives the same text.
+// 0), temperature, top-k, top-p and a repetition penalty (src/eval/sampling.h: transformers'
+// rules). Seeded: the same seed gives the same text.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -35,12 +36,23 @@ struct GenerateResult {
   std::vector<int64_t> prompt_ids;
   std::vector<int64_t> new_ids;
   std::string stop_reason;         // "eos", "stop string", "max_new_tokens", "context"
-  bool stopped_at_eos = false;
+  bool stopped_at_eos = false;     // at one of tok.special().stop (eos first); the stop id is not in new_ids
+  bool used_cache = false;         // prefill + one cached step per token (else the context re-run each step)
+  std::string no_cache_reason;     // why not, when the cache was asked for ("" otherwise)
+  // prefill: the prompt's forward and the first token; decode: every later step (one forward
+  // and one token each); tokens_per_second = decode_steps / decode_seconds (0 without steps).
   double prefill_seconds = 0, decode_seconds = 0;
-  double tokens_per_second = 0;    // new tokens / decode seconds
+  int64_t decode_steps = 0;
+  double tokens_per_second = 0;
 };
 
+// max_seq_len: the context (0: the model's own, models::CausalLm::context_length()); a
+// models::CausalLm stops with "context" when prompt + new tokens fill it (a longer prompt is an
+// error), other models slide a window of the last max_seq_len tokens.
 GenerateResult generate(models::Model& model, const data::Tokenizer& tok, int64_t max_seq_len, const GenerateOptions& options);
+// The prompt's ids as generate() feeds them: the chat template applied (options.chat: a user
+// message after options.system, if any, then the assistant's header), or bos + the text.
+std::vector<int64_t> prompt_ids(const data::Tokenizer& tok, const GenerateOptions& options);
 // The same from ready ids (a rendered prompt, bos included where the model wants one);
 // options.prompt and options.chat are ignored.
 GenerateResult generate_ids(models::Model& model, const data::Tokenizer& tok, int64_t max_seq_len,
