@@ -9,6 +9,12 @@
 
 namespace tunekit::data {
 
+// The Hugging Face tokenizer files a directory may hold (a run directory copies those of its
+// model's tokenizer, beside or instead of tokenizer.model).
+inline constexpr const char* kHfTokenizerFiles[] = {"tokenizer.json",        "vocab.json",
+                                                    "merges.txt",            "tokenizer_config.json",
+                                                    "special_tokens_map.json", "generation_config.json"};
+
 // True when `path` is (or is a directory holding) a Hugging Face tokenizer this file reads:
 // tokenizer.json, or vocab.json + merges.txt.
 bool is_hf_tokenizer(const std::string& path);

@@ -180,6 +180,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
 Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const TokenizerTrainOptions& o,
                            const std::string& out_path) {
   if (o.type != "unigram" && o.type != "bpe") throw Error(fmt::format("tokenizer: unknown type '{}' (unigram or bpe)", o.type));
+  if (o.normalization != "nmt_nfkc" && o.normalization != "identity")
+    throw Error(fmt::format("tokenizer: unknown normalization '{}' (nmt_nfkc or identity)", o.normalization));
   if (o.vocab_size < 8) throw Error(fmt::format("tokenizer: vocab_size {} is too small", o.vocab_size));
   Args args{
       {"model_type", o.type},
@@ -193,6 +195,8 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const Tokenize
       {"hard_vocab_limit", "false"},  // a small corpus gets a smaller vocabulary, not an error
       {"byte_fallback", "true"},      // unseen characters decode back exactly
       {"minloglevel", "2"},
+      {"normalization_rule_name", o.normalization},
+      {"remove_extra_whitespaces", o.normalization == "identity" ? "false" : "true"},
   };
   std::vector<std::string> sentences;
   for (const auto& t : texts)

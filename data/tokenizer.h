@@ -17,6 +17,9 @@ struct TokenizerTrainOptions {
   int64_t vocab_size = 4000;
   double character_coverage = 0.9995;
   int64_t max_sentence_bytes = 8192;  // longer texts are cut (at a UTF-8 boundary) for training
+  // sentencepiece's normalization_rule_name: "nmt_nfkc" (NFKC, runs of spaces collapsed) or
+  // "identity" (the text as it is, every space kept: what a Llama 2 tokenizer.json reproduces).
+  std::string normalization = "nmt_nfkc";
   int threads = 2;
 };
 
