@@ -1,6 +1,6 @@
 // Encodes texts with an npm tokenizer, for tests/test_tokenizer_npm.cpp and bench/run_tokenizer.sh:
 // one node process for all texts, read from a file and written as JSON lines.
-//   node tests/npm/encode.js MODULES ENCODER IN [OUT] [--special] [--text] [--time]
+//   node tests/npm/encode.js MODULES ENCODER IN [OUT] [--special] [--text] [--unicode-space] [--time]
 // MODULES: the node_modules directory scripts/npm_tokenizers.sh prints.
 // ENCODER: gpt-3-encoder | js-tiktoken | gpt-tokenizer (GPT-2's vocabulary, the byte-level BPE of
 //          encoder.json + vocab.bpe) | js-tiktoken-cl100k (cl100k_base).
@@ -11,6 +11,11 @@
 //      (the text as decoded, so the caller sees the replaced string).
 // --special: "<|endoftext|>" (cl100k: its special tokens) written in a text is the special token,
 //            as a Hugging Face tokenizer with it among added_tokens does; without, it is text.
+// --unicode-space: js-tiktoken with the split regex's \s and \S spelled out as Unicode's White_Space
+//            property, the \s of Python's regex module (GPT-2's own encoder.py), of Oniguruma (Hugging
+//            Face tokenizers) and of Rust's regex (tiktoken). JavaScript's \s differs from it in two
+//            code points: U+0085 (NEL) is not in it and U+FEFF (BOM) is; texts with neither get
+//            the same ids either way.
 // --time: encodes every text twice (the first pass with empty caches, the second warm) and prints
 //         {"encoder", "texts", "bytes", "tokens", "cold_s", "warm_s"} on stdout.
 'use strict';
@@ -46,8 +51,18 @@ function readTexts(file) {
   return texts;
 }
 
+// Unicode's White_Space property (PropList.txt): what \s means outside JavaScript.
+const kWhiteSpace = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+
+// `pattern` with \s inside a class, \s and \S outside one written as White_Space.
+function withUnicodeSpace(pattern) {
+  return pattern.replace(/\[\^?\\s/g, (m) => m.slice(0, -2) + kWhiteSpace)
+    .replace(/\\s/g, `[${kWhiteSpace}]`).replace(/\\S/g, `[^${kWhiteSpace}]`);
+}
+
 // Returns text -> ids for the named encoder, loaded from MODULES.
-function encoderOf(modules, name, special) {
+function encoderOf(modules, name, special, unicodeSpace) {
+  if (unicodeSpace && !name.startsWith('js-tiktoken')) fail('--unicode-space is for js-tiktoken only');
   const req = createRequire(path.join(path.resolve(modules), '..', 'resolver.js'));
   if (name === 'gpt-3-encoder') {
     if (special) fail('gpt-3-encoder has no special tokens (it encodes "<|endoftext|>" as text)');
@@ -57,7 +72,7 @@ function encoderOf(modules, name, special) {
   if (name === 'js-tiktoken' || name === 'js-tiktoken-cl100k') {
     const { Tiktoken } = req('js-tiktoken/lite');
     const ranks = req(name === 'js-tiktoken' ? 'js-tiktoken/ranks/gpt2' : 'js-tiktoken/ranks/cl100k_base');
-    const enc = new Tiktoken(ranks);
+    const enc = new Tiktoken(unicodeSpace ? { ...ranks, pat_str: withUnicodeSpace(ranks.pat_str) } : ranks);
     return special ? (t) => enc.encode(t, 'all', []) : (t) => enc.encode(t, [], []);
   }
   if (name === 'gpt-tokenizer') {
@@ -71,9 +86,9 @@ function encoderOf(modules, name, special) {
 function main() {
   const flags = new Set(process.argv.slice(2).filter((a) => a.startsWith('--')));
   const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-  if (args.length < 3) fail('usage: node encode.js MODULES ENCODER IN [OUT] [--special] [--text] [--time]');
+  if (args.length < 3) fail('usage: node encode.js MODULES ENCODER IN [OUT] [--special] [--text] [--unicode-space] [--time]');
   const [modules, name, input, output] = args;
-  const encode = encoderOf(modules, name, flags.has('--special'));
+  const encode = encoderOf(modules, name, flags.has('--special'), flags.has('--unicode-space'));
   const texts = readTexts(input);
   const t0 = process.hrtime.bigint();
   const ids = texts.map(encode);
