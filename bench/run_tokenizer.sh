@@ -43,6 +43,6 @@ for (const r of rows) {
     `${(mbs(tk, "cold_s") / mbs(r, "cold_s")).toFixed(2)}x | ${(mbs(tk, "warm_s") / mbs(r, "warm_s")).toFixed(2)}x |`);
 }
 console.log("\nA count in parentheses: tokens more or fewer than tunekit, where \\s in JavaScript is not the Unicode " +
-  "White_Space of Hugging Face and tunekit (U+0085, U+FEFF: 3 mails of the corpus; see tests/test_tokenizer_npm.cpp).");
+  "White_Space of Hugging Face and tunekit (U+0085, U+FEFF: the ids of 3 mails of the corpus; see tests/test_tokenizer_npm.cpp).");
 console.log(`tunekit: ${mbs(tk, "cold_s") >= 1 ? "meets" : "MISSES"} the 1 MB/s bar cold (${mbs(tk, "cold_s").toFixed(2)} MB/s); tokenizer load ${tk.load_s.toFixed(2)} s`);
 ' "$work/results.jsonl" "$CPU"
