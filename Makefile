@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build data data-text demo demo-text demo-llm test bench fuzz clean
+.PHONY: deps build data data-text demo demo-text demo-llm test bench bench-tokenizer fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -55,6 +55,11 @@ bench: data
 	bash bench/run_attention.sh $(BUILD)
 	@if [ -f .data/spam-assassin/MANIFEST.json ]; then bash bench/run_text.sh $(BUILD); \
 	 else echo "(text benchmark skipped: run $(TUNEKIT) prepare spam_assassin first)"; fi
+
+# Tokenizer speed (MB/s on one core) beside the npm encoders on the SpamAssassin corpus (needs
+# node and npm; about 3 minutes).
+bench-tokenizer: data-text
+	bash bench/run_tokenizer.sh $(BUILD)
 
 # libFuzzer targets for every parser of outside input (fuzz/), built with clang, AddressSanitizer
 # and UBSan in their own build directory, each run FUZZ_SECONDS on its seeds (fuzz/corpus/).

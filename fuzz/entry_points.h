@@ -136,7 +136,8 @@ inline const std::map<std::string, Target>& targets() {
   static const std::map<std::string, Target> t = {
       {"recipe", recipe},       {"overrides", overrides}, {"safetensors", safetensors}, {"adapter_config", adapter_config},
       {"state_json", state_json}, {"idx", idx},           {"text_file", text_file},     {"mail", mail},
-      {"hf_config", hf_config}, {"hf_index", hf_index},   {"tokenizer", tokenizer}};
+      {"hf_config", hf_config}, {"hf_index", hf_index},   {"tokenizer", tokenizer},
+      {"tokenizer_json", tokenizer_json}};
   return t;
 }
 

@@ -188,3 +188,87 @@ def spm(model_type):
 
 put("tokenizer", "unigram.model", spm(1))
 put("tokenizer", "bpe.model", spm(2))
+
+
+# tokenizer_json: Hugging Face tokenizer.json files with a BPE model, small enough to mutate: GPT-2's
+# byte-level layout (256 byte tokens, a few merges, <|endoftext|>), Llama 3's (a Split regex,
+# ByteLevel without its regex, ignore_merges, merges as pairs), Qwen2's (NFC, Sequence of Split and
+# ByteLevel), and Llama 2's sentencepiece-style layout (Replace/Prepend normalizer, byte fallback,
+# the Replace/ByteFallback/Fuse/Strip decoder); plus a Digits pre-tokenizer and an unsupported model.
+def byte_level_vocab():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): i for i, c in enumerate(sorted(cs, key=lambda c: bs[cs.index(c)]))}
+
+
+def bpe_json(vocab, merges, pre, decoder, added=(), normalizer=None, **model):
+    m = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+         "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": merges}
+    m.update(model)
+    tokens = [{"id": i, "content": c, "single_word": False, "lstrip": l, "rstrip": r, "normalized": False,
+               "special": s} for i, c, l, r, s in added]
+    return json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": tokens,
+                       "normalizer": normalizer, "pre_tokenizer": pre, "post_processor": None,
+                       "decoder": decoder, "model": m}, ensure_ascii=False)
+
+
+bl = byte_level_vocab()
+bl_merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "r e", "Ġ w"]
+for k, (a, b) in enumerate(m.split(" ") for m in bl_merges):
+    bl[a + b] = 256 + k
+bl["<|endoftext|>"] = len(bl)
+byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+put("tokenizer_json", "gpt2.json", bpe_json(bl, bl_merges, byte_level, {"type": "ByteLevel"},
+                                            [(len(bl) - 1, "<|endoftext|>", False, False, True)]))
+llama3_split = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+l3 = dict(bl)
+l3["<|begin_of_text|>"], l3["<|eot_id|>"] = len(l3), len(l3) + 1
+put("tokenizer_json", "llama3.json", bpe_json(
+    l3, [m.split(" ") for m in bl_merges],
+    {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": llama3_split}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+    {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    [(len(l3) - 2, "<|begin_of_text|>", False, False, True), (len(l3) - 1, "<|eot_id|>", False, False, True)],
+    ignore_merges=True))
+qw = dict(bl)
+qw["<|im_start|>"], qw["<|im_end|>"] = len(qw), len(qw) + 1
+put("tokenizer_json", "qwen2.json", bpe_json(
+    qw, bl_merges,
+    {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": llama3_split.replace("\\p{N}{1,3}", "\\p{N}")}, "behavior": "Isolated",
+         "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
+    {"type": "ByteLevel"}, [(len(qw) - 2, "<|im_start|>", False, False, True), (len(qw) - 1, "<|im_end|>", False, False, True)],
+    normalizer={"type": "NFC"}))
+sp = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    sp["<0x%02X>" % b] = len(sp)
+sp_merges = ["▁ t", "h e", "▁t he", "▁ a", "e r", "i n"]
+for p in "▁ t h e a r i n o s".split(" "):
+    sp.setdefault(p, len(sp))
+for a, b in (m.split(" ") for m in sp_merges):
+    sp.setdefault(a + b, len(sp))
+put("tokenizer_json", "llama2.json", bpe_json(
+    sp, sp_merges, None,
+    {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                                      {"type": "ByteFallback"}, {"type": "Fuse"},
+                                      {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    [(0, "<unk>", False, False, True), (1, "<s>", False, False, True), (2, "</s>", False, False, True)],
+    normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                    {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+put("tokenizer_json", "metaspace_digits.json", bpe_json(
+    sp, sp_merges,
+    {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                           {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first",
+                                            "split": False}]},
+    {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False},
+    [(3, "<0x00>", True, True, False)], unk_token="<unk>", byte_fallback=True))
+put("tokenizer_json", "unigram.json", json.dumps({"model": {"type": "Unigram", "vocab": [["a", -1.0]]}}))
