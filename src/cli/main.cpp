@@ -439,7 +439,8 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--top-p", a->gen.top_p, "Sample from the smallest set holding this probability (default 1)");
   cmd->add_option("--repetition-penalty", a->gen.repetition_penalty,
                   "Divide (positive) or multiply (negative) the logits of tokens already present (default 1)");
-  cmd->add_option("--stop", a->gen.stop, "Stop before this string (repeatable); eos and the model's stop ids always stop");
+  cmd->add_option("--stop", a->gen.stop, "Stop before this string (repeatable); eos and the model's stop ids always stop")
+      ->allow_extra_args(false);  // one string per --stop
   cmd->add_flag("--no-cache", a->no_cache, "Re-run the whole context every step (the reference; slow)");
   cmd->add_flag("--chat", a->chat.chat, "Render --prompt as a user message with the chat template (default for chat/instruct runs)");
   cmd->add_flag("--no-chat", a->chat.no_chat, "Continue --prompt as plain text, even for a chat run");
