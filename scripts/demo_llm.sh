@@ -7,7 +7,7 @@
 # Every step starts its run over (--overwrite), so the demo can be run again.
 set -euo pipefail
 TUNEKIT=${1:-build/tunekit}
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-/usr/bin/python3}
 start=$(date +%s)
 declare -a STEPS=()
 step() {  # step NAME COMMAND...: runs it, records its wall time
