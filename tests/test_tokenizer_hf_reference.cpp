@@ -46,6 +46,9 @@ TEST(HfTokenizerReference, IdsAndDecodingsMatchHuggingFaceTokenizers) {
       }
       if (ref.contains("decoded")) EXPECT_EQ(tok.decode(ids[i]), ref["decoded"][i].get<std::string>()) << entry.path().filename() << ": decode of text " << i;
     }
+    int64_t reference_tokens = 0;
+    for (const auto& row : ids) reference_tokens += static_cast<int64_t>(row.size());
+    EXPECT_GT(reference_tokens, 0) << entry.path().filename() << ": the reference holds no token (a broken reference)";
     EXPECT_EQ(mismatched, 0) << entry.path().filename() << ": " << mismatched << " of " << texts.size() << " texts differ";
     std::cout << entry.path().filename().string() << ": " << texts.size() << " texts, " << tokens << " tokens, " << mismatched << " differ\n";
   }

@@ -58,6 +58,12 @@ data::TokenizerOptions tokenizer_options(const Recipe& recipe) {
   train.type = to_string(c.type);
   train.vocab_size = c.vocab_size;
   train.character_coverage = c.character_coverage;
+  // A tokenizer trained for a Hugging Face family (model.from_config) becomes that model's
+  // tokenizer.model, which transformers reads with its own (tokenizers-backed) Llama tokenizer:
+  // no NFKC, whitespace kept. Sentencepiece's identity normalization gives the same ids there
+  // (with nmt_nfkc, transformers 5.17 read "\n\n" as byte-fallback tokens where sentencepiece
+  // had folded it into a space).
+  if (!recipe.model.from_config.empty()) train.normalization = "identity";
   return data::TokenizerOptions()
       .model(c.model)
       .init_run(recipe.init_from.run)
