@@ -184,4 +184,26 @@ GenerateResult generate_ids(models::Model& model, const data::Tokenizer& tok, in
   return r;
 }
 
+GreedyIds greedy_ids(models::Model& model, const std::vector<int64_t>& prompt, const std::vector<int64_t>& stop_ids,
+                     int64_t max_new, int64_t max_context) {
+  torch::NoGradGuard no_grad;
+  models::CausalLm* lm = models::as_causal_lm(model);
+  if (lm) max_context = std::min(max_context, lm->context_length());
+  models::KvCache cache;
+  const bool cached = lm && lm->incremental_blocker().empty();
+  LogitSource source = cached ? cached_source(*lm, cache) : rerun_source(model, max_context);
+  GreedyIds out;
+  std::vector<int64_t> ids = prompt;
+  for (int64_t i = 0; i < max_new && int64_t(ids.size()) < max_context; ++i) {
+    const int64_t next = (i == 0 ? source.prefill(ids) : source.step(ids)).argmax().item<int64_t>();
+    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+      out.ended = true;
+      break;
+    }
+    out.ids.push_back(next);
+    ids.push_back(next);
+  }
+  return out;
+}
+
 }  // namespace tunekit

@@ -58,4 +58,15 @@ std::vector<int64_t> prompt_ids(const data::Tokenizer& tok, const GenerateOption
 GenerateResult generate_ids(models::Model& model, const data::Tokenizer& tok, int64_t max_seq_len,
                             const std::vector<int64_t>& prompt_ids, const GenerateOptions& options);
 
+// Greedy continuation of `prompt` without a tokenizer (exact-match evaluation): argmax tokens until
+// one of `stop_ids` (not kept; `ended` set), `max_new` tokens or the context is full. The logits
+// come from where generate_ids reads them: the key/value cache when the model's may be used, else
+// the context re-run.
+struct GreedyIds {
+  std::vector<int64_t> ids;
+  bool ended = false;
+};
+GreedyIds greedy_ids(models::Model& model, const std::vector<int64_t>& prompt, const std::vector<int64_t>& stop_ids,
+                     int64_t max_new, int64_t max_context);
+
 }  // namespace tunekit

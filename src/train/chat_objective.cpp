@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "models/lm.h"
+#include "src/eval/generate.h"
 #include "util/error.h"
 
 namespace tunekit {
@@ -120,33 +121,10 @@ std::optional<AnswerSpan> last_trained_run(const torch::Tensor& labels_row) {
 
 GreedyAnswer greedy_answer(models::Model& model, const std::vector<int64_t>& prompt, int64_t end_id,
                            const std::vector<int64_t>& stop_ids, int64_t max_new, int64_t max_context) {
-  torch::NoGradGuard no_grad;
-  models::CausalLm* lm = models::as_causal_lm(model);
-  if (lm) max_context = std::min(max_context, lm->context_length());
-  GreedyAnswer out;
-  std::vector<int64_t> context = prompt;
-  models::KvCache cache;
-  auto step_ids = torch::tensor(prompt, torch::kLong).unsqueeze(0);
-  for (int64_t i = 0; i < max_new && int64_t(context.size()) < max_context; ++i) {
-    torch::Tensor logits;
-    if (lm) {
-      models::LmInputs in;
-      in.ids = step_ids;
-      in.cache = &cache;
-      logits = lm->forward_lm(in);
-    } else {
-      logits = model.forward(torch::tensor(context, torch::kLong).unsqueeze(0));
-    }
-    const int64_t next = logits.select(0, 0).select(0, -1).argmax().item<int64_t>();
-    if (next == end_id || std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
-      out.ended = true;
-      break;
-    }
-    out.ids.push_back(next);
-    context.push_back(next);
-    step_ids = torch::full({1, 1}, next, torch::kLong);
-  }
-  return out;
+  std::vector<int64_t> stops = stop_ids;
+  stops.push_back(end_id);
+  const GreedyIds g = greedy_ids(model, prompt, stops, max_new, max_context);
+  return {g.ids, g.ended};
 }
 
 namespace {
