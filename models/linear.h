@@ -17,6 +17,11 @@ struct LinearOptions {
   TORCH_ARG(bool, bias) = true;
 };
 
+// x Wᵀ + b for a base weight W. When W is stored narrower than x (a frozen weight kept in bf16,
+// models/precision.h) it is widened for this product only, and autograd keeps the narrow W for
+// the backward (which gives x its gradient; W is frozen and gets none). Otherwise torch::linear.
+torch::Tensor base_linear(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b);
+
 class LinearImpl : public torch::nn::Module {
  public:
   explicit LinearImpl(LinearOptions options);

@@ -41,6 +41,14 @@ struct LmInputs {
   bool last_only = false;
 };
 
+// The output layer of a causal LM as a fused loss reads it (models/chunked_loss.h): logits =
+// hidden · weightᵀ + bias. An undefined weight means the head is not a plain product (an adapter
+// is attached to it): callers then take forward_lm's logits.
+struct LmHead {
+  torch::Tensor weight;  // [vocab, d] (the token embedding when the head is tied)
+  torch::Tensor bias;    // [vocab] or undefined
+};
+
 class CausalLm {
  public:
   virtual ~CausalLm() = default;
@@ -52,6 +60,13 @@ class CausalLm {
   // a part that reads the whole sequence at once (a prompt expert's gate). Callers fall back to
   // forward(ids) over the whole context; forward_lm throws this reason.
   virtual std::string incremental_blocker() { return ""; }
+  // forward_lm without the head: the final hidden states [B, N, d] (after the last norm) that
+  // head() turns into the logits. Models without it throw; callers check head() first.
+  virtual torch::Tensor forward_hidden(const LmInputs& in) {
+    (void)in;
+    throw Error("forward_hidden is not implemented by this model");
+  }
+  virtual LmHead head() { return {}; }
 };
 
 inline CausalLm* as_causal_lm(Model& m) { return dynamic_cast<CausalLm*>(&m); }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/script.h"
+#include "util/error.h"
 
 namespace tunekit::models {
 
@@ -18,6 +19,13 @@ class Model : public torch::nn::Module {
   // Forward FLOPs for one sample (multiply-adds x2), used for MFU reports.
   virtual double flops_per_sample() const = 0;
   virtual std::string describe() const = 0;
+  // Activation checkpointing (train.activation_checkpointing): while training with autograd on,
+  // each block keeps only its input and recomputes its activations in backward. Models that
+  // cannot do it refuse to turn it on.
+  virtual void set_activation_checkpointing(bool on) {
+    if (on) throw Error(describe() + ": activation checkpointing (train.activation_checkpointing) is not supported by this model");
+  }
+  virtual bool activation_checkpointing() const { return false; }
 };
 
 }  // namespace tunekit::models

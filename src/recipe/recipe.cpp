@@ -36,6 +36,13 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   r.optimizer = recipe::parse_optimizer(top.section("optimizer"));
   r.schedule = recipe::parse_schedule(top.section("schedule"));
   r.train = recipe::parse_train(top.section("train"));
+  if (r.train.activation_checkpointing && !r.model.is_hf_lm())
+    top.section("train").fail("activation_checkpointing",
+                              "needs a Hugging Face causal LM (model.from_hf or model.from_config: gpt2, llama, mistral, "
+                              "qwen2); model.kind is " + to_string(r.model.kind));
+  if (r.model.frozen_dtype != models::FrozenDtype::Fp32 && r.adapter.kind == adapters::AdapterKind::None)
+    top.section("model").fail("frozen_dtype", "stores the frozen base compactly, but without an adapter every weight "
+                                              "trains (set adapter.kind, or leave frozen_dtype at fp32)");
   r.sweep = recipe::parse_sweep(top.section("sweep"));
   r.lab = lab::parse_lab(top.section("lab"), top.has("lab"));
   r.output = recipe::parse_output(top.section("output"), source);

@@ -12,6 +12,7 @@
 #include "adapters/kind.h"
 #include "data/chat.h"
 #include "models/attention_variant.h"
+#include "models/precision_kind.h"
 #include "models/text_task.h"
 #include "src/lab/lab_recipe.h"
 #include "util/enum_table.h"
@@ -76,6 +77,8 @@ struct ModelConfig {
   double dropout = 0.0;
   models::AttentionVariant attention;  // model.attention: score, sigmoid_bias, gate, qk_norm
   bool post_attn_norm = false;
+  // model.frozen_dtype: how the frozen base weights (those the adapters leave frozen) are stored.
+  models::FrozenDtype frozen_dtype = models::FrozenDtype::Fp32;
 };
 
 enum class CheckpointKind { Best, Last };
@@ -243,6 +246,12 @@ struct TrainConfig {
   double clip_grad_norm = 1.0;  // 0 = off
   int64_t log_every = 50;
   int64_t checkpoint_every = 0;  // optimizer steps between mid-epoch checkpoints; 0 = per epoch
+  models::ComputeDtype compute_dtype = models::ComputeDtype::Fp32;  // what the matmuls run in
+  bool activation_checkpointing = false;  // recompute each block's activations in backward
+  int64_t val_batches = 0;  // batches of the validation split each evaluation reads; 0 = all
+  // Causal LMs: tokens per chunk of the fused head + cross-entropy (models/chunked_loss.h), which
+  // never holds the [tokens, vocab] logits and their gradient at once; 0 = plain logits.
+  int64_t loss_chunk = 1024;
 };
 
 struct OutputConfig {

@@ -213,6 +213,7 @@ ModelConfig parse_hf_model(Section& m) {
     m.check_range("num_classes", c.num_classes, 1, kMaxClasses);
   }
   m.check_real("dropout", c.dropout, 0, false, 1, true);
+  c.frozen_dtype = m.choice("frozen_dtype", c.frozen_dtype);
   m.finish();
   return c;
 }
@@ -246,6 +247,7 @@ ModelConfig parse_model(Section m) {
   m.read("num_classes", c.num_classes);
   m.read("dropout", c.dropout);
   m.read("post_attn_norm", c.post_attn_norm);
+  c.frozen_dtype = m.choice("frozen_dtype", c.frozen_dtype);
   c.attention = parse_attention(m.section("attention"));
   check_model(m, c);
   m.finish();

@@ -128,6 +128,10 @@ TrainConfig parse_train(Section t) {
   t.read("clip_grad_norm", c.clip_grad_norm);
   t.read("log_every", c.log_every);
   t.read("checkpoint_every", c.checkpoint_every);
+  c.compute_dtype = t.choice("compute_dtype", c.compute_dtype);
+  t.read("activation_checkpointing", c.activation_checkpointing);
+  t.read("val_batches", c.val_batches);
+  t.read("loss_chunk", c.loss_chunk);
   constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
   t.check_range("epochs", c.epochs, 1, 1000000);
   t.check_range("max_steps", c.max_steps, 0, kMaxCount, " (0 = no limit)");
@@ -135,6 +139,8 @@ TrainConfig parse_train(Section t) {
   t.check_real("clip_grad_norm", c.clip_grad_norm, 0, false, HUGE_VAL, false);  // 0 = off
   t.check_range("log_every", c.log_every, 1, kMaxCount);
   t.check_range("checkpoint_every", c.checkpoint_every, 0, kMaxCount, " (0 = at the end of each epoch)");
+  t.check_range("val_batches", c.val_batches, 0, kMaxCount, " (0 = the whole validation split)");
+  t.check_range("loss_chunk", c.loss_chunk, 0, 1 << 20, " (0 = plain logits)");
   t.finish();
   return c;
 }

@@ -1,0 +1,30 @@
+// Next-token cross-entropy fused with the LM head, a chunk of tokens at a time: the logits of a
+// chunk are made, reduced to the loss and turned into the gradients of the hidden states and (when
+// it trains) the head's weight at once, so the [tokens, vocab] logits and their gradient are never
+// held whole (at a 152k vocabulary, 256 tokens' logits alone are 156 MB in float32).
+#pragma once
+#include <torch/torch.h>
+
+#include "models/lm.h"
+
+namespace tunekit::models {
+
+inline constexpr int64_t kIgnoreIndex = -100;  // targets equal to it carry no loss
+
+// Mean cross-entropy of softmax(hidden · head.weightᵀ + head.bias) against `targets` over the
+// targets that are not kIgnoreIndex (0 when there are none). hidden [T, d], targets [T] int64.
+// Differentiable in hidden, head.weight and head.bias (each when it requires grad); the same
+// value and gradients as cross_entropy(linear(hidden, W, b), targets, ignore_index -100).
+torch::Tensor chunked_lm_loss(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
+                              int64_t chunk);
+
+// The same reduction without gradients, for evaluation: the summed loss, the number of targets
+// whose argmax logit is the target, and the number of counted targets.
+struct LmLossStats {
+  double loss_sum = 0;
+  int64_t correct = 0, count = 0;
+};
+LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
+                             int64_t chunk);
+
+}  // namespace tunekit::models
