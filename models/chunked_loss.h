@@ -27,4 +27,14 @@ struct LmLossStats {
 LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
                              int64_t chunk);
 
+// Next-token targets for ids [B, N]: ids shifted left by one, -100 at each row's last position and
+// where the target is pad_id (pad_id < 0: no padding).
+torch::Tensor next_token_targets(const torch::Tensor& ids, int64_t pad_id);
+
+// The mean loss of a causal LM on `in` against targets [B, N] (-100: no loss), the one path the
+// trainer and the benchmarks share: fused and chunked (chunked_lm_loss over forward_hidden and
+// head()) when chunk > 0 and the model offers a plain head, else cross-entropy on the logits of
+// forward_lm (or forward(ids) for a model that is not a CausalLm).
+torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tensor& targets, int64_t chunk);
+
 }  // namespace tunekit::models
