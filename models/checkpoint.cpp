@@ -60,11 +60,12 @@ class AutocastAs {
       : enabled_(at::autocast::is_cpu_enabled()), dtype_(at::autocast::get_autocast_cpu_dtype()), switched_on_(enabled && !enabled_) {
     at::autocast::set_cpu_enabled(enabled);
     at::autocast::set_autocast_cpu_dtype(dtype);
+    if (switched_on_) at::autocast::increment_nesting();
   }
   ~AutocastAs() {
+    if (switched_on_ && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();  // as ComputeScope
     at::autocast::set_cpu_enabled(enabled_);
     at::autocast::set_autocast_cpu_dtype(dtype_);
-    if (switched_on_) at::autocast::clear_cache();
   }
   AutocastAs(const AutocastAs&) = delete;
   AutocastAs& operator=(const AutocastAs&) = delete;

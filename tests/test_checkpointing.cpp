@@ -3,6 +3,7 @@
 // equal those of the plain forward (full training, LoRA on a frozen base, a shared HoRA
 // hypernetwork, dropout replayed, accumulation, an AdamW curve); it is off where it must be; and
 // forward_lm's logits are forward_hidden's states through head(), with segments and a cache.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "models/hf/gpt2.h"
 #include "models/hf/llama.h"
 #include "models/lm.h"
+#include "models/precision.h"
 #include "src/from_recipe/adapters.h"
 #include "util/error.h"
 #include "util/memory.h"
@@ -302,6 +304,26 @@ TEST(Checkpointing, AdamWLossCurveIsTheSame) {
     auto with = curve(true), without = curve(false);
     for (size_t i = 0; i < with.size(); ++i) EXPECT_NEAR(with[i], without[i], 1e-5 * without[i]) << c.name << " step " << i;
     EXPECT_LT(without.back(), without.front() - 0.1) << c.name << ": the curve must go down";
+  }
+}
+
+TEST(Checkpointing, Bf16AutocastIsReplayedInTheBackward) {
+  // The forward inside a bf16 ComputeScope, the backward after the scope ended: the recomputation
+  // must run in bf16 as the forward did, or its gradients would be fp32's.
+  for (const auto& c : cases()) {
+    auto m = build(c, torch::kFloat);
+    auto ids = ids_of(2, 12, 13);
+    auto in_bf16 = [&](bool on) {
+      return run(*m, on, 5, [&] {
+        ComputeScope scope(torch::kBFloat16);
+        std::vector<torch::Tensor> out{lm_loss(*m, ids)};
+        return out;
+      });
+    };
+    auto without = in_bf16(false);
+    EXPECT_GT(std::abs(without.losses[0] - run_one(*m, false, ids).losses[0]), 1e-5) << c.name << ": bf16 had no effect";
+    expect_same(in_bf16(true), without, 1e-5, c.name + " bf16");
+    EXPECT_FALSE(at::autocast::is_cpu_enabled());
   }
 }
 
