@@ -17,6 +17,7 @@
 
 #include "adapters/attach.h"
 #include "models/checkpoint.h"
+#include "models/chunked_loss.h"
 #include "models/hf/families.h"
 #include "models/hf/gpt2.h"
 #include "models/hf/llama.h"
@@ -25,6 +26,7 @@
 #include "src/from_recipe/adapters.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "util/threads.h"
 
 using namespace tunekit;
 using namespace tunekit::models;
@@ -456,11 +458,13 @@ TEST(LmHead, HeadIsTheTiedEmbeddingOrLmHeadAndUndefinedUnderAnAdapter) {
 // Measurements, not checks (run by hand, one configuration per process so that each has its own
 // peak RSS): TUNEKIT_CKPT_BENCH="full|lora on|off" build/tunekit_tests
 // --gtest_also_run_disabled_tests --gtest_filter=CheckpointingBench.*
-// GPT-2-small's shape (d 768, 12 layers, 12 heads, vocab 32,000) at batch 4, context 256, AdamW.
+// GPT-2-small's shape (d 768, 12 layers, 12 heads, vocab 32,000) at batch 4, context 256, AdamW,
+// the trainer's loss path (models::causal_lm_loss, chunk 1024); LoRA r 16 on c_attn.
 TEST(CheckpointingBench, DISABLED_Gpt2SmallStep) {
   const char* env = std::getenv("TUNEKIT_CKPT_BENCH");
   const std::string mode = env ? env : "full off";
-  const bool lora = mode.find("lora") != std::string::npos, on = mode.find("on") != std::string::npos;
+  const bool lora = mode.find("lora") != std::string::npos, on = mode.find(" on") != std::string::npos;
+  const std::string threads = apply_thread_policy(ThreadPolicy{});  // tunekit train's default
   torch::manual_seed(0);
   auto m = make_gpt2(Gpt2Options().vocab_size(32000).n_positions(256).n_embd(768).n_layer(12).n_head(12));
   if (lora) {
@@ -474,25 +478,31 @@ TEST(CheckpointingBench, DISABLED_Gpt2SmallStep) {
   for (const auto& p : m->parameters())
     if (p.requires_grad()) trainable.push_back(p);
   torch::optim::AdamW opt(trainable, torch::optim::AdamWOptions(1e-4));
-  auto ids = torch::randint(0, 32000, {4, 256}, torch::kLong);
+  LmInputs in;
+  in.ids = torch::randint(0, 32000, {4, 256}, torch::kLong);
+  const auto targets = next_token_targets(in.ids, -1);
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  double forward_s = 0, backward_s = 0;
   auto step = [&] {
     opt.zero_grad();
-    LmInputs in;
-    in.ids = ids;
-    auto logits = as_causal_lm(*m)->forward_lm(in).slice(1, 0, -1);
-    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, 32000}), ids.slice(1, 1).reshape(-1));
-    logits = torch::Tensor();
+    auto t0 = Clock::now();
+    auto loss = causal_lm_loss(*m, in, targets, 1024);
+    forward_s += since(t0);
+    auto t1 = Clock::now();
     loss.backward();
+    backward_s += since(t1);
     opt.step();
-    return loss.item<double>();
   };
   step();  // gradients and AdamW's moments exist from here on
-  const double before = peak_rss_mib();
+  const double first = peak_rss_mib();
   reset_peak_rss();
+  forward_s = backward_s = 0;
   const int steps = 3;
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = Clock::now();
   for (int i = 0; i < steps; ++i) step();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
-  std::printf("checkpointing bench (%s): %.2f s/step, peak RSS %.0f MiB (first step's peak %.0f MiB), %d threads\n",
-              mode.c_str(), seconds, peak_rss_mib(), before, torch::get_num_threads());
+  std::printf("checkpointing bench (%s): %.2f s/step (forward %.2f, backward %.2f), peak RSS %.0f MiB (first "
+              "step's peak %.0f MiB); threads %s\n",
+              mode.c_str(), since(t0) / steps, forward_s / steps, backward_s / steps, peak_rss_mib(), first,
+              threads.c_str());
 }
