@@ -456,20 +456,41 @@ TEST(LmHead, HeadIsTheTiedEmbeddingOrLmHeadAndUndefinedUnderAnAdapter) {
 }
 
 // Measurements, not checks (run by hand, one configuration per process so that each has its own
-// peak RSS): TUNEKIT_CKPT_BENCH="full|lora on|off" build/tunekit_tests
+// peak RSS): TUNEKIT_CKPT_BENCH="gpt2|qwen full|lora on|off" build/tunekit_tests
 // --gtest_also_run_disabled_tests --gtest_filter=CheckpointingBench.*
-// GPT-2-small's shape (d 768, 12 layers, 12 heads, vocab 32,000) at batch 4, context 256, AdamW,
-// the trainer's loss path (models::causal_lm_loss, chunk 1024); LoRA r 16 on c_attn.
-TEST(CheckpointingBench, DISABLED_Gpt2SmallStep) {
+// gpt2: GPT-2-small's shape (d 768, 12 layers, 12 heads, vocab 32,000) at batch 4, context 256;
+// qwen: Qwen2.5-0.5B's (d 896, 24 layers, 14 heads, 2 kv heads, SwiGLU 4864, vocab 151,936, tied)
+// at batch 1, context 256. AdamW, the trainer's loss path (models::causal_lm_loss, chunk 1024) and
+// thread policy; LoRA r 16 on c_attn (gpt2) or q_proj, v_proj (qwen).
+TEST(CheckpointingBench, DISABLED_Step) {
   const char* env = std::getenv("TUNEKIT_CKPT_BENCH");
-  const std::string mode = env ? env : "full off";
+  const std::string mode = env ? env : "gpt2 full off";
   const bool lora = mode.find("lora") != std::string::npos, on = mode.find(" on") != std::string::npos;
+  const bool qwen = mode.find("qwen") != std::string::npos;
   const std::string threads = apply_thread_policy(ThreadPolicy{});  // tunekit train's default
   torch::manual_seed(0);
-  auto m = make_gpt2(Gpt2Options().vocab_size(32000).n_positions(256).n_embd(768).n_layer(12).n_head(12));
+  std::shared_ptr<HfModel> m;
+  if (qwen)
+    m = make_llama(LlamaOptions()
+                       .family(Family::Qwen2)
+                       .vocab_size(151936)
+                       .hidden_size(896)
+                       .intermediate_size(4864)
+                       .num_hidden_layers(24)
+                       .num_attention_heads(14)
+                       .num_key_value_heads(2)
+                       .rope_theta(1e6)
+                       .max_position_embeddings(256)
+                       .qkv_bias(true)
+                       .tie_word_embeddings(true));
+  else
+    m = make_gpt2(Gpt2Options().vocab_size(32000).n_positions(256).n_embd(768).n_layer(12).n_head(12));
+  const int64_t vocab = qwen ? 151936 : 32000, batch = qwen ? 1 : 4;
   if (lora) {
     adapters::AttachOptions a(adapters::AdapterKind::Lora);
-    a.targets({"transformer.h.*.attn.c_attn"}).lora(adapters::LoraOptions(0, 0).r(16).alpha(32));
+    a.targets(qwen ? std::vector<std::string>{"model.layers.*.self_attn.q_proj", "model.layers.*.self_attn.v_proj"}
+                   : std::vector<std::string>{"transformer.h.*.attn.c_attn"})
+        .lora(adapters::LoraOptions(0, 0).r(16).alpha(32));
     adapters::attach_adapters(*m, a);
   }
   m->set_activation_checkpointing(on);
@@ -479,7 +500,7 @@ TEST(CheckpointingBench, DISABLED_Gpt2SmallStep) {
     if (p.requires_grad()) trainable.push_back(p);
   torch::optim::AdamW opt(trainable, torch::optim::AdamWOptions(1e-4));
   LmInputs in;
-  in.ids = torch::randint(0, 32000, {4, 256}, torch::kLong);
+  in.ids = torch::randint(0, vocab, {batch, 256}, torch::kLong);
   const auto targets = next_token_targets(in.ids, -1);
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
