@@ -162,8 +162,8 @@ TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
   for (bool tied : {false, true})
     for (bool lora : {false, true}) {
       auto m = tiny_llama(97, tied);
-      m->to(torch::kDouble);
       if (lora) attach_lora(*m);
+      m->to(torch::kDouble);
       auto* lm = models::as_causal_lm(*m);
       ASSERT_NE(lm, nullptr);
       ASSERT_TRUE(lm->head().weight.defined()) << "the Llama family offers its head for the fused loss";
