@@ -33,10 +33,16 @@ void check_inputs(const torch::Tensor& hidden, const LmHead& head, const torch::
                             c10::toString(targets.scalar_type()), c10::str(targets.sizes())));
 }
 
-// One chunk's float32 logits [rows, V] of hidden rows [r0, r1).
-torch::Tensor chunk_logits(const torch::Tensor& hidden_c, const torch::Tensor& W_c, const torch::Tensor& bias) {
-  auto logits = torch::matmul(hidden_c, W_c.t()).to(torch::kFloat);
-  if (bias.defined()) logits.add_(bias.to(torch::kFloat));
+// The dtype the reductions run in: float32, or double for double inputs.
+torch::ScalarType reduce_dtype(const torch::Tensor& hidden) {
+  return hidden.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+// One chunk's logits [rows, V] in `wide` (the reduction dtype).
+torch::Tensor chunk_logits(const torch::Tensor& hidden_c, const torch::Tensor& W_c, const torch::Tensor& bias,
+                           torch::ScalarType wide) {
+  auto logits = torch::matmul(hidden_c, W_c.t()).to(wide);
+  if (bias.defined()) logits.add_(bias.to(wide));
   return logits;
 }
 
@@ -47,7 +53,7 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
                                const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias_opt,
                                const torch::Tensor& targets, int64_t chunk, bool grad, int64_t dtype_code) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-    const auto dtype = static_cast<torch::ScalarType>(dtype_code);
+    const auto dtype = static_cast<torch::ScalarType>(dtype_code), wide = reduce_dtype(hidden);
     const torch::Tensor bias = bias_opt.has_value() ? *bias_opt : torch::Tensor();
     const bool need_h = grad && hidden.requires_grad(), need_w = grad && weight.requires_grad(),
                need_b = grad && bias.defined() && bias.requires_grad();
@@ -58,15 +64,15 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
     auto W = weight.to(dtype);
     torch::Tensor grad_h, grad_w, grad_b;
     if (need_h) grad_h = torch::zeros_like(hidden);
-    if (need_w) grad_w = torch::zeros({V, weight.size(1)}, weight.options().dtype(torch::kFloat));
-    if (need_b) grad_b = torch::zeros({V}, bias.options().dtype(torch::kFloat));
+    if (need_w) grad_w = torch::zeros({V, weight.size(1)}, weight.options().dtype(wide));
+    if (need_b) grad_b = torch::zeros({V}, bias.options().dtype(wide));
     double loss_sum = 0;
     const int64_t rows = chunk_rows(chunk, V);
     for (int64_t r0 = 0; r0 < T && count > 0; r0 += rows) {
       const int64_t r1 = std::min(T, r0 + rows);
-      auto ok = valid.slice(0, r0, r1).to(torch::kFloat);
+      auto ok = valid.slice(0, r0, r1).to(wide);
       auto safe = targets.slice(0, r0, r1).clamp_min(0).unsqueeze(1);
-      auto logits = chunk_logits(h.slice(0, r0, r1), W, bias);
+      auto logits = chunk_logits(h.slice(0, r0, r1), W, bias, wide);
       auto lse = torch::logsumexp(logits, 1, /*keepdim=*/true);
       loss_sum += ((lse - logits.gather(1, safe)).squeeze(1) * ok).sum().item<double>();
       if (!(need_h || need_w || need_b)) continue;
@@ -77,12 +83,12 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
       if (need_b) grad_b.add_(g.sum(0));
       auto gc = g.to(dtype);
       if (need_h) grad_h.slice(0, r0, r1).copy_(torch::matmul(gc, W));
-      if (need_w) grad_w.add_(torch::matmul(gc.t(), h.slice(0, r0, r1)).to(torch::kFloat));
+      if (need_w) grad_w.add_(torch::matmul(gc.t(), h.slice(0, r0, r1)).to(wide));
     }
     if (need_h) ctx->saved_data["grad_h"] = grad_h;
     if (need_w) ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
     if (need_b) ctx->saved_data["grad_b"] = grad_b.to(bias.scalar_type());
-    return torch::full({}, count > 0 ? loss_sum / double(count) : 0.0, hidden.options().dtype(torch::kFloat));
+    return torch::full({}, count > 0 ? loss_sum / double(count) : 0.0, hidden.options().dtype(wide));
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -125,7 +131,7 @@ LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, co
     const int64_t r1 = std::min(T, r0 + rows);
     auto ok = valid.slice(0, r0, r1);
     auto t = targets.slice(0, r0, r1);
-    auto logits = chunk_logits(h.slice(0, r0, r1), W, head.bias);
+    auto logits = chunk_logits(h.slice(0, r0, r1), W, head.bias, reduce_dtype(hidden));
     auto nll = torch::logsumexp(logits, 1) - logits.gather(1, t.clamp_min(0).unsqueeze(1)).squeeze(1);
     out.loss_sum += (nll * ok).sum().item<double>();
     out.correct += ((logits.argmax(1) == t) & ok).sum().item<int64_t>();
@@ -152,9 +158,12 @@ torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tens
     }
   }
   auto logits = lm && (in.segments.defined() || in.cache) ? lm->forward_lm(in) : model.forward(in.ids);
-  return torch::nn::functional::cross_entropy(
-      logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));
+  auto flat = targets.reshape({-1});
+  auto sum = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}).to(reduce_dtype(logits)), flat,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+  const int64_t count = (flat != kIgnoreIndex).sum().item<int64_t>();
+  return count > 0 ? sum / double(count) : sum * 0.0;  // no counted target: a zero loss, in the graph
 }
 
 }  // namespace tunekit::models

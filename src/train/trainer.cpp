@@ -374,6 +374,12 @@ void set_up_precision(Run& run) {
   const Recipe& recipe = run.recipe;
   run.compute = models::choose_compute_dtype(recipe.train.compute_dtype);
   std::string line = "precision: compute " + run.compute.why;
+  if (run.compute.dtype == torch::kBFloat16 && recipe.threads.torch == 1 && hardware_cores() > 1) {
+    // bf16 GEMMs run in oneDNN on LibTorch's own pool, not in OpenBLAS: give that pool the cores.
+    const int cores = recipe.threads.blas > 0 ? recipe.threads.blas : hardware_cores();
+    torch::set_num_threads(cores);
+    line += fmt::format(" (LibTorch threads raised from 1 to {}: bf16 GEMMs run on its pool)", cores);
+  }
   const int64_t saved = models::store_frozen_weights(run.model(), recipe.model.frozen_dtype);
   if (recipe.model.frozen_dtype != models::FrozenDtype::Fp32)
     line += fmt::format("; frozen base stored in {} ({:.1f} MiB saved)", to_string(recipe.model.frozen_dtype),
