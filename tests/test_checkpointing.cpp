@@ -213,6 +213,24 @@ TEST(Checkpointing, LoraOnAFrozenBaseGetsItsGradients) {
   }
 }
 
+TEST(Checkpointing, PackedRowsThroughTheFusedLossGetTheSameGradients) {
+  // The trainer's path: packed segments (each block's recomputation reads the call's mask) and the
+  // fused chunked head + cross-entropy over forward_hidden (models/chunked_loss.h).
+  for (const auto& c : cases()) {
+    auto m = build(c, torch::kDouble, /*dropout=*/0.1);
+    LmInputs in;
+    in.ids = ids_of(2, 12, 14);
+    in.segments = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2}, torch::kLong).repeat({2, 1});
+    const auto targets = next_token_targets(in.ids, -1);
+    auto fused = [&](bool on) {
+      return run(*m, on, 51, [&] { return std::vector<torch::Tensor>{causal_lm_loss(*m, in, targets, 5)}; });
+    };
+    auto with = fused(true);
+    EXPECT_EQ(with.checkpoints, kLayers) << c.name;
+    expect_same(with, fused(false), 1e-6, c.name + " packed, fused loss");
+  }
+}
+
 TEST(Checkpointing, SharedHypernetworkOutsideTheBlocksGetsItsGradients) {
   // HoRA's generators are registered at the model's root (hypernets.*), not inside a layer: the
   // checkpoint must still return their gradients.
