@@ -1,5 +1,7 @@
 #include "adapters/lowrank.h"
 
+#include "models/linear.h"
+
 namespace tunekit::adapters {
 
 namespace {
@@ -12,7 +14,7 @@ torch::Tensor row_norm(const torch::Tensor& W) { return torch::linalg_vector_nor
 
 torch::Tensor low_rank_forward(const torch::Tensor& x, const torch::Tensor& dropped, const torch::Tensor& W,
                                const torch::Tensor& b, const torch::Tensor& A, const torch::Tensor& B, double scale) {
-  auto base = torch::linear(x, W, b);
+  auto base = models::base_linear(x, W, b);
   return base + torch::linear(torch::linear(dropped, A), B) * scale;
 }
 
@@ -20,25 +22,33 @@ torch::Tensor low_rank_weight(const torch::Tensor& W, const torch::Tensor& A, co
   return (wide(W) + torch::matmul(wide(B), wide(A)) * scale).to(W.scalar_type());
 }
 
+torch::Tensor low_rank_row_norm(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scale) {
+  // The norm is the direction's denominator: keep it in float32 even inside a bf16 scope.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  auto w = wide(W), a = wide(A), b = wide(B);
+  auto wa = torch::matmul(w, a.t());                      // [d_out, r]
+  auto baa = torch::matmul(b, torch::matmul(a, a.t()));  // [d_out, r]
+  auto sq = w.pow(2).sum(1) + (2 * scale) * (wa * b).sum(1) + (scale * scale) * (baa * b).sum(1);
+  return sq.clamp_min(0).sqrt();
+}
+
 torch::Tensor decomposed_forward(const torch::Tensor& x, const torch::Tensor& dropped, const torch::Tensor& W,
                                  const torch::Tensor& b, const torch::Tensor& A, const torch::Tensor& B, double scale,
                                  const torch::Tensor& magnitude, const torch::Tensor& tau, bool detach_norm) {
   torch::Tensor norm;
-  if (detach_norm) {
-    torch::NoGradGuard no_grad;
-    norm = row_norm(low_rank_weight(W, A, B, scale));
-  } else {
-    norm = row_norm(wide(W) + torch::matmul(wide(B), wide(A)) * scale);
+  {
+    torch::AutoGradMode grad_through_norm(!detach_norm && torch::GradMode::is_enabled());
+    norm = low_rank_row_norm(W, A, B, scale);
   }
   auto denom = tau.defined() ? norm + tau : norm;
   auto g = (magnitude / denom).to(x.scalar_type());  // [d_out]
   auto lora = torch::linear(torch::linear(dropped, A), B) * scale;
   if (dropped.is_same(x)) {
-    auto y = g * (torch::linear(x, W) + lora);
+    auto y = g * (models::base_linear(x, W, {}) + lora);
     return b.defined() ? y + b : y;
   }
   // PEFT: base(x) + (g - 1) * (drop(x) W^T) + g * lora
-  return torch::linear(x, W, b) + (g - 1) * torch::linear(dropped, W) + g * lora;
+  return models::base_linear(x, W, b) + (g - 1) * models::base_linear(dropped, W, {}) + g * lora;
 }
 
 torch::Tensor decomposed_weight(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scale,

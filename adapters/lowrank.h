@@ -13,6 +13,11 @@ torch::Tensor row_norm(const torch::Tensor& W);
 torch::Tensor low_rank_forward(const torch::Tensor& x, const torch::Tensor& dropped, const torch::Tensor& W,
                                const torch::Tensor& b, const torch::Tensor& A, const torch::Tensor& B, double scale);
 
+// ‖W + scale·B A‖_c without building B A: ‖W‖² + 2·scale·rowsum((W Aᵀ) ⊙ B) + scale²·rowsum((B A Aᵀ) ⊙ B)
+// per row, computed in float32 or wider (outside any bf16 compute scope); differentiable in A and B.
+// O(d_out·d_in·r) like B A, but no [d_out, d_in] temporary besides a widened W stored in bf16.
+torch::Tensor low_rank_row_norm(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scale);
+
 // W + scale * B A, computed in float32 or wider (docs/methods.md §5).
 torch::Tensor low_rank_weight(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scale);
 

@@ -1,5 +1,7 @@
 #include "models/linear.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 #include "models/init_guard.h"
@@ -14,6 +16,41 @@ thread_local bool skip_init = false;
 SkipInit::SkipInit(bool skip) : previous_(skip_init) { skip_init = skip; }
 SkipInit::~SkipInit() { skip_init = previous_; }
 bool init_skipped() { return skip_init; }
+
+namespace {
+
+// x Wᵀ for a frozen W stored narrower than x (models/precision.h): W is widened (or x narrowed,
+// under a bf16 compute scope) for this product only; autograd keeps the narrow W, not a widened
+// copy, and gives W no gradient.
+struct NarrowWeightLinear : torch::autograd::Function<NarrowWeightLinear> {
+  static torch::ScalarType compute_dtype(const torch::Tensor& x) {
+    return at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : x.scalar_type();
+  }
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W) {
+    const auto dtype = compute_dtype(x);
+    ctx->save_for_backward({W});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(dtype);
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    return torch::matmul(x.to(dtype), W.to(dtype).t());
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto W = ctx->get_saved_variables()[0];
+    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto x_dtype = static_cast<torch::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    auto gx = torch::matmul(grads[0].to(dtype), W.to(dtype)).to(x_dtype);
+    return {gx, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor base_linear(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
+  const bool narrow = W.scalar_type() == torch::kBFloat16 || W.scalar_type() == torch::kHalf;
+  if (!narrow || W.scalar_type() == x.scalar_type() || W.requires_grad()) return torch::linear(x, W, b);
+  auto y = NarrowWeightLinear::apply(x, W);
+  return b.defined() ? y + b : y;
+}
 
 LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }
 
@@ -36,7 +73,7 @@ void LinearImpl::reset_parameters() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = adapter_ && !merged_ ? adapter_->forward(x, weight, bias) : torch::linear(x, weight, bias);
+  auto y = adapter_ && !merged_ ? adapter_->forward(x, weight, bias) : base_linear(x, weight, bias);
   return output_ ? output_->forward(x, y) : y;
 }
 

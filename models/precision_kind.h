@@ -11,6 +11,7 @@ inline constexpr EnumRow<FrozenDtype> kFrozenDtypeRows[] = {
     {"bf16", FrozenDtype::Bf16, "frozen base weights stored in bfloat16 (half the memory), widened per matmul"},
 };
 constexpr const auto& enum_rows(FrozenDtype) { return kFrozenDtypeRows; }
+inline std::string to_string(FrozenDtype d) { return enum_name(d); }
 
 enum class ComputeDtype { Fp32, Bf16, Auto };
 inline constexpr EnumRow<ComputeDtype> kComputeDtypeRows[] = {
@@ -21,5 +22,6 @@ inline constexpr EnumRow<ComputeDtype> kComputeDtypeRows[] = {
      "bf16 where the CPU has bf16 instructions (avx512_bf16 or AMX) and a bf16 GEMM measures >= 1.5x float32, else fp32"},
 };
 constexpr const auto& enum_rows(ComputeDtype) { return kComputeDtypeRows; }
+inline std::string to_string(ComputeDtype d) { return enum_name(d); }
 
 }  // namespace tunekit::models

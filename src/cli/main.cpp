@@ -582,6 +582,7 @@ int run_reporting_errors(const std::string& name, const std::function<int()>& ru
 }  // namespace
 
 int main(int argc, char** argv) {
+  tunekit::select_blas_core(argv);
   // A file-size limit (ulimit -f) then fails the write with EFBIG, reported as one error line,
   // instead of killing the process mid-write.
   std::signal(SIGXFSZ, SIG_IGN);

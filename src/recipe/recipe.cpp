@@ -43,6 +43,9 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   if (r.model.frozen_dtype != models::FrozenDtype::Fp32 && r.adapter.kind == adapters::AdapterKind::None)
     top.section("model").fail("frozen_dtype", "stores the frozen base compactly, but without an adapter every weight "
                                               "trains (set adapter.kind, or leave frozen_dtype at fp32)");
+  if (r.model.frozen_dtype != models::FrozenDtype::Fp32 && !r.model.is_hf())
+    top.section("model").fail("frozen_dtype", "needs model.from_hf: only a Hugging Face base is read again from its "
+                                              "directory, so its checkpoints and exports keep the float32 base");
   r.sweep = recipe::parse_sweep(top.section("sweep"));
   r.lab = lab::parse_lab(top.section("lab"), top.has("lab"));
   r.output = recipe::parse_output(top.section("output"), source);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "models/chunked_loss.h"
 #include "models/lm.h"
 #include "src/eval/generate.h"
 #include "util/error.h"
@@ -40,6 +41,16 @@ void check_targets(const torch::Tensor& target, const torch::Tensor& trained, in
     throw Error(fmt::format("labels: token id {} is outside the model's vocabulary of {} (trained labels must be "
                             "ids in 0..{}, untrained ones {})",
                             target.masked_select(bad)[0].item<int64_t>(), vocab, vocab - 1, kNotTrained));
+}
+
+// shifted_targets laid out per position [B, N] (the last position predicts nothing), checked
+// against the vocabulary: the targets models::causal_lm_loss and chunked_lm_stats take.
+torch::Tensor position_targets(const torch::Tensor& labels, const torch::Tensor& segments, int64_t vocab) {
+  auto target = shifted_targets(labels, segments);
+  check_targets(target, target.ne(kNotTrained), vocab);
+  auto full = torch::full_like(labels, kNotTrained);
+  full.slice(1, 0, labels.size(1) - 1).copy_(target.view({labels.size(0), labels.size(1) - 1}));
+  return full;
 }
 
 std::string shape_of(const torch::Tensor& t) {
@@ -198,10 +209,39 @@ torch::Tensor ResponseObjective::batch_loss(models::Model& model, const data::La
   check_rows(split);
   auto ids = split.inputs.index_select(0, idx);
   auto segments = split.segments.defined() ? split.segments.index_select(0, idx) : torch::Tensor();
-  return response_loss(lm_logits(model, ids, segments), split.labels.index_select(0, idx), segments);
+  auto labels = split.labels.index_select(0, idx);
+  models::CausalLm* lm = models::as_causal_lm(model);
+  const models::LmHead head = lm && loss_chunk > 0 ? lm->head() : models::LmHead{};
+  if (!head.weight.defined()) return response_loss(lm_logits(model, ids, segments), labels, segments);
+  // The fused head + loss (models/chunked_loss.h) on the same targets.
+  auto full = position_targets(labels, segments, head.weight.size(0));
+  models::LmInputs in;
+  in.ids = ids;
+  in.segments = segments;
+  return models::causal_lm_loss(model, in, full, loss_chunk);
 }
 
 namespace {
+
+// The fused head's evaluation of one batch (models/chunked_loss.h: no [tokens, vocab] logits);
+// false when the model has no plain head.
+bool fused_scores(models::Model& model, const torch::Tensor& ids, const torch::Tensor& segments,
+                  const torch::Tensor& labels, EvalResult& r, double& loss_sum, int64_t& correct) {
+  models::CausalLm* lm = models::as_causal_lm(model);
+  const models::LmHead head = lm ? lm->head() : models::LmHead{};
+  if (!head.weight.defined()) return false;
+  auto full = position_targets(labels, segments, head.weight.size(0));
+  models::LmInputs in;
+  in.ids = ids;
+  in.segments = segments;
+  auto hidden = lm->forward_hidden(in);
+  const auto stats = models::chunked_lm_stats(hidden.reshape({-1, hidden.size(-1)}), head, full.reshape({-1}), 8192);
+  loss_sum += stats.loss_sum;
+  correct += stats.correct;
+  r.tokens += stats.count;
+  r.positions += ids.numel();
+  return true;
+}
 
 // Response loss, perplexity and token accuracy of `data` into `r`.
 void score_tokens(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, EvalResult& r) {
@@ -213,6 +253,7 @@ void score_tokens(models::Model& model, const data::LabelledDataset& data, int64
     auto ids = data.inputs.slice(0, i, j);
     auto segments = data.segments.defined() ? data.segments.slice(0, i, j) : torch::Tensor();
     auto labels = data.labels.slice(0, i, j);
+    if (fused_scores(model, ids, segments, labels, r, loss_sum, correct)) continue;
     auto logits = lm_logits(model, ids, segments);
     const ResponseLossSum s = response_loss_sum(logits, labels, segments);
     auto target = shifted_targets(labels, segments);

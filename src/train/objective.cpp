@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/chunked_loss.h"
 #include "src/train/chat_objective.h"
 
 namespace tunekit {
@@ -63,6 +64,14 @@ torch::Tensor NextTokenObjective::loss(const torch::Tensor& output, const torch:
   return lm_loss(output, inputs, pad_id_);
 }
 
+torch::Tensor NextTokenObjective::batch_loss(models::Model& model, const data::LabelledDataset& split,
+                                            const torch::Tensor& idx) const {
+  auto ids = split.inputs.index_select(0, idx);
+  models::LmInputs in;
+  in.ids = ids;
+  return models::causal_lm_loss(model, in, models::next_token_targets(ids, pad_id_), loss_chunk);
+}
+
 EvalResult NextTokenObjective::evaluate(models::Model& model, const data::LabelledDataset& data,
                                         int64_t batch_size) const {
   return evaluate_lm(model, data, batch_size, pad_id_);
@@ -100,9 +109,15 @@ std::string NextTokenObjective::summary_text(const TrainResult& result) const {
 }
 
 std::unique_ptr<Objective> make_objective(const Recipe& recipe) {
-  if (recipe.data.is_chat()) return std::make_unique<ResponseObjective>();
-  if (recipe.model.is_lm()) return std::make_unique<NextTokenObjective>(recipe.model.pad_id);
-  return std::make_unique<ClassificationObjective>();
+  std::unique_ptr<Objective> objective;
+  if (recipe.data.is_chat())
+    objective = std::make_unique<ResponseObjective>();
+  else if (recipe.model.is_lm())
+    objective = std::make_unique<NextTokenObjective>(recipe.model.pad_id);
+  else
+    objective = std::make_unique<ClassificationObjective>();
+  objective->loss_chunk = recipe.train.loss_chunk;
+  return objective;
 }
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, const Recipe& recipe) {

@@ -55,6 +55,9 @@ class Objective {
   virtual void add_summary_fields(const TrainResult& result, nlohmann::json& line) const = 0;
   // The closing line of the progress output.
   virtual std::string summary_text(const TrainResult& result) const = 0;
+
+  // train.loss_chunk: tokens per chunk of a causal LM's fused head + loss (0: plain logits).
+  int64_t loss_chunk = 0;
 };
 
 // Single-label classification (images or texts): cross-entropy, accuracy picks the best.
@@ -80,6 +83,8 @@ class NextTokenObjective : public Objective {
   explicit NextTokenObjective(int64_t pad_id) : pad_id_(pad_id) {}
   std::string name() const override { return "next_token"; }
   torch::Tensor loss(const torch::Tensor& output, const torch::Tensor& inputs, const torch::Tensor& labels) const override;
+  // Through models::causal_lm_loss: the fused, chunked head + loss when the model offers it.
+  torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const override;
   EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const override;
   double score(const EvalResult& ev) const override { return -ev.loss; }
   std::string describe_samples(const data::LabelledDataset& train, bool text) const override;

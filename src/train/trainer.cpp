@@ -12,6 +12,7 @@
 
 #include "data/hf_tokenizer.h"
 #include "data/text_data.h"
+#include "models/precision.h"
 #include "src/from_recipe/data.h"
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
@@ -158,6 +159,8 @@ struct Run {
   double seconds_this_call = 0;
   int64_t last_saved_step = -1;   // the step of checkpoints/last as it is on disk (-1: none)
   bool finished_before = false;   // --resume of a run that had finished
+  models::ComputeChoice compute;  // train.compute_dtype, resolved (models/precision.h)
+  std::string precision_line;     // what set-up chose for compute, frozen storage and checkpointing
   nlohmann::json previous_summary;  // its summary line
   TrainResult result;
 
@@ -365,6 +368,23 @@ void set_checkpoint_extras(Run& run) {
 }
 
 // The run's opening lines: model, init, tokenizer, adapter, data and step budget, resume position.
+// train.compute_dtype, model.frozen_dtype and train.activation_checkpointing, applied once the
+// model holds its weights (a resumed run's too), and the line that says what was chosen.
+void set_up_precision(Run& run) {
+  const Recipe& recipe = run.recipe;
+  run.compute = models::choose_compute_dtype(recipe.train.compute_dtype);
+  std::string line = "precision: compute " + run.compute.why;
+  const int64_t saved = models::store_frozen_weights(run.model(), recipe.model.frozen_dtype);
+  if (recipe.model.frozen_dtype != models::FrozenDtype::Fp32)
+    line += fmt::format("; frozen base stored in {} ({:.1f} MiB saved)", to_string(recipe.model.frozen_dtype),
+                        double(saved) / (1 << 20));
+  if (recipe.train.activation_checkpointing) {
+    run.model().set_activation_checkpointing(true);
+    line += "; activation checkpointing on";
+  }
+  run.precision_line = line;
+}
+
 void announce(const Run& run, const std::string& threads, const std::string& tokenizer_message, bool resuming) {
   const Recipe& recipe = run.recipe;
   const auto& s = run.splits;
@@ -376,6 +396,7 @@ void announce(const Run& run, const std::string& threads, const std::string& tok
                       s.train.size(), s.val.size(), s.test.size(),
                       run.objective->describe_samples(s.train, recipe.model.is_text()), run.batch_size, run.accum,
                       run.total_steps, threads));
+  run.say(run.precision_line);
   if (resuming)
     run.say(fmt::format("resuming from step {} (epoch {}, batch {})", run.state.step, run.state.epoch + 1,
                         run.state.batch_in_epoch));
@@ -410,6 +431,7 @@ void set_up(Run& run) {
   run.total_steps = steps_per_epoch * recipe.train.epochs;
   if (recipe.train.max_steps > 0) run.total_steps = std::min(run.total_steps, recipe.train.max_steps);
   resume_or_start(run, resuming);
+  set_up_precision(run);
   announce(run, threads, tokenizer_message, resuming);
 
   run.result.run_dir = run.run_dir;
@@ -433,6 +455,7 @@ struct Step {
 double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
   const auto& train_set = run.splits.train;
   auto idx = perm.slice(0, b * run.batch_size, (b + 1) * run.batch_size);
+  models::ComputeScope compute(run.compute.dtype);
   auto loss = run.objective->batch_loss(run.model(), train_set, idx);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) diverged(run, run.state.step + 1, "the loss is " + number_text(loss_value));
@@ -516,12 +539,24 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
 
 // --- end of epoch ---
 
+// The validation rows an evaluation reads: the first train.val_batches batches (0: all of them).
+data::LabelledDataset validation_rows(const Run& run) {
+  const auto& val = run.splits.val;
+  const int64_t limit = run.recipe.train.val_batches * run.recipe.data.eval_batch_size;
+  if (limit <= 0 || limit >= val.size()) return val;
+  return val.subset(torch::arange(limit, torch::kLong));
+}
+
 // Evaluates the validation split, logs it, and remembers the epoch when its score is the best.
 // A non-finite validation loss or score stops the run (it is never logged, nor "best").
 void validate(Run& run, int64_t epoch) {
   auto& state = run.state;
   const Objective& objective = *run.objective;
-  auto ev = objective.evaluate(run.model(), run.splits.val, run.recipe.data.eval_batch_size);
+  EvalResult ev;
+  {
+    models::ComputeScope compute(run.compute.dtype);
+    ev = objective.evaluate(run.model(), validation_rows(run), run.recipe.data.eval_batch_size);
+  }
   run.model().train();
   run.result.final_val_accuracy = ev.accuracy;
   const double score = objective.score(ev);

@@ -1,0 +1,160 @@
+#include "models/chunked_loss.h"
+
+#include <ATen/autocast_mode.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace tunekit::models {
+
+namespace {
+
+constexpr int64_t kChunkLogitBytes = 64LL << 20;  // a chunk's float32 logits stay under 64 MiB
+
+// Tokens per chunk: at most `chunk`, and fewer when the chunk's logits would pass kChunkLogitBytes.
+int64_t chunk_rows(int64_t chunk, int64_t vocab) {
+  return std::max<int64_t>(16, std::min<int64_t>(chunk, kChunkLogitBytes / (4 * std::max<int64_t>(vocab, 1))));
+}
+
+// The dtype the head's products run in: the bf16 compute scope's (models/precision.h) or hidden's.
+torch::ScalarType product_dtype(const torch::Tensor& hidden) {
+  return at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : hidden.scalar_type();
+}
+
+void check_inputs(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets) {
+  if (!head.weight.defined()) throw Error("chunked_lm_loss: the head has no plain weight (an adapter on it)");
+  if (hidden.dim() != 2 || head.weight.dim() != 2 || hidden.size(1) != head.weight.size(1))
+    throw Error(fmt::format("chunked_lm_loss: hidden {} does not fit the head's weight {}", c10::str(hidden.sizes()),
+                            c10::str(head.weight.sizes())));
+  if (targets.dim() != 1 || targets.size(0) != hidden.size(0) || targets.scalar_type() != torch::kLong)
+    throw Error(fmt::format("chunked_lm_loss: targets must be int64 [{}], got {} {}", hidden.size(0),
+                            c10::toString(targets.scalar_type()), c10::str(targets.sizes())));
+}
+
+// One chunk's float32 logits [rows, V] of hidden rows [r0, r1).
+torch::Tensor chunk_logits(const torch::Tensor& hidden_c, const torch::Tensor& W_c, const torch::Tensor& bias) {
+  auto logits = torch::matmul(hidden_c, W_c.t()).to(torch::kFloat);
+  if (bias.defined()) logits.add_(bias.to(torch::kFloat));
+  return logits;
+}
+
+// The loss and every gradient in one pass over the chunks, in forward; backward scales them by
+// the loss's incoming gradient. `grad`: autograd was on at the call (it is off inside forward).
+struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias_opt,
+                               const torch::Tensor& targets, int64_t chunk, bool grad, int64_t dtype_code) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    const auto dtype = static_cast<torch::ScalarType>(dtype_code);
+    const torch::Tensor bias = bias_opt.has_value() ? *bias_opt : torch::Tensor();
+    const bool need_h = grad && hidden.requires_grad(), need_w = grad && weight.requires_grad(),
+               need_b = grad && bias.defined() && bias.requires_grad();
+    const int64_t T = hidden.size(0), V = weight.size(0);
+    const auto valid = targets != kIgnoreIndex;
+    const int64_t count = valid.sum().item<int64_t>();
+    auto h = hidden.to(dtype);
+    auto W = weight.to(dtype);
+    torch::Tensor grad_h, grad_w, grad_b;
+    if (need_h) grad_h = torch::zeros_like(hidden);
+    if (need_w) grad_w = torch::zeros({V, weight.size(1)}, weight.options().dtype(torch::kFloat));
+    if (need_b) grad_b = torch::zeros({V}, bias.options().dtype(torch::kFloat));
+    double loss_sum = 0;
+    const int64_t rows = chunk_rows(chunk, V);
+    for (int64_t r0 = 0; r0 < T && count > 0; r0 += rows) {
+      const int64_t r1 = std::min(T, r0 + rows);
+      auto ok = valid.slice(0, r0, r1).to(torch::kFloat);
+      auto safe = targets.slice(0, r0, r1).clamp_min(0).unsqueeze(1);
+      auto logits = chunk_logits(h.slice(0, r0, r1), W, bias);
+      auto lse = torch::logsumexp(logits, 1, /*keepdim=*/true);
+      loss_sum += ((lse - logits.gather(1, safe)).squeeze(1) * ok).sum().item<double>();
+      if (!(need_h || need_w || need_b)) continue;
+      // d loss / d logits = (softmax - onehot(target)) / count on counted rows, 0 elsewhere.
+      auto g = logits.sub_(lse).exp_();
+      g.scatter_add_(1, safe, -torch::ones({r1 - r0, 1}, g.options()));
+      g.mul_((ok / double(count)).unsqueeze(1));
+      if (need_b) grad_b.add_(g.sum(0));
+      auto gc = g.to(dtype);
+      if (need_h) grad_h.slice(0, r0, r1).copy_(torch::matmul(gc, W));
+      if (need_w) grad_w.add_(torch::matmul(gc.t(), h.slice(0, r0, r1)).to(torch::kFloat));
+    }
+    if (need_h) ctx->saved_data["grad_h"] = grad_h;
+    if (need_w) ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
+    if (need_b) ctx->saved_data["grad_b"] = grad_b.to(bias.scalar_type());
+    return torch::full({}, count > 0 ? loss_sum / double(count) : 0.0, hidden.options().dtype(torch::kFloat));
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto& go = grads[0];
+    auto scaled = [&](const char* key) {
+      if (!ctx->saved_data.count(key)) return torch::Tensor();
+      auto g = ctx->saved_data[key].toTensor();
+      return g * go.to(g.scalar_type());
+    };
+    return {scaled("grad_h"), scaled("grad_w"), scaled("grad_b"), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor chunked_lm_loss(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
+                              int64_t chunk) {
+  check_inputs(hidden, head, targets);
+  if (chunk <= 0) throw Error(fmt::format("chunked_lm_loss: chunk must be positive, got {}", chunk));
+  c10::optional<torch::Tensor> bias;
+  if (head.bias.defined()) bias = head.bias;
+  return FusedLmLoss::apply(hidden, head.weight, bias, targets, chunk, torch::GradMode::is_enabled(),
+                            static_cast<int64_t>(product_dtype(hidden)));
+}
+
+LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
+                             int64_t chunk) {
+  check_inputs(hidden, head, targets);
+  torch::NoGradGuard no_grad;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  const auto dtype = product_dtype(hidden);
+  auto h = hidden.to(dtype);
+  auto W = head.weight.to(dtype);
+  const auto valid = targets != kIgnoreIndex;
+  LmLossStats out;
+  const int64_t T = hidden.size(0), rows = chunk_rows(std::max<int64_t>(chunk, 1), W.size(0));
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    const int64_t r1 = std::min(T, r0 + rows);
+    auto ok = valid.slice(0, r0, r1);
+    auto t = targets.slice(0, r0, r1);
+    auto logits = chunk_logits(h.slice(0, r0, r1), W, head.bias);
+    auto nll = torch::logsumexp(logits, 1) - logits.gather(1, t.clamp_min(0).unsqueeze(1)).squeeze(1);
+    out.loss_sum += (nll * ok).sum().item<double>();
+    out.correct += ((logits.argmax(1) == t) & ok).sum().item<int64_t>();
+    out.count += ok.sum().item<int64_t>();
+  }
+  return out;
+}
+
+torch::Tensor next_token_targets(const torch::Tensor& ids, int64_t pad_id) {
+  auto t = torch::full_like(ids, kIgnoreIndex);
+  const int64_t N = ids.size(1);
+  if (N > 1) t.slice(1, 0, N - 1).copy_(ids.slice(1, 1));
+  if (pad_id >= 0) t.masked_fill_(t == pad_id, kIgnoreIndex);
+  return t;
+}
+
+torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tensor& targets, int64_t chunk) {
+  auto* lm = as_causal_lm(model);
+  if (lm && chunk > 0) {
+    LmHead head = lm->head();
+    if (head.weight.defined()) {
+      auto hidden = lm->forward_hidden(in);
+      return chunked_lm_loss(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}), chunk);
+    }
+  }
+  auto logits = lm && (in.segments.defined() || in.cache) ? lm->forward_lm(in) : model.forward(in.ids);
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));
+}
+
+}  // namespace tunekit::models
