@@ -8,6 +8,10 @@
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
 //             [--sgemm-gflops G] [--seed 0] [--tiny] [--json]
 //   bench_llm --sgemm [--torch-threads N] [--blas-threads N] [--json]
+//   bench_llm --print-core
+// Every mode first lets util/threads.h's select_blas_core pick OpenBLAS's kernels (on a CPU the
+// installed OpenBLAS does not know it re-executes with OPENBLAS_CORETYPE set); --print-core prints
+// the core in use, which run_llm.sh exports as OPENBLAS_CORETYPE so PyTorch eager gets the same.
 // --sgemm measures the peak the MFU is counted against (run_llm.sh runs it once and passes it to
 // both sides): the median over [1024,768]x[768,768], [1024,768]x[768,3072] and 1024^3 of each
 // shape's best of 3 tries (20 products each). --tiny: a 2-layer model of the shape's family.
@@ -67,7 +71,7 @@ Shape shape_named(const std::string& name, bool tiny) {
 }
 
 struct Args {
-  bool sgemm = false, checkpointing = false, tiny = false, json = false;
+  bool sgemm = false, print_core = false, checkpointing = false, tiny = false, json = false;
   std::string shape = "gpt2", mode = "lora";
   int64_t steps = 2, warmup = 1, r = 16, fresh = 64, loss_chunk = 1024, seed = 0;
   double alpha = 32.0, sgemm_gflops = 0;
@@ -81,7 +85,8 @@ const char* kUsage =
     "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
     "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json]\n"
-    "       bench_llm --sgemm [--torch-threads N] [--blas-threads N] [--json]\n";
+    "       bench_llm --sgemm [--torch-threads N] [--blas-threads N] [--json]\n"
+    "       bench_llm --print-core\n";
 
 template <typename E>
 E choice(const std::string& flag, const std::string& v) {
@@ -108,6 +113,7 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
     if (f == "--sgemm") a.sgemm = true;
+    else if (f == "--print-core") a.print_core = true;
     else if (f == "--shape") a.shape = value(i);
     else if (f == "--mode") a.mode = value(i);
     else if (f == "--steps") a.steps = int64_t(number(i, true));
@@ -223,7 +229,7 @@ int run_sgemm(const Args& a, const Output& out) {
   out.say(fmt::format("sgemm peak (median of the 3 shapes' best of 3): {:.1f} GFLOP/s; threads {}; OpenBLAS core {}",
                       peak, threads, blas_core()));
   out.emit({{"what", "sgemm"}, {"gflops", round_to(peak, 1)}, {"shapes", per}, {"threads", threads},
-            {"blas_core", blas_core()}, {"bf16_features", models::cpu_bf16_features()}});
+            {"blas_core", blas_core()}, {"blas_core_description", blas_core_description()}, {"bf16_features", models::cpu_bf16_features()}});
   return 0;
 }
 
@@ -403,8 +409,13 @@ int run_row(const Args& a, const Output& out) {
 
 int main(int argc, char** argv) {
   try {
+    select_blas_core(argv);
     const Args a = parse_args(argc, argv);
     const Output out(a.json);
+    if (a.print_core) {
+      std::cout << blas_core() << std::endl;
+      return 0;
+    }
     return a.sgemm ? run_sgemm(a, out) : run_row(a, out);
   } catch (const Error& e) {
     std::cerr << "bench_llm: error: " << e.what() << "\n";

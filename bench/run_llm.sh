@@ -16,7 +16,8 @@
 #     every shape and mode); COMPUTE (fp32 | bf16 | auto: tunekit resolves it, eager then runs what
 #     tunekit chose); FROZEN (fp32 | bf16, tunekit only); CHECKPOINTING (0 | 1, tunekit only);
 #     LOSS_CHUNK (1024: tunekit's fused LM-head loss chunk, 0 = plain logits); NEW (64); TINY (0 | 1:
-#     a 2-layer model of each shape, to check the script).
+#     a 2-layer model of each shape, to check the script); OPENBLAS_CORETYPE (default: the core
+#     bench_llm --print-core selects).
 # The default full run takes about 20 minutes on an idle 2-core machine.
 set -euo pipefail
 BUILD=${1:-build}
@@ -38,6 +39,14 @@ cd "$(dirname "$0")/.."
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tunekit-llm-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export OPENBLAS_NUM_THREADS=$THREADS
+# One OpenBLAS core for the sgemm peak and both sides: the one tunekit selects (util/threads.h:
+# on a CPU newer than the installed OpenBLAS knows, OpenBLAS alone falls back to its generic
+# "Prescott" kernels, 4-6x slower), unless OPENBLAS_CORETYPE is set already.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  OPENBLAS_CORETYPE=$("$BUILD/bench_llm" --print-core)
+  export OPENBLAS_CORETYPE
+fi
+echo "== OpenBLAS core for both sides: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average before: $LOAD_BEFORE"
 
@@ -89,11 +98,11 @@ echo "== load average after: $LOAD_AFTER"
 echo
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-$PY - "$WORK" "$CPU" "$LOAD_BEFORE" "$LOAD_AFTER" "$THREADS" "$TORCH_THREADS" "$STEPS" "$WARMUP" "${rows[@]}" <<'EOF'
+$PY - "$WORK" "$CPU" "$LOAD_BEFORE" "$LOAD_AFTER" "$THREADS" "$TORCH_THREADS" "$STEPS" "$WARMUP" "$TINY" "${rows[@]}" <<'EOF'
 import json, os, sys
 
-work, cpu, load_before, load_after, threads, torch_threads, steps, warmup = sys.argv[1:9]
-rows = sys.argv[9:]
+work, cpu, load_before, load_after, threads, torch_threads, steps, warmup, tiny = sys.argv[1:10]
+rows = sys.argv[10:]
 
 
 def read(path):
@@ -141,7 +150,7 @@ for shape, _ in res:
     if shape not in shapes:
         shapes.append(shape)
 for shape in shapes:
-    print(f"**{TITLES.get(shape, shape)}**")
+    print(f"**{TITLES.get(shape, shape)}**" + (" (TINY=1: 2 layers, d 64, vocab 512, 32 tokens)" if tiny == "1" else ""))
     print()
     print("| mode | tunekit tok/s | eager tok/s | ratio | tunekit step s | eager step s | tunekit MFU | eager MFU "
           "| tunekit peak RSS | eager peak RSS |")
@@ -165,6 +174,9 @@ for shape in shapes:
                   f"{num(tk, 'decode_tokens_per_s', '{:.1f}')} | {num(py, 'decode_tokens_per_s', '{:.1f}')} "
                   f"| {ratio(tk, py, 'decode_tokens_per_s')} | {per(tk)} | {per(py)} | - | - | | |")
     print()
+    for (sh, mode), (tk, py) in res.items():  # both sides count the FLOPs with the same formula
+        if sh == shape and tk and py and abs(tk["flops_step"] - py["flops_step"]) > 1e-6 * py["flops_step"]:
+            print(f"WARNING: {shape} {mode}: the two sides count different FLOPs ({tk['flops_step']:.4g} vs {py['flops_step']:.4g})  ")
     g = lambda m, side: res.get((shape, m), (None, None))[side]
     if g("lora", 0) and g("full", 1):
         line = f"LoRA peak RSS / eager full-FT peak RSS: tunekit {100 * g('lora', 0)['peak_rss_mb'] / g('full', 1)['peak_rss_mb']:.0f} %"
