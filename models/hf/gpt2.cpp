@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/block.h"
+#include "models/checkpoint.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
 #include "util/error.h"
@@ -160,28 +161,42 @@ int64_t Gpt2Impl::max_seq_len() const { return options.max_seq_len() > 0 ? optio
 int64_t Gpt2Impl::n_inner() const { return options.n_inner() > 0 ? options.n_inner() : 4 * options.n_embd(); }
 
 torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids) {
-  check_ids(ids, max_seq_len(), options.vocab_size(), "gpt2");
-  const int64_t N = ids.size(1);
-  auto x = wte(ids) + wpe->weight.slice(0, 0, N);  // positions 0..N-1
-  x = torch::dropout(x, options.dropout(), is_training());
-  for (auto& b : h) x = b(x);
-  return torch::linear(ln_f(x), wte->weight);  // the head tied to wte
+  LmInputs in;
+  in.ids = ids;
+  return forward_lm(in);
 }
 
 torch::Tensor Gpt2Impl::forward_lm(const LmInputs& in) {
+  return torch::linear(forward_hidden(in), wte->weight);  // the head tied to wte
+}
+
+torch::Tensor Gpt2Impl::forward_hidden(const LmInputs& in) {
   if (in.cache || in.segments.defined())
     if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
   LmCall call = prepare_lm_call(in, max_seq_len(), options.vocab_size(), h.size(), "gpt2");
   const int64_t N = in.ids.size(1);
   auto x = wte(in.ids) + wpe(call.positions);  // [P, N, d] positions broadcast over the batch
   x = torch::dropout(x, options.dropout(), is_training());
-  for (size_t i = 0; i < h.size(); ++i) {
-    call.attention.layer = int64_t(i);
-    x = h[i](x, &call.attention);
+  if (checkpointing_applies(checkpointing_, *this, in.cache != nullptr)) {
+    std::vector<const torch::nn::Module*> blocks;
+    for (const auto& b : h) blocks.push_back(b.get());
+    const auto shared = trainable_outside(*this, blocks);
+    for (size_t i = 0; i < h.size(); ++i) {
+      LmAttention attention = call.attention;  // by value: the block runs again in the backward
+      attention.layer = int64_t(i);
+      std::shared_ptr<Gpt2BlockImpl> block = h[i].ptr();
+      x = checkpointed([block, attention](const torch::Tensor& t) { return block->forward(t, &attention); }, x,
+                       checkpoint_params(*block, shared));
+    }
+  } else {
+    for (size_t i = 0; i < h.size(); ++i) {
+      call.attention.layer = int64_t(i);
+      x = h[i](x, &call.attention);
+    }
   }
   if (in.cache) in.cache->length += N;
   if (in.last_only) x = x.slice(1, N - 1);
-  return torch::linear(ln_f(x), wte->weight);  // the head tied to wte
+  return ln_f(x);
 }
 
 std::string Gpt2Impl::incremental_blocker() { return incremental_blocker_of(*this, "gpt2"); }

@@ -3,7 +3,7 @@
 // and the LM head tied to the token embedding. Module names are the checkpoint's
 // (`transformer.h.0.attn.c_attn`); the Conv1D layers are models::Linear holding [out, in] (the
 // checkpoint stores them [in, out]: hf_tensors() marks them transposed). A models::CausalLm:
-// packed segments and a key/value cache (models/lm.h).
+// packed segments and a key/value cache (models/lm.h); per-block activation checkpointing.
 #pragma once
 #include <torch/torch.h>
 
@@ -48,11 +48,18 @@ TORCH_MODULE(Gpt2Block);
 class Gpt2Impl : public HfModel, public CausalLm {
  public:
   explicit Gpt2Impl(Gpt2Options options);
-  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
+  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size] (forward_lm({ids})).
   torch::Tensor forward(const torch::Tensor& ids) override;
   // forward with packed segments (wpe positions restart per segment) or a cache (wpe positions
-  // from cache->length).
+  // from cache->length): forward_hidden, then the head tied to wte.
   torch::Tensor forward_lm(const LmInputs& in) override;
+  // ln_f's output [B, N, d] ([B, 1, d] with last_only).
+  torch::Tensor forward_hidden(const LmInputs& in) override;
+  LmHead head() override { return {wte->weight, {}}; }  // GPT-2 always ties the head to wte
+  // While on, a training forward with autograd and no cache keeps only each block's input
+  // (models/checkpoint.h).
+  void set_activation_checkpointing(bool on) override { checkpointing_ = on; }
+  bool activation_checkpointing() const override { return checkpointing_; }
   int64_t context_length() const override { return max_seq_len(); }
   std::string incremental_blocker() override;
   torch::jit::Module to_script(const ScriptUnit& unit) const override;
@@ -69,6 +76,9 @@ class Gpt2Impl : public HfModel, public CausalLm {
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};
   std::vector<Gpt2Block> h;
   torch::nn::LayerNorm ln_f{nullptr};
+
+ private:
+  bool checkpointing_ = false;
 };
 
 }  // namespace tunekit::models::hf

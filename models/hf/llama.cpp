@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "models/block.h"
+#include "models/checkpoint.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
 #include "util/error.h"
@@ -156,15 +157,17 @@ int64_t LlamaImpl::max_seq_len() const {
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& ids) {
-  check_ids(ids, max_seq_len(), options.vocab_size(), to_string(options.family()));
-  auto h = embed_tokens(ids);
-  auto [cos, sin] = rotary_cos_sin(ids.size(1), head_dim(), options.rope_theta(), h.scalar_type());
-  for (auto& l : layers) h = l(h, cos, sin);
-  h = norm(h);
-  return lm_head ? lm_head(h) : torch::linear(h, embed_tokens->weight);
+  LmInputs in;
+  in.ids = ids;
+  return forward_lm(in);
 }
 
 torch::Tensor LlamaImpl::forward_lm(const LmInputs& in) {
+  auto h = forward_hidden(in);
+  return lm_head ? lm_head(h) : torch::linear(h, embed_tokens->weight);
+}
+
+torch::Tensor LlamaImpl::forward_hidden(const LmInputs& in) {
   const std::string fam = to_string(options.family());
   if (in.cache || in.segments.defined())
     if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
@@ -172,14 +175,33 @@ torch::Tensor LlamaImpl::forward_lm(const LmInputs& in) {
   const int64_t N = in.ids.size(1);
   auto h = embed_tokens(in.ids);
   auto [cos, sin] = rotary_cos_sin_at(call.positions, head_dim(), options.rope_theta(), h.scalar_type());
-  for (size_t i = 0; i < layers.size(); ++i) {
-    call.attention.layer = int64_t(i);
-    h = layers[i](h, cos, sin, &call.attention);
+  if (checkpointing_applies(checkpointing_, *this, in.cache != nullptr)) {
+    std::vector<const torch::nn::Module*> blocks;
+    for (const auto& l : layers) blocks.push_back(l.get());
+    const auto shared = trainable_outside(*this, blocks);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      LmAttention attention = call.attention;  // by value: the layer runs again in the backward
+      attention.layer = int64_t(i);
+      std::shared_ptr<LlamaDecoderLayerImpl> layer = layers[i].ptr();
+      h = checkpointed([layer, attention, cos = cos, sin = sin](const torch::Tensor& t) {
+            return layer->forward(t, cos, sin, &attention);
+          }, h, checkpoint_params(*layer, shared));
+    }
+  } else {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      call.attention.layer = int64_t(i);
+      h = layers[i](h, cos, sin, &call.attention);
+    }
   }
   if (in.cache) in.cache->length += N;
   if (in.last_only) h = h.slice(1, N - 1);
-  h = norm(h);
-  return lm_head ? lm_head(h) : torch::linear(h, embed_tokens->weight);
+  return norm(h);
+}
+
+LmHead LlamaImpl::head() {
+  if (!lm_head) return {embed_tokens->weight, {}};
+  if (lm_head->adapter() || lm_head->output_adapter() || lm_head->merged()) return {};  // not a plain product
+  return {lm_head->weight, lm_head->bias};
 }
 
 std::string LlamaImpl::incremental_blocker() { return incremental_blocker_of(*this, to_string(options.family())); }

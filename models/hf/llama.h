@@ -3,7 +3,7 @@
 // convention), grouped-query causal attention with optional q/k/v and o biases, a SwiGLU MLP
 // (down(silu(gate(x)) * up(x))), and an lm_head of its own or tied to the embedding. Module
 // names are the checkpoint's (`model.layers.3.self_attn.q_proj`, `lm_head`). A models::CausalLm:
-// packed segments and a key/value cache (models/lm.h).
+// packed segments and a key/value cache (models/lm.h); per-layer activation checkpointing.
 #pragma once
 #include <torch/torch.h>
 
@@ -53,11 +53,21 @@ TORCH_MODULE(LlamaDecoderLayer);
 class LlamaImpl : public HfModel, public CausalLm {
  public:
   explicit LlamaImpl(LlamaOptions options);
-  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size]
+  // ids [B, N] int64, N <= max_seq_len() -> logits [B, N, vocab_size] (forward_lm({ids})).
   torch::Tensor forward(const torch::Tensor& ids) override;
   // forward with packed segments (rotary positions restart per segment) or a cache (rotary
-  // positions from cache->length; keys cached after the rotation, per key/value head).
+  // positions from cache->length; keys cached after the rotation, per key/value head):
+  // forward_hidden, then lm_head (or the embedding when tied).
   torch::Tensor forward_lm(const LmInputs& in) override;
+  // The final norm's output [B, N, d] ([B, 1, d] with last_only).
+  torch::Tensor forward_hidden(const LmInputs& in) override;
+  // embed_tokens' weight when tied, else lm_head's weight and bias; an undefined weight when
+  // lm_head carries an adapter (attached or merged) or an output adapter.
+  LmHead head() override;
+  // While on, a training forward with autograd and no cache keeps only each decoder layer's
+  // input (models/checkpoint.h).
+  void set_activation_checkpointing(bool on) override { checkpointing_ = on; }
+  bool activation_checkpointing() const override { return checkpointing_; }
   int64_t context_length() const override { return max_seq_len(); }
   std::string incremental_blocker() override;
   torch::jit::Module to_script(const ScriptUnit& unit) const override;
@@ -76,6 +86,9 @@ class LlamaImpl : public HfModel, public CausalLm {
   std::vector<LlamaDecoderLayer> layers;
   RmsNorm norm{nullptr};
   Linear lm_head{nullptr};  // null when tie_word_embeddings: the head is embed_tokens' weight
+
+ private:
+  bool checkpointing_ = false;
 };
 
 }  // namespace tunekit::models::hf
