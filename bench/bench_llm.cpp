@@ -7,14 +7,15 @@
 //             [--compute fp32|bf16|auto] [--frozen fp32|bf16] [--checkpointing] [--loss-chunk 1024]
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
 //             [--sgemm-gflops G] [--seed 0] [--tiny] [--json]
-//   bench_llm --sgemm [--torch-threads N] [--blas-threads N] [--json]
+//   bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]
 //   bench_llm --print-core
 // Every mode first lets util/threads.h's select_blas_core pick OpenBLAS's kernels (on a CPU the
 // installed OpenBLAS does not know it re-executes with OPENBLAS_CORETYPE set); --print-core prints
 // the core in use, which run_llm.sh exports as OPENBLAS_CORETYPE so PyTorch eager gets the same.
 // --sgemm measures the peak the MFU is counted against (run_llm.sh runs it once and passes it to
 // both sides): the median over [1024,768]x[768,768], [1024,768]x[768,3072] and 1024^3 of each
-// shape's best of 3 tries (20 products each). --tiny: a 2-layer model of the shape's family.
+// shape's best of 3 tries (20 products each); with a --compute that resolves to bf16, the bf16
+// GEMM peak too (the bf16 rows' MFU is counted against it). --tiny: a 2-layer model of the shape's family.
 // --json: one JSON object per line on stdout (model, step, summary; sgemm), the same keys as
 // torch_llm.py; the human-readable lines go to stderr.
 // FLOPs: step_flops below (the same formula as torch_llm.py's; run_llm.sh prints it).
@@ -85,7 +86,7 @@ const char* kUsage =
     "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
     "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json]\n"
-    "       bench_llm --sgemm [--torch-threads N] [--blas-threads N] [--json]\n"
+    "       bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]\n"
     "       bench_llm --print-core\n";
 
 template <typename E>
@@ -208,13 +209,13 @@ std::string apply_threads(const Args& a) {
   return apply_thread_policy(policy);
 }
 
-int run_sgemm(const Args& a, const Output& out) {
-  const std::string threads = apply_threads(a);
+// The GEMM peak in `dtype` at the shapes that matter: the median over the shapes of each one's
+// best of 3 tries (20 products each); `per` gets each shape's figure.
+double gemm_peak(torch::ScalarType dtype, json& per) {
   const int64_t shapes[3][3] = {{1024, 768, 768}, {1024, 768, 3072}, {1024, 1024, 1024}};
   std::vector<double> best;
-  json per = json::object();
   for (const auto& mkn : shapes) {
-    auto x = torch::randn({mkn[0], mkn[1]}), w = torch::randn({mkn[1], mkn[2]});
+    auto x = torch::randn({mkn[0], mkn[1]}).to(dtype), w = torch::randn({mkn[1], mkn[2]}).to(dtype);
     torch::mm(x, w);  // warm-up
     double top = 0;
     for (int t = 0; t < 3; ++t) {
@@ -225,11 +226,25 @@ int run_sgemm(const Args& a, const Output& out) {
     best.push_back(top);
     per[fmt::format("{}x{}x{}", mkn[0], mkn[1], mkn[2])] = round_to(top, 1);
   }
-  const double peak = median(best);
+  return median(best);
+}
+
+// The sgemm peak and, when --compute resolves to bf16, the bf16 GEMM peak the bf16 rows' MFU is
+// counted against ("gflops_compute"; the sgemm peak otherwise).
+int run_sgemm(const Args& a, const Output& out) {
+  const std::string threads = apply_threads(a);
+  json per = json::object(), per_compute = json::object();
+  const double peak = gemm_peak(torch::kFloat, per);
+  const auto choice = models::choose_compute_dtype(a.compute);
+  const double peak_compute = choice.dtype == torch::kFloat ? peak : gemm_peak(choice.dtype, per_compute);
   out.say(fmt::format("sgemm peak (median of the 3 shapes' best of 3): {:.1f} GFLOP/s; threads {}; OpenBLAS core {}",
                       peak, threads, blas_core()));
+  if (choice.dtype != torch::kFloat)
+    out.say(fmt::format("{} GEMM peak: {:.1f} GFLOP/s ({})", c10::toString(choice.dtype), peak_compute, choice.why));
   out.emit({{"what", "sgemm"}, {"gflops", round_to(peak, 1)}, {"shapes", per}, {"threads", threads},
-            {"blas_core", blas_core()}, {"blas_core_description", blas_core_description()}, {"bf16_features", models::cpu_bf16_features()}});
+            {"blas_core", blas_core()}, {"blas_core_description", blas_core_description()},
+            {"bf16_features", models::cpu_bf16_features()}, {"compute_dtype", std::string(c10::toString(choice.dtype))},
+            {"compute_why", choice.why}, {"gflops_compute", round_to(peak_compute, 1)}, {"shapes_compute", per_compute}});
   return 0;
 }
 

@@ -51,10 +51,11 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average before: $LOAD_BEFORE"
 
 TK_THREADS=(--torch-threads "$TORCH_THREADS" --blas-threads "$THREADS")
-echo "== sgemm peak: OPENBLAS_NUM_THREADS=$THREADS $BUILD/bench_llm --sgemm ${TK_THREADS[*]} --json"
-"$BUILD/bench_llm" --sgemm "${TK_THREADS[@]}" --json > "$WORK/sgemm.jsonl"
+echo "== GEMM peak: OPENBLAS_NUM_THREADS=$THREADS $BUILD/bench_llm --sgemm --compute $COMPUTE ${TK_THREADS[*]} --json"
+"$BUILD/bench_llm" --sgemm --compute "$COMPUTE" "${TK_THREADS[@]}" --json > "$WORK/sgemm.jsonl"
 cat "$WORK/sgemm.jsonl"
-PEAK=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["gflops"])' "$WORK/sgemm.jsonl")
+# MFU is counted against the peak in the dtype the matmuls run in (the sgemm peak for fp32)
+PEAK=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["gflops_compute"])' "$WORK/sgemm.jsonl")
 
 # The rows: "shape" expands to its four modes.
 rows=()
@@ -198,6 +199,11 @@ print(f"Machine: {cpu}; bf16 instructions: {sgemm.get('bf16_features') or 'none'
       f"threads: OpenBLAS {threads}, LibTorch/torch intra-op {torch_threads} (both sides); sgemm peak "
       f"{sgemm['gflops']:.1f} GFLOP/s (median of {', '.join(f'{k} {v:.1f}' for k, v in sgemm['shapes'].items())}); "
       f"{steps} timed steps after {warmup} warm-up, median; load average before {load_before}, after {load_after}.")
+if sgemm.get("compute_dtype", "Float") != "Float":
+    print()
+    print(f"Compute {sgemm['compute_dtype']} ({sgemm['compute_why']}): MFU against the {sgemm['compute_dtype']} GEMM peak "
+          f"{sgemm['gflops_compute']:.1f} GFLOP/s (median of "
+          f"{', '.join(f'{k} {v:.1f}' for k, v in sgemm['shapes_compute'].items())}), not the sgemm peak.")
 print()
 print("MFU = FLOPs a step must do / step time / sgemm peak. linear = 2 x tokens x every projection's in x out "
       "(the LM head's d x V included); core = causal attention, 4 x H x Dh x N(N+1)/2 per sequence and layer. "
