@@ -61,7 +61,7 @@ bench: data
 
 # tunekit against PyTorch eager at 100M-500M parameters (GPT-2-small with vocab 50,257 and 32,000,
 # Qwen2.5-0.5B; full fine-tuning, LoRA, DoRA, inference), both in one run with the sgemm peak
-# measured first; random weights and ids, no data needed (about 20 minutes on 2 cores; the knobs
+# measured first; random weights and ids, no data needed (about 10 minutes on 2 idle cores; the knobs
 # are at the top of bench/run_llm.sh, e.g. ROWS="qwen:lora qwen:dora").
 bench-llm: build
 	bash bench/run_llm.sh $(BUILD)

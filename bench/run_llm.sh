@@ -18,7 +18,7 @@
 #     LOSS_CHUNK (1024: tunekit's fused LM-head loss chunk, 0 = plain logits); NEW (64); TINY (0 | 1:
 #     a 2-layer model of each shape, to check the script); OPENBLAS_CORETYPE (default: the core
 #     bench_llm --print-core selects).
-# The default full run takes about 20 minutes on an idle 2-core machine.
+# The default full run takes about 10 minutes on an idle 2-core machine (20 under load).
 set -euo pipefail
 BUILD=${1:-build}
 THREADS=${THREADS:-2}
