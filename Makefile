@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-tokenizer fuzz clean
+.PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-llm bench-tokenizer fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -58,6 +58,13 @@ bench: data
 	bash bench/run_attention.sh $(BUILD)
 	@if [ -f .data/spam-assassin/MANIFEST.json ]; then bash bench/run_text.sh $(BUILD); \
 	 else echo "(text benchmark skipped: run $(TUNEKIT) prepare spam_assassin first)"; fi
+
+# tunekit against PyTorch eager at 100M-500M parameters (GPT-2-small with vocab 50,257 and 32,000,
+# Qwen2.5-0.5B; full fine-tuning, LoRA, DoRA, inference), both in one run with the sgemm peak
+# measured first; random weights and ids, no data needed (about 10 minutes on 2 idle cores; the knobs
+# are at the top of bench/run_llm.sh, e.g. ROWS="qwen:lora qwen:dora").
+bench-llm: build
+	bash bench/run_llm.sh $(BUILD)
 
 # Tokenizer speed (MB/s on one core) beside the npm encoders on the SpamAssassin corpus (needs
 # node and npm; about 3 minutes).
