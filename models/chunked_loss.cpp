@@ -13,9 +13,11 @@ namespace {
 
 constexpr int64_t kChunkLogitBytes = 64LL << 20;  // a chunk's float32 logits stay under 64 MiB
 
-// Tokens per chunk: at most `chunk`, and fewer when the chunk's logits would pass kChunkLogitBytes.
-int64_t chunk_rows(int64_t chunk, int64_t vocab) {
-  return std::max<int64_t>(16, std::min<int64_t>(chunk, kChunkLogitBytes / (4 * std::max<int64_t>(vocab, 1))));
+// Tokens per chunk: at most `chunk`, and fewer when the chunk's logits would pass kChunkLogitBytes
+// (`budget` times that when the head's weight trains: every chunk then reads and writes the whole
+// [V, d] weight gradient once more, so fewer, larger chunks cost less).
+int64_t chunk_rows(int64_t chunk, int64_t vocab, int64_t budget = 1) {
+  return std::max<int64_t>(16, std::min<int64_t>(chunk, budget * kChunkLogitBytes / (4 * std::max<int64_t>(vocab, 1))));
 }
 
 // The dtype the head's products run in: the bf16 compute scope's (models/precision.h) or hidden's.
@@ -64,10 +66,11 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
     auto W = weight.to(dtype);
     torch::Tensor grad_h, grad_w, grad_b;
     if (need_h) grad_h = torch::zeros_like(hidden);
-    if (need_w) grad_w = torch::zeros({V, weight.size(1)}, weight.options().dtype(wide));
+    if (need_w) grad_w = torch::empty({V, weight.size(1)}, weight.options().dtype(wide));
     if (need_b) grad_b = torch::zeros({V}, bias.options().dtype(wide));
     double loss_sum = 0;
-    const int64_t rows = chunk_rows(chunk, V);
+    const int64_t rows = chunk_rows(chunk, V, need_w ? 4 : 1);
+    bool first_w = true;  // the first chunk writes grad_w, the later ones add to it in place
     for (int64_t r0 = 0; r0 < T && count > 0; r0 += rows) {
       const int64_t r1 = std::min(T, r0 + rows);
       auto ok = valid.slice(0, r0, r1).to(wide);
@@ -83,9 +86,21 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
       if (need_b) grad_b.add_(g.sum(0));
       auto gc = g.to(dtype);
       if (need_h) grad_h.slice(0, r0, r1).copy_(torch::matmul(gc, W));
-      if (need_w) grad_w.add_(torch::matmul(gc.t(), h.slice(0, r0, r1)).to(wide));
+      if (need_w) {
+        if (wide == dtype) {
+          if (first_w)
+            torch::mm_out(grad_w, gc.t(), h.slice(0, r0, r1));
+          else
+            grad_w.addmm_(gc.t(), h.slice(0, r0, r1));
+        } else {
+          auto part = torch::matmul(gc.t(), h.slice(0, r0, r1)).to(wide);
+          first_w ? grad_w.copy_(part) : grad_w.add_(part);
+        }
+        first_w = false;
+      }
     }
     if (need_h) ctx->saved_data["grad_h"] = grad_h;
+    if (need_w && first_w) grad_w.zero_();  // no counted target
     if (need_w) ctx->saved_data["grad_w"] = grad_w.to(weight.scalar_type());
     if (need_b) ctx->saved_data["grad_b"] = grad_b.to(bias.scalar_type());
     return torch::full({}, count > 0 ? loss_sum / double(count) : 0.0, hidden.options().dtype(wide));
@@ -94,10 +109,17 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto& go = grads[0];
+    if (ctx->saved_data.count("used"))
+      throw Error("the fused LM loss (models/chunked_loss.h) cannot run its backward twice (retain_graph); set "
+                  "train.loss_chunk: 0 for the plain path");
+    ctx->saved_data["used"] = true;
+    const bool unit = go.item<double>() == 1.0;
     auto scaled = [&](const char* key) {
       if (!ctx->saved_data.count(key)) return torch::Tensor();
       auto g = ctx->saved_data[key].toTensor();
-      return g * go.to(g.scalar_type());
+      ctx->saved_data.erase(key);  // handed over: autograd may keep it as .grad without a copy
+      // The usual incoming gradient is exactly 1 (loss.backward()): no pass over [V, d] then.
+      return unit ? g : g * go.to(g.scalar_type());
     };
     return {scaled("grad_h"), scaled("grad_w"), scaled("grad_b"), torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};

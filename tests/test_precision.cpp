@@ -127,6 +127,30 @@ TEST(ChunkedLoss, FrozenHeadAndNoTargets) {
   EXPECT_TRUE(!c.h.grad().defined() || c.h.grad().abs().max().item<double>() == 0.0);
 }
 
+TEST(ChunkedLoss, BackwardTwiceIsRefused) {
+  auto c = head_case(20, 6, 13, torch::kFloat, 12);
+  auto loss = models::chunked_lm_loss(c.h, {c.W, c.b}, c.t, 16);
+  loss.backward({}, /*retain_graph=*/true);
+  std::string what;
+  try {
+    loss.backward();
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("cannot run its backward twice"), std::string::npos) << what;
+}
+
+// With a scaled incoming gradient (gradient accumulation divides the loss) every gradient scales.
+TEST(ChunkedLoss, ScaledIncomingGradient) {
+  auto c = head_case(40, 8, 21, torch::kDouble, 13);
+  auto plain = plain_head(c);
+  clear_grads(c);
+  (models::chunked_lm_loss(c.h, {c.W, c.b}, c.t, 16) * 0.25).backward();
+  EXPECT_LT(max_rel(c.h.grad(), plain[1] * 0.25), 1e-12);
+  EXPECT_LT(max_rel(c.W.grad(), plain[2] * 0.25), 1e-12);
+  EXPECT_LT(max_rel(c.b.grad(), plain[3] * 0.25), 1e-12);
+}
+
 TEST(ChunkedLoss, StatsMatchLogits) {
   auto c = head_case(70, 16, 45, torch::kFloat, 5);
   torch::NoGradGuard no_grad;
