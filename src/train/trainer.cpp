@@ -367,7 +367,6 @@ void set_checkpoint_extras(Run& run) {
   };
 }
 
-// The run's opening lines: model, init, tokenizer, adapter, data and step budget, resume position.
 // train.compute_dtype, model.frozen_dtype and train.activation_checkpointing, applied once the
 // model holds its weights (a resumed run's too), and the line that says what was chosen.
 void set_up_precision(Run& run) {
@@ -391,6 +390,8 @@ void set_up_precision(Run& run) {
   run.precision_line = line;
 }
 
+// The run's opening lines: model, init, tokenizer, adapter, data and step budget, precision,
+// resume position.
 void announce(const Run& run, const std::string& threads, const std::string& tokenizer_message, bool resuming) {
   const Recipe& recipe = run.recipe;
   const auto& s = run.splits;
