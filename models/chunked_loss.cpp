@@ -188,4 +188,20 @@ torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tens
   return count > 0 ? sum / double(count) : sum * 0.0;  // no counted target: a zero loss, in the graph
 }
 
+LmHead fused_eval_head(Model& model) {
+  auto* lm = as_causal_lm(model);
+  return lm ? lm->head() : LmHead{};
+}
+
+int64_t fused_eval_rows(int64_t batch_size, int64_t seq_len) {
+  return std::max<int64_t>(1, std::min<int64_t>(batch_size, kEvalTokens / std::max<int64_t>(1, seq_len)));
+}
+
+LmLossStats causal_lm_stats(Model& model, const LmHead& head, const LmInputs& in, const torch::Tensor& targets) {
+  auto* lm = as_causal_lm(model);
+  if (!lm || !head.weight.defined()) throw Error("causal_lm_stats: the model has no plain LM head to fuse with");
+  auto hidden = lm->forward_hidden(in);
+  return chunked_lm_stats(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}), kEvalTokens);
+}
+
 }  // namespace tunekit::models

@@ -27,6 +27,16 @@ struct LmLossStats {
 LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets,
                              int64_t chunk);
 
+// Evaluation through the fused head, for the evaluators of every causal-LM objective: the head
+// (head() of a causal LM with a plain head; an undefined weight otherwise: the caller then
+// evaluates on the logits), the rows one forward takes (batch_size, capped so that a forward holds
+// at most kEvalTokens tokens of seq_len; at least 1), and the stats of forward_hidden(in) against
+// targets [B, N] (-100: not counted) with that head.
+inline constexpr int64_t kEvalTokens = 8192;
+LmHead fused_eval_head(Model& model);
+int64_t fused_eval_rows(int64_t batch_size, int64_t seq_len);
+LmLossStats causal_lm_stats(Model& model, const LmHead& head, const LmInputs& in, const torch::Tensor& targets);
+
 // Next-token targets for ids [B, N]: ids shifted left by one, -100 at each row's last position and
 // where the target is pad_id (pad_id < 0: no padding).
 torch::Tensor next_token_targets(const torch::Tensor& ids, int64_t pad_id);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "models/attention_variant.h"
+#include "models/checkpoint.h"
 #include "models/hf/hf_model.h"
 #include "models/linear.h"
 #include "models/lm.h"
@@ -82,6 +83,32 @@ struct LmCall {
 // cache->length + N <= context) and builds the call; `layers` sizes the cache's slots.
 LmCall prepare_lm_call(const models::LmInputs& in, int64_t context, int64_t vocab_size, size_t layers,
                        const std::string& family);
+// Runs a family's decoder layers in order over x: layer i gets `attention` with .layer = i, as
+// run(layer, x, &attention). With `checkpoint` (checkpointing_applies) each layer runs through
+// checkpointed() with the trainable tensors outside the layers as shared parameters, and its
+// attention part copied by value, since the layer runs again in the backward.
+template <typename Layers, typename Run>
+torch::Tensor run_decoder_layers(const torch::nn::Module& model, Layers& layers, LmAttention attention,
+                                 bool checkpoint, torch::Tensor x, const Run& run) {
+  if (!checkpoint) {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      attention.layer = int64_t(i);
+      x = run(*layers[i], x, &attention);
+    }
+    return x;
+  }
+  std::vector<const torch::nn::Module*> blocks;
+  for (const auto& l : layers) blocks.push_back(l.get());
+  const auto shared = trainable_outside(model, blocks);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    LmAttention a = attention;
+    a.layer = int64_t(i);
+    auto layer = layers[i].ptr();
+    x = checkpointed([layer, a, run](const torch::Tensor& t) { return run(*layer, t, &a); }, x,
+                     checkpoint_params(*layer, shared));
+  }
+  return x;
+}
 // Positions within each segment for segments [B, N] (non-decreasing along each row).
 torch::Tensor segment_positions(const torch::Tensor& segments);
 // "" or why a cache / segments would change this model's results: an output adapter (prompt

@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "models/block.h"
-#include "models/checkpoint.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
 #include "util/error.h"
@@ -177,23 +176,10 @@ torch::Tensor Gpt2Impl::forward_hidden(const LmInputs& in) {
   const int64_t N = in.ids.size(1);
   auto x = wte(in.ids) + wpe(call.positions);  // [P, N, d] positions broadcast over the batch
   x = torch::dropout(x, options.dropout(), is_training());
-  if (checkpointing_applies(checkpointing_, *this, in.cache != nullptr)) {
-    std::vector<const torch::nn::Module*> blocks;
-    for (const auto& b : h) blocks.push_back(b.get());
-    const auto shared = trainable_outside(*this, blocks);
-    for (size_t i = 0; i < h.size(); ++i) {
-      LmAttention attention = call.attention;  // by value: the block runs again in the backward
-      attention.layer = int64_t(i);
-      std::shared_ptr<Gpt2BlockImpl> block = h[i].ptr();
-      x = checkpointed([block, attention](const torch::Tensor& t) { return block->forward(t, &attention); }, x,
-                       checkpoint_params(*block, shared));
-    }
-  } else {
-    for (size_t i = 0; i < h.size(); ++i) {
-      call.attention.layer = int64_t(i);
-      x = h[i](x, &call.attention);
-    }
-  }
+  x = run_decoder_layers(*this, h, call.attention, checkpointing_applies(checkpointing_, *this, in.cache != nullptr), x,
+                         [](Gpt2BlockImpl& block, const torch::Tensor& t, const LmAttention* a) {
+                           return block.forward(t, a);
+                         });
   if (in.cache) in.cache->length += N;
   if (in.last_only) x = x.slice(1, N - 1);
   return ln_f(x);

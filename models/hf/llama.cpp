@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include "models/block.h"
-#include "models/checkpoint.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
 #include "util/error.h"
@@ -175,24 +174,10 @@ torch::Tensor LlamaImpl::forward_hidden(const LmInputs& in) {
   const int64_t N = in.ids.size(1);
   auto h = embed_tokens(in.ids);
   auto [cos, sin] = rotary_cos_sin_at(call.positions, head_dim(), options.rope_theta(), h.scalar_type());
-  if (checkpointing_applies(checkpointing_, *this, in.cache != nullptr)) {
-    std::vector<const torch::nn::Module*> blocks;
-    for (const auto& l : layers) blocks.push_back(l.get());
-    const auto shared = trainable_outside(*this, blocks);
-    for (size_t i = 0; i < layers.size(); ++i) {
-      LmAttention attention = call.attention;  // by value: the layer runs again in the backward
-      attention.layer = int64_t(i);
-      std::shared_ptr<LlamaDecoderLayerImpl> layer = layers[i].ptr();
-      h = checkpointed([layer, attention, cos = cos, sin = sin](const torch::Tensor& t) {
-            return layer->forward(t, cos, sin, &attention);
-          }, h, checkpoint_params(*layer, shared));
-    }
-  } else {
-    for (size_t i = 0; i < layers.size(); ++i) {
-      call.attention.layer = int64_t(i);
-      h = layers[i](h, cos, sin, &call.attention);
-    }
-  }
+  h = run_decoder_layers(*this, layers, call.attention, checkpointing_applies(checkpointing_, *this, in.cache != nullptr),
+                         h, [cos = cos, sin = sin](LlamaDecoderLayerImpl& layer, const torch::Tensor& t, const LmAttention* a) {
+                           return layer.forward(t, cos, sin, a);
+                         });
   if (in.cache) in.cache->length += N;
   if (in.last_only) h = h.slice(1, N - 1);
   return norm(h);

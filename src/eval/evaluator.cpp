@@ -79,10 +79,6 @@ torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& ids, int
                                               torch::nn::functional::CrossEntropyFuncOptions().ignore_index(pad_id));
 }
 
-namespace {
-constexpr int64_t kEvalTokens = 8192;  // tokens per evaluation forward of a causal LM with a plain head
-}  // namespace
-
 EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id) {
   auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
@@ -93,18 +89,14 @@ EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, 
   r.n = data.size();
   double loss_sum = 0;
   int64_t correct = 0;
-  models::CausalLm* lm = models::as_causal_lm(model);
-  const models::LmHead head = lm ? lm->head() : models::LmHead{};
-  if (head.weight.defined() && data.inputs.dim() == 2)  // the fused path: at most ~8k tokens a forward
-    batch_size = std::max<int64_t>(1, std::min<int64_t>(batch_size, kEvalTokens / std::max<int64_t>(1, data.inputs.size(1))));
+  const models::LmHead head = models::fused_eval_head(model);
+  if (head.weight.defined() && data.inputs.dim() == 2) batch_size = models::fused_eval_rows(batch_size, data.inputs.size(1));
   for (int64_t i = 0; i < r.n; i += batch_size) {
     auto ids = data.inputs.slice(0, i, std::min(r.n, i + batch_size));
     if (head.weight.defined()) {
       models::LmInputs in;
       in.ids = ids;
-      auto hidden = lm->forward_hidden(in);
-      const auto stats = models::chunked_lm_stats(hidden.reshape({-1, hidden.size(-1)}), head,
-                                                  models::next_token_targets(ids, pad_id).reshape({-1}), kEvalTokens);
+      const auto stats = models::causal_lm_stats(model, head, in, models::next_token_targets(ids, pad_id));
       loss_sum += stats.loss_sum;
       correct += stats.correct;
       r.tokens += stats.count;

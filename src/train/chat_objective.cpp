@@ -224,18 +224,16 @@ torch::Tensor ResponseObjective::batch_loss(models::Model& model, const data::La
 namespace {
 
 // The fused head's evaluation of one batch (models/chunked_loss.h: no [tokens, vocab] logits);
-// false when the model has no plain head.
-bool fused_scores(models::Model& model, const torch::Tensor& ids, const torch::Tensor& segments,
-                  const torch::Tensor& labels, EvalResult& r, double& loss_sum, int64_t& correct) {
-  models::CausalLm* lm = models::as_causal_lm(model);
-  const models::LmHead head = lm ? lm->head() : models::LmHead{};
+// false when `head` is undefined (the model has no plain head).
+bool fused_scores(models::Model& model, const models::LmHead& head, const torch::Tensor& ids,
+                  const torch::Tensor& segments, const torch::Tensor& labels, EvalResult& r, double& loss_sum,
+                  int64_t& correct) {
   if (!head.weight.defined()) return false;
-  auto full = position_targets(labels, segments, head.weight.size(0));
   models::LmInputs in;
   in.ids = ids;
   in.segments = segments;
-  auto hidden = lm->forward_hidden(in);
-  const auto stats = models::chunked_lm_stats(hidden.reshape({-1, hidden.size(-1)}), head, full.reshape({-1}), 8192);
+  const auto stats =
+      models::causal_lm_stats(model, head, in, position_targets(labels, segments, head.weight.size(0)));
   loss_sum += stats.loss_sum;
   correct += stats.correct;
   r.tokens += stats.count;
@@ -248,12 +246,14 @@ void score_tokens(models::Model& model, const data::LabelledDataset& data, int64
   auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0;
   int64_t correct = 0;
+  const models::LmHead head = models::fused_eval_head(model);
+  if (head.weight.defined()) batch_size = models::fused_eval_rows(batch_size, data.inputs.size(1));
   for (int64_t i = 0; i < r.n; i += batch_size) {
     const int64_t j = std::min(r.n, i + batch_size);
     auto ids = data.inputs.slice(0, i, j);
     auto segments = data.segments.defined() ? data.segments.slice(0, i, j) : torch::Tensor();
     auto labels = data.labels.slice(0, i, j);
-    if (fused_scores(model, ids, segments, labels, r, loss_sum, correct)) continue;
+    if (fused_scores(model, head, ids, segments, labels, r, loss_sum, correct)) continue;
     auto logits = lm_logits(model, ids, segments);
     const ResponseLossSum s = response_loss_sum(logits, labels, segments);
     auto target = shifted_targets(labels, segments);
