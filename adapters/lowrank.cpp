@@ -1,12 +1,13 @@
 #include "adapters/lowrank.h"
 
 #include "models/linear.h"
+#include "util/error.h"
 
 namespace tunekit::adapters {
 
 namespace {
 torch::Tensor wide(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kDouble ? t : t.to(torch::kFloat);
+  return t.scalar_type() == torch::kDouble ? t : models::widen_weight(t, torch::kFloat);
 }
 }  // namespace
 
@@ -19,6 +20,9 @@ torch::Tensor low_rank_forward(const torch::Tensor& x, const torch::Tensor& drop
 }
 
 torch::Tensor low_rank_weight(const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, double scale) {
+  if (W.scalar_type() == torch::kChar)
+    throw Error("merge: the base weight is stored as int8 (model.frozen_dtype: int8); merge into the float32 base "
+                "(tunekit merge and export read it from model.from_hf again)");
   return (wide(W) + torch::matmul(wide(B), wide(A)) * scale).to(W.scalar_type());
 }
 

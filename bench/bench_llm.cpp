@@ -4,7 +4,7 @@
 // attached as a recipe attaches them, the loss is the trainer's (models::causal_lm_loss: the fused,
 // chunked LM head), generation is prefill + one cached forward_lm step per token.
 //   bench_llm --shape gpt2|gpt2-32k|qwen --mode full|lora|dora|infer [--steps 2] [--warmup 1]
-//             [--compute fp32|bf16|auto] [--frozen fp32|bf16] [--checkpointing] [--loss-chunk 1024]
+//             [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
 //             [--sgemm-gflops G] [--seed 0] [--tiny] [--json]
 //   bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]
@@ -30,6 +30,7 @@
 
 #include "adapters/attach.h"
 #include "models/chunked_loss.h"
+#include "models/hf/common.h"
 #include "models/hf/families.h"
 #include "models/lm.h"
 #include "models/precision.h"
@@ -83,7 +84,7 @@ struct Args {
 
 const char* kUsage =
     "usage: bench_llm --shape gpt2|gpt2-32k|qwen --mode full|lora|dora|infer [--steps 2] [--warmup 1]\n"
-    "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16] [--checkpointing] [--loss-chunk 1024]\n"
+    "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
     "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json]\n"
     "       bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]\n"
@@ -393,8 +394,8 @@ int run_row(const Args& a, const Output& out) {
   json info = {{"what", "model"}, {"impl", "tunekit"}, {"shape", a.shape}, {"mode", a.mode},
                {"describe", model->describe()}};
   auto trainable = prepare(a, s, *model, out, info);
-  int64_t total = 0, n_trainable = 0;
-  for (const auto& p : model->parameters()) total += p.numel();
+  const int64_t total = models::hf::parameter_count(*model);  // packed int8 rows counted without their scales
+  int64_t n_trainable = 0;
   for (const auto& p : trainable) n_trainable += p.numel();
   const double flops = step_flops(s, a.mode, a.r);
   info.update({{"params_total", total}, {"params_trainable", n_trainable}, {"flops_step", flops},

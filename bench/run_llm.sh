@@ -14,7 +14,7 @@
 #     policy, util/threads.h); STEPS (2) timed steps (infer: generations) after WARMUP (1);
 #   ROWS: the rows to run, e.g. "gpt2" (every mode of a shape) or "qwen:lora qwen:dora" (default:
 #     every shape and mode); COMPUTE (fp32 | bf16 | auto: tunekit resolves it, eager then runs what
-#     tunekit chose); FROZEN (fp32 | bf16, tunekit only); CHECKPOINTING (0 | 1, tunekit only);
+#     tunekit chose); FROZEN (fp32 | bf16 | int8, tunekit only); CHECKPOINTING (0 | 1, tunekit only);
 #     LOSS_CHUNK (1024: tunekit's fused LM-head loss chunk, 0 = plain logits); NEW (64); TINY (0 | 1:
 #     a 2-layer model of each shape, to check the script); OPENBLAS_CORETYPE (default: the core
 #     bench_llm --print-core selects).

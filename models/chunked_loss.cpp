@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "models/linear.h"
 #include "util/error.h"
 
 namespace tunekit::models {
@@ -27,7 +28,9 @@ torch::ScalarType product_dtype(const torch::Tensor& hidden) {
 
 void check_inputs(const torch::Tensor& hidden, const LmHead& head, const torch::Tensor& targets) {
   if (!head.weight.defined()) throw Error("chunked_lm_loss: the head has no plain weight (an adapter on it)");
-  if (hidden.dim() != 2 || head.weight.dim() != 2 || hidden.size(1) != head.weight.size(1))
+  // A head stored as packed int8 rows (models/linear.h) carries 4 scale bytes after each row.
+  const int64_t width = head.weight.dim() == 2 ? head.weight.size(1) - (head.weight.scalar_type() == torch::kChar ? 4 : 0) : -1;
+  if (hidden.dim() != 2 || head.weight.dim() != 2 || hidden.size(1) != width)
     throw Error(fmt::format("chunked_lm_loss: hidden {} does not fit the head's weight {}", c10::str(hidden.sizes()),
                             c10::str(head.weight.sizes())));
   if (targets.dim() != 1 || targets.size(0) != hidden.size(0) || targets.scalar_type() != torch::kLong)
@@ -63,7 +66,7 @@ struct FusedLmLoss : torch::autograd::Function<FusedLmLoss> {
     const auto valid = targets != kIgnoreIndex;
     const int64_t count = valid.sum().item<int64_t>();
     auto h = hidden.to(dtype);
-    auto W = weight.to(dtype);
+    auto W = widen_weight(weight, dtype);
     torch::Tensor grad_h, grad_w, grad_b;
     if (need_h) grad_h = torch::zeros_like(hidden);
     if (need_w) grad_w = torch::empty({V, weight.size(1)}, weight.options().dtype(wide));
@@ -145,7 +148,7 @@ LmLossStats chunked_lm_stats(const torch::Tensor& hidden, const LmHead& head, co
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   const auto dtype = product_dtype(hidden);
   auto h = hidden.to(dtype);
-  auto W = head.weight.to(dtype);
+  auto W = widen_weight(head.weight, dtype);
   const auto valid = targets != kIgnoreIndex;
   LmLossStats out;
   const int64_t T = hidden.size(0), rows = chunk_rows(std::max<int64_t>(chunk, 1), W.size(0));

@@ -31,22 +31,48 @@ struct NarrowWeightLinear : torch::autograd::Function<NarrowWeightLinear> {
     ctx->save_for_backward({W});
     ctx->saved_data["dtype"] = static_cast<int64_t>(dtype);
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    return torch::matmul(x.to(dtype), W.to(dtype).t());
+    return torch::matmul(x.to(dtype), widen_weight(W, dtype).t());
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto W = ctx->get_saved_variables()[0];
     const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
     const auto x_dtype = static_cast<torch::ScalarType>(ctx->saved_data["x_dtype"].toInt());
-    auto gx = torch::matmul(grads[0].to(dtype), W.to(dtype)).to(x_dtype);
+    auto gx = torch::matmul(grads[0].to(dtype), widen_weight(W, dtype)).to(x_dtype);
     return {gx, torch::Tensor()};
   }
 };
 
 }  // namespace
 
+bool narrow_weight(const torch::Tensor& W) {
+  const auto t = W.scalar_type();
+  return t == torch::kBFloat16 || t == torch::kHalf || t == torch::kChar;
+}
+
+torch::Tensor widen_weight(const torch::Tensor& W, torch::ScalarType dtype) {
+  if (W.scalar_type() != torch::kChar) return W.to(dtype);
+  TORCH_CHECK(W.dim() == 2 && W.size(1) > 4, "widen_weight: a packed int8 weight is [out, in + 4], got ",
+              W.sizes());
+  const int64_t in = W.size(1) - 4;
+  auto scale = W.narrow(1, in, 4).contiguous().view(torch::kFloat);  // [out, 1]
+  // int8 times float32 promotes to float32 in one pass; then the compute dtype.
+  auto w = W.narrow(1, 0, in) * scale;
+  return dtype == torch::kFloat ? w : w.to(dtype);
+}
+
+torch::Tensor pack_int8_rows(const torch::Tensor& W) {
+  TORCH_CHECK(W.dim() == 2 && W.is_floating_point(), "pack_int8_rows: W must be a floating [out, in] tensor");
+  torch::NoGradGuard no_grad;
+  auto w = W.to(torch::kFloat);
+  auto amax = w.abs().amax(1, /*keepdim=*/true);
+  auto scale = torch::where(amax > 0, amax / 127.0, torch::ones_like(amax));  // an all-zero row: scale 1
+  auto q = torch::round(w / scale).clamp_(-127, 127).to(torch::kChar);
+  return torch::cat({q, scale.contiguous().view(torch::kChar)}, 1);
+}
+
 torch::Tensor base_linear(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b) {
-  const bool narrow = W.scalar_type() == torch::kBFloat16 || W.scalar_type() == torch::kHalf;
+  const bool narrow = narrow_weight(W);
   if (!narrow || W.scalar_type() == x.scalar_type() || W.requires_grad()) return torch::linear(x, W, b);
   auto y = NarrowWeightLinear::apply(x, W);
   return b.defined() ? y + b : y;

@@ -22,6 +22,15 @@ struct LinearOptions {
 // the backward (which gives x its gradient; W is frozen and gets none). Otherwise torch::linear.
 torch::Tensor base_linear(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b);
 
+// A frozen weight as it is stored (models/precision.h): float32/float64 as is, bf16/f16, or int8
+// rows packed with their scales — an int8 [out, in + 4] tensor whose row r is W[r]'s values
+// round(W[r] / s_r) (|.| <= 127, s_r = max|W[r]| / 127) followed by the 4 bytes of the float32 s_r.
+// narrow_weight: stored narrower than float32 (bf16, f16 or packed int8). widen_weight: W as a
+// `dtype` [out, in] tensor (s_r * q for packed int8). pack_int8_rows: a float [out, in] W packed.
+bool narrow_weight(const torch::Tensor& W);
+torch::Tensor widen_weight(const torch::Tensor& W, torch::ScalarType dtype);
+torch::Tensor pack_int8_rows(const torch::Tensor& W);
+
 class LinearImpl : public torch::nn::Module {
  public:
   explicit LinearImpl(LinearOptions options);

@@ -81,7 +81,6 @@ ComputeScope::~ComputeScope() {
 
 int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype) {
   if (dtype == FrozenDtype::Fp32) return 0;
-  const auto target = torch::kBFloat16;
   int64_t saved = 0;
   torch::NoGradGuard no_grad;
   for (const auto& item : module.named_modules("", /*include_self=*/true)) {
@@ -89,7 +88,7 @@ int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype) {
     if (!lin || lin->weight.requires_grad() || lin->weight.scalar_type() != torch::kFloat) continue;
     const int64_t before = lin->weight.numel() * lin->weight.element_size();
     // set_data keeps the registered parameter and the member the same tensor object.
-    lin->weight.set_data(lin->weight.to(target));
+    lin->weight.set_data(dtype == FrozenDtype::Int8 ? pack_int8_rows(lin->weight) : lin->weight.to(torch::kBFloat16));
     saved += before - lin->weight.numel() * lin->weight.element_size();
   }
   return saved;

@@ -1,6 +1,7 @@
 // Precision of the big matrices: how the frozen base weights are stored (model.frozen_dtype) and
 // what the matmuls compute in (train.compute_dtype), with the CPU detection that decides `auto`.
-// A frozen weight stored in bf16 is widened per matmul (base_linear) and never kept widened.
+// A frozen weight stored in bf16, or as int8 rows with a float32 scale each (models/linear.h:
+// pack_int8_rows), is widened per matmul (base_linear, widen_weight) and never kept widened.
 #pragma once
 #include <torch/torch.h>
 
@@ -35,8 +36,9 @@ class ComputeScope {
   torch::ScalarType previous_dtype_ = torch::kBFloat16;
 };
 
-// Stores every frozen (requires_grad false) floating models::Linear weight of `module` in `dtype`
-// (float32 weights and trainable ones are left as they are). Returns the bytes saved.
+// Stores every frozen (requires_grad false) float32 models::Linear weight of `module` in `dtype`:
+// bf16, or int8 rows packed with their scales (models/linear.h); trainable ones are left as they
+// are. Returns the bytes saved.
 int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype);
 
 }  // namespace tunekit::models

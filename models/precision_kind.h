@@ -5,10 +5,12 @@
 
 namespace tunekit::models {
 
-enum class FrozenDtype { Fp32, Bf16 };
+enum class FrozenDtype { Fp32, Bf16, Int8 };
 inline constexpr EnumRow<FrozenDtype> kFrozenDtypeRows[] = {
     {"fp32", FrozenDtype::Fp32, "frozen base weights kept in float32"},
     {"bf16", FrozenDtype::Bf16, "frozen base weights stored in bfloat16 (half the memory), widened per matmul"},
+    {"int8", FrozenDtype::Int8,
+     "frozen base weights stored as int8 with one float32 scale per output row (a quarter of the memory), widened per matmul"},
 };
 constexpr const auto& enum_rows(FrozenDtype) { return kFrozenDtypeRows; }
 inline std::string to_string(FrozenDtype d) { return enum_name(d); }

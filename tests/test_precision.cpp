@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "adapters/attach.h"
 #include "adapters/lowrank.h"
@@ -214,45 +215,125 @@ TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
     }
 }
 
-TEST(FrozenStorage, Bf16BaseMatchesRoundedFloatBase) {
-  for (auto kind : {adapters::AdapterKind::Lora, adapters::AdapterKind::Dora}) {
-    auto narrow = tiny_llama(), rounded = tiny_llama();  // the same seed: the same weights
-    attach_lora(*narrow, kind);
-    attach_lora(*rounded, kind);
-    {
-      torch::NoGradGuard no_grad;
-      auto pn = narrow->parameters(), pr = rounded->parameters();
-      for (size_t i = 0; i < pn.size(); ++i) pr[i].copy_(pn[i]);
-    }
-    const int64_t saved = models::store_frozen_weights(*narrow, models::FrozenDtype::Bf16);
-    int64_t frozen_linear_values = 0;
-    for (const auto& item : rounded->named_modules()) {
-      auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
-      if (!lin || lin->weight.requires_grad()) continue;
-      frozen_linear_values += lin->weight.numel();
-      torch::NoGradGuard no_grad;
-      lin->weight.copy_(lin->weight.to(torch::kBFloat16).to(torch::kFloat));
-    }
-    EXPECT_EQ(saved, 2 * frozen_linear_values);
-    for (const auto& item : narrow->named_modules())
-      if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get()))
-        EXPECT_EQ(lin->weight.scalar_type(), lin->weight.requires_grad() ? torch::kFloat : torch::kBFloat16) << item.key();
-    auto ids = torch::randint(0, 97, {2, 16}, torch::kLong);
-    auto targets = models::next_token_targets(ids, -1);
-    models::LmInputs in;
-    in.ids = ids;
-    auto ln = models::causal_lm_loss(*narrow, in, targets, 0), lr = models::causal_lm_loss(*rounded, in, targets, 0);
-    ln.backward();
-    lr.backward();
-    EXPECT_NEAR(ln.item<double>(), lr.item<double>(), 1e-5 * lr.item<double>());
-    auto gn = narrow->named_parameters(), gr = rounded->named_parameters();
-    for (const auto& p : gn)
-      if (p.value().requires_grad()) {
-        ASSERT_TRUE(p.value().grad().defined()) << p.key();
-        EXPECT_LT(max_rel(p.value().grad(), gr[p.key()].grad()), 1e-4) << p.key();
-      } else {
-        EXPECT_FALSE(p.value().grad().defined()) << p.key() << " is frozen: no gradient";
+// What a frozen weight stored in `dtype` holds, from the definitions (models/linear.h): bf16
+// rounding, or per-row int8 with the scale max|W[r]| / 127.
+torch::Tensor stored_values(const torch::Tensor& w, models::FrozenDtype dtype) {
+  if (dtype == models::FrozenDtype::Bf16) return w.to(torch::kBFloat16).to(torch::kFloat);
+  auto out = torch::empty_like(w);
+  auto a = w.accessor<float, 2>();
+  auto o = out.accessor<float, 2>();
+  for (int64_t r = 0; r < w.size(0); ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < w.size(1); ++c) amax = std::max(amax, std::fabs(a[r][c]));
+    const float s = amax > 0 ? amax / 127.0f : 1.0f;
+    for (int64_t c = 0; c < w.size(1); ++c) o[r][c] = std::nearbyint(a[r][c] / s) * s;
+  }
+  return out;
+}
+
+// A LoRA / DoRA model whose frozen base is stored narrow against the same model whose float32
+// base holds the stored values: same loss and gradients, through the plain and the fused head
+// (tiny_llama's head is untied: a frozen Linear stored narrow too).
+TEST(FrozenStorage, NarrowBaseMatchesFloatBaseOfTheStoredValues) {
+  for (auto dtype : {models::FrozenDtype::Bf16, models::FrozenDtype::Int8})
+    for (auto kind : {adapters::AdapterKind::Lora, adapters::AdapterKind::Dora}) {
+      const std::string what = to_string(dtype) + " " + enum_name(kind);
+      auto narrow = tiny_llama(), rounded = tiny_llama();  // the same seed: the same weights
+      attach_lora(*narrow, kind);
+      attach_lora(*rounded, kind);
+      {
+        torch::NoGradGuard no_grad;
+        auto pn = narrow->parameters(), pr = rounded->parameters();
+        for (size_t i = 0; i < pn.size(); ++i) pr[i].copy_(pn[i]);
       }
+      const int64_t saved = models::store_frozen_weights(*narrow, dtype);
+      int64_t expected_saved = 0;
+      for (const auto& item : rounded->named_modules()) {
+        auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+        if (!lin || lin->weight.requires_grad()) continue;
+        const int64_t rows = lin->weight.size(0), n = lin->weight.numel();
+        expected_saved += dtype == models::FrozenDtype::Bf16 ? 2 * n : 4 * n - (n + 4 * rows);  // int8 + a scale a row
+        torch::NoGradGuard no_grad;
+        lin->weight.copy_(stored_values(lin->weight, dtype));
+      }
+      EXPECT_EQ(saved, expected_saved) << what;
+      const auto narrow_type = dtype == models::FrozenDtype::Bf16 ? torch::kBFloat16 : torch::kChar;
+      for (const auto& item : narrow->named_modules())
+        if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get()))
+          EXPECT_EQ(lin->weight.scalar_type(), lin->weight.requires_grad() ? torch::kFloat : narrow_type)
+              << what << " " << item.key();
+      auto ids = torch::randint(0, 97, {2, 16}, torch::kLong);
+      auto targets = models::next_token_targets(ids, -1);
+      models::LmInputs in;
+      in.ids = ids;
+      for (int64_t chunk : {0, 8}) {
+        narrow->zero_grad();
+        rounded->zero_grad();
+        auto ln = models::causal_lm_loss(*narrow, in, targets, chunk);
+        auto lr = models::causal_lm_loss(*rounded, in, targets, chunk);
+        ln.backward();
+        lr.backward();
+        EXPECT_NEAR(ln.item<double>(), lr.item<double>(), 1e-5 * lr.item<double>()) << what << " chunk " << chunk;
+        auto gn = narrow->named_parameters(), gr = rounded->named_parameters();
+        for (const auto& p : gn)
+          if (p.value().requires_grad()) {
+            ASSERT_TRUE(p.value().grad().defined()) << what << " " << p.key();
+            EXPECT_LT(max_rel(p.value().grad(), gr[p.key()].grad()), 1e-4) << what << " " << p.key();
+          } else {
+            EXPECT_FALSE(p.value().grad().defined()) << what << " " << p.key() << " is frozen: no gradient";
+          }
+      }
+    }
+}
+
+// The packed int8 layout on a hand-computed case: row scales, rounding, an all-zero row, and the
+// float32 scale's bytes after each row's values.
+TEST(FrozenStorage, Int8RowsPackedAndWidened) {
+  auto W = torch::tensor({{1.0f, -0.5f, 0.25f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}, {-2.54f, 1.0f, 0.01f, 2.0f}});
+  auto P = models::pack_int8_rows(W);
+  ASSERT_EQ(P.scalar_type(), torch::kChar);
+  ASSERT_EQ(P.sizes(), (std::vector<int64_t>{3, 8}));
+  // Row 0: s = 1/127, values round(127 w) (halves to even, as torch::round and nearbyint).
+  auto q = P.narrow(1, 0, 4);
+  EXPECT_EQ(q[0][0].item<int>(), 127);
+  EXPECT_EQ(q[0][1].item<int>(), static_cast<int>(std::nearbyint(-0.5f * 127.0f)));
+  EXPECT_EQ(q[0][2].item<int>(), static_cast<int>(std::nearbyint(0.25f * 127.0f)));
+  EXPECT_EQ(q[2][0].item<int>(), -127);
+  float s0, s1, s2;
+  auto bytes = P.narrow(1, 4, 4).contiguous();
+  std::memcpy(&s0, bytes[0].data_ptr<int8_t>(), 4);
+  std::memcpy(&s1, bytes[1].data_ptr<int8_t>(), 4);
+  std::memcpy(&s2, bytes[2].data_ptr<int8_t>(), 4);
+  EXPECT_FLOAT_EQ(s0, 1.0f / 127.0f);
+  EXPECT_FLOAT_EQ(s1, 1.0f) << "an all-zero row keeps scale 1 (no division by zero)";
+  EXPECT_FLOAT_EQ(s2, 2.54f / 127.0f);
+  auto w = models::widen_weight(P, torch::kFloat);
+  EXPECT_TRUE(torch::equal(w, stored_values(W, models::FrozenDtype::Int8)));
+  EXPECT_LE((w - W).abs().max().item<float>(), 2.54f / 127.0f / 2 + 1e-6f) << "error at most half a step";
+  EXPECT_EQ(models::widen_weight(P, torch::kBFloat16).scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(models::narrow_weight(P));
+  EXPECT_FALSE(models::narrow_weight(W));
+  // A product through base_linear equals the product with the widened weight, and its input gradient.
+  auto x = torch::randn({5, 4}, torch::requires_grad());
+  auto y = models::base_linear(x, P, torch::Tensor());
+  auto xr = x.detach().clone().requires_grad_(true);
+  auto yr = torch::linear(xr, w);
+  EXPECT_LT(max_rel(y, yr), 1e-6);
+  y.sum().backward();
+  yr.sum().backward();
+  EXPECT_LT(max_rel(x.grad(), xr.grad()), 1e-6);
+}
+
+// Merging into an int8-stored base is refused with the reason (the merge reads the float32 base).
+TEST(FrozenStorage, MergeIntoInt8BaseIsRefused) {
+  auto m = tiny_llama();
+  attach_lora(*m, adapters::AdapterKind::Lora);
+  models::store_frozen_weights(*m, models::FrozenDtype::Int8);
+  try {
+    adapters::merge_adapters(*m);
+    FAIL() << "merged into an int8 base";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << e.what();
   }
 }
 

@@ -339,7 +339,8 @@ void init_linear(Linear& linear, double std) {
 
 int64_t parameter_count(const torch::nn::Module& module) {
   int64_t n = 0;
-  for (const auto& p : module.parameters()) n += p.numel();
+  for (const auto& p : module.parameters())  // a packed int8 weight's rows end in 4 scale bytes (models/linear.h)
+    n += p.scalar_type() == torch::kChar && p.dim() == 2 ? p.size(0) * (p.size(1) - 4) : p.numel();
   return n;
 }
 
