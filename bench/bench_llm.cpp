@@ -6,7 +6,7 @@
 //   bench_llm --shape gpt2|gpt2-32k|qwen --mode full|lora|dora|infer [--steps 2] [--warmup 1]
 //             [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
-//             [--sgemm-gflops G] [--seed 0] [--tiny] [--json]
+//             [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]
 //   bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]
 //   bench_llm --print-core
 // Every mode first lets util/threads.h's select_blas_core pick OpenBLAS's kernels (on a CPU the
@@ -16,6 +16,8 @@
 // both sides): the median over [1024,768]x[768,768], [1024,768]x[768,3072] and 1024^3 of each
 // shape's best of 3 tries (20 products each); with a --compute that resolves to bf16, the bf16
 // GEMM peak too (the bf16 rows' MFU is counted against it). --tiny: a 2-layer model of the shape's family.
+// --optimizer: the trainer's AdamW (fused: src/train/fused_adamw.h, gradients freed between steps;
+// the default) or torch::optim::AdamW (gradients zeroed in place, as before issue 17).
 // --json: one JSON object per line on stdout (model, step, summary; sgemm), the same keys as
 // torch_llm.py; the human-readable lines go to stderr.
 // FLOPs: step_flops below (the same formula as torch_llm.py's; run_llm.sh prints it).
@@ -35,6 +37,7 @@
 #include "models/lm.h"
 #include "models/precision.h"
 #include "src/hf/scratch.h"
+#include "src/train/fused_adamw.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/text.h"
@@ -74,6 +77,7 @@ Shape shape_named(const std::string& name, bool tiny) {
 
 struct Args {
   bool sgemm = false, print_core = false, checkpointing = false, tiny = false, json = false;
+  bool fused_adamw = true;  // --optimizer fused|torch
   std::string shape = "gpt2", mode = "lora";
   int64_t steps = 2, warmup = 1, r = 16, fresh = 64, loss_chunk = 1024, seed = 0;
   double alpha = 32.0, sgemm_gflops = 0;
@@ -86,7 +90,7 @@ const char* kUsage =
     "usage: bench_llm --shape gpt2|gpt2-32k|qwen --mode full|lora|dora|infer [--steps 2] [--warmup 1]\n"
     "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
-    "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json]\n"
+    "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]\n"
     "       bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]\n"
     "       bench_llm --print-core\n";
 
@@ -133,6 +137,11 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--seed") a.seed = int64_t(number(i, true));
     else if (f == "--tiny") a.tiny = true;
     else if (f == "--json") a.json = true;
+    else if (f == "--optimizer") {
+      const std::string v = value(i);
+      if (v != "fused" && v != "torch") throw Error(fmt::format("--optimizer: '{}' is not one of fused, torch", v));
+      a.fused_adamw = v == "fused";
+    }
     else throw Error(fmt::format("unknown argument '{}'\n{}", f, kUsage));
   }
   if (a.mode != "full" && a.mode != "lora" && a.mode != "dora" && a.mode != "infer")
@@ -277,14 +286,18 @@ struct Timing {
 
 Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, std::vector<torch::Tensor> trainable,
                     torch::ScalarType compute, const Output& out) {
-  torch::optim::AdamW opt(trainable, torch::optim::AdamWOptions(1e-4).weight_decay(0.01));
+  // The trainer's optimizer (make_optimizer: FusedAdamW for optimizer.name adamw) and its zero_grad.
+  const auto adamw = torch::optim::AdamWOptions(1e-4).weight_decay(0.01);
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  if (a.fused_adamw) opt = std::make_unique<FusedAdamW>(trainable, adamw);
+  else opt = std::make_unique<torch::optim::AdamW>(trainable, adamw);
   torch::manual_seed(a.seed + 1);
   auto ids = torch::randint(s.vocab, {s.batch, s.seq}, torch::kLong);
   auto targets = models::next_token_targets(ids, -1);
   models::LmInputs in;
   in.ids = ids;
   model.train();
-  std::vector<double> times;
+  std::vector<double> times, opt_times;
   for (int64_t step = 0; step < a.warmup + a.steps; ++step) {
     const auto t0 = Clock::now();
     torch::Tensor loss;
@@ -294,20 +307,26 @@ Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, s
       loss.backward();
     }
     torch::nn::utils::clip_grad_norm_(trainable, 1.0);
-    opt.step();
-    opt.zero_grad();
-    const double sec = seconds_since(t0);
+    const auto t_opt = Clock::now();
+    opt->step();
+    clear_gradients(*opt);
+    const double opt_sec = seconds_since(t_opt), sec = seconds_since(t0);
     const bool warm = step < a.warmup;
-    if (!warm) times.push_back(sec);
+    if (!warm) {
+      times.push_back(sec);
+      opt_times.push_back(opt_sec);
+    }
     const double loss_value = loss.item<double>();
-    out.say(fmt::format("step {}{}: {:.3f} s, loss {:.5f}", step, warm ? " (warm-up)" : "", sec, loss_value));
+    out.say(fmt::format("step {}{}: {:.3f} s (optimizer {:.3f} s), loss {:.5f}", step, warm ? " (warm-up)" : "", sec,
+                        opt_sec, loss_value));
     out.emit({{"what", "step"}, {"step", step}, {"warmup", warm}, {"seconds", round_to(sec, 4)},
-              {"loss", round_to(loss_value, 5)}});
+              {"optimizer_seconds", round_to(opt_sec, 4)}, {"loss", round_to(loss_value, 5)}});
   }
   Timing t;
   t.seconds = median(times);
   t.extra = {{"steps", a.steps}, {"step_s_median", round_to(t.seconds, 4)},
-             {"tokens_per_s", round_to(double(s.batch * s.seq) / t.seconds, 1)}};
+             {"tokens_per_s", round_to(double(s.batch * s.seq) / t.seconds, 1)},
+             {"optimizer", a.fused_adamw ? "fused" : "torch"}, {"optimizer_s_median", round_to(median(opt_times), 4)}};
   return t;
 }
 

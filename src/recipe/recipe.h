@@ -222,6 +222,7 @@ struct OptimizerConfig {
   std::array<double, 2> betas{0.9, 0.999};
   double eps = 1e-8;
   double momentum = 0.9;  // SGD only
+  bool fused = true;      // AdamW only: FusedAdamW (src/train/fused_adamw.h); false: torch::optim::AdamW
 };
 
 enum class ScheduleKind { Constant, Cosine, Linear };

@@ -98,6 +98,7 @@ OptimizerConfig parse_optimizer(Section o) {
   o.read("betas", c.betas);
   o.read("eps", c.eps);
   o.read("momentum", c.momentum);
+  o.read("fused", c.fused);
   o.check_real("lr", c.lr, 0, true, 100, false);
   o.check_real("weight_decay", c.weight_decay, 0, false, 100, false);
   for (size_t i = 0; i < c.betas.size(); ++i)
@@ -105,6 +106,8 @@ OptimizerConfig parse_optimizer(Section o) {
       o.fail("betas", fmt::format("betas[{}] must be in [0, 1), got {}", i, c.betas[i]));
   o.check_real("eps", c.eps, 0, true, 1, false);
   o.check_real("momentum", c.momentum, 0, false, 1, true);
+  if (o.has("fused") && c.name != OptimizerKind::AdamW)
+    o.fail("fused", fmt::format("applies to optimizer.name adamw only, not {}", to_string(c.name)));
   o.finish();
   return c;
 }

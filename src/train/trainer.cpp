@@ -18,6 +18,7 @@
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/chat_objective.h"
+#include "src/train/fused_adamw.h"
 #include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "util/error.h"
@@ -45,11 +46,10 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerConfig& c
   if (c.name == OptimizerKind::SGD)
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
-  return std::make_unique<torch::optim::AdamW>(
-      params, torch::optim::AdamWOptions(c.lr)
-                  .betas({c.betas[0], c.betas[1]})
-                  .eps(c.eps)
-                  .weight_decay(c.weight_decay));
+  const auto adamw =
+      torch::optim::AdamWOptions(c.lr).betas({c.betas[0], c.betas[1]}).eps(c.eps).weight_decay(c.weight_decay);
+  if (c.fused) return std::make_unique<FusedAdamW>(params, adamw);
+  return std::make_unique<torch::optim::AdamW>(params, adamw);
 }
 
 void set_lr(torch::optim::Optimizer& opt, double lr) {
@@ -486,7 +486,7 @@ Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
   const double norm = gradient_norm(run);
   if (!std::isfinite(norm)) diverged(run, run.state.step + 1, "the gradient norm is " + number_text(norm));
   optimizer_step(run);
-  run.optimizer->zero_grad();
+  clear_gradients(*run.optimizer);
   ++run.state.step;
   check_parameters(run, "after the optimizer step");
   run.state.batch_in_epoch = end;
@@ -653,7 +653,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
   set_up(run);
   if (run.finished_before) return already_finished(run);
   run.model().train();
-  run.optimizer->zero_grad();
+  clear_gradients(*run.optimizer);
   bool stop = run.state.step >= run.total_steps;
   for (int64_t epoch = run.state.epoch; epoch < recipe.train.epochs && !stop; ++epoch) {
     const EpochEnd end = run_epoch(run, epoch);
