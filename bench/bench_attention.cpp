@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::cout << "threads: " << apply_thread_policy({}) << ", OpenBLAS core " << blas_core_description() << "\n";
+  std::cout << "threads: " << apply_thread_policy({}) << "\n";
   if (causal_only) {
     bench_causal(iters, lengths);
     return 0;

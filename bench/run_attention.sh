@@ -15,14 +15,16 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -x "$BUILD/bench_llm" ]; then
   export OPENBLAS_CORETYPE
 fi
 export OPENBLAS_NUM_THREADS=${THREADS:-2}
-"$BUILD/bench_attention" $ONLY | tee /tmp/tunekit-attn.txt
-/usr/bin/python3 bench/torch_attention.py --threads 1 $ONLY | tee /tmp/torch-attn.txt
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tunekit-attn-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+"$BUILD/bench_attention" $ONLY | tee "$WORK/tunekit.txt"
+/usr/bin/python3 bench/torch_attention.py --threads 1 $ONLY | tee "$WORK/torch.txt"
 echo "== PyTorch eager ms / tunekit ms (above 1: tunekit faster)"
 awk 'NR==FNR { if ($1 != "causal" && $3 ~ /^[0-9.]+$/) t[$1" "$2]=$3; next }
      $1 != "causal" && ($3 ~ /^[0-9.]+$/) && (($1" "$2) in t) { printf "%-6s %-26s %6.2fx\n", $1, $2, $3 / t[$1" "$2] }' \
-  /tmp/tunekit-attn.txt /tmp/torch-attn.txt
+  "$WORK/tunekit.txt" "$WORK/torch.txt"
 echo "== causal core: ATen path / kernel and PyTorch eager / kernel (above 1: the kernel faster)"
 awk 'NR==FNR { if ($1 == "causal" && $3 ~ /^[0-9.]+$/) { k[$2]=$3; a[$2]=$4 }; next }
      $1 == "causal" && ($3 ~ /^[0-9.]+$/) && ($2 in k) {
        printf "%-12s kernel %9.2f ms  ATen %9.2f ms (%5.2fx)  eager %9.2f ms (%5.2fx)\n", $2, k[$2], a[$2], a[$2] / k[$2], $3, $3 / k[$2] }' \
-  /tmp/tunekit-attn.txt /tmp/torch-attn.txt
+  "$WORK/tunekit.txt" "$WORK/torch.txt"
