@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """PyTorch eager twin of bench_attention: the same attention layer (q, k, v, o projections,
 softmax or sigmoid scores with b = -log n, optional SDPA/value gates) forward+backward time at the
-ViT and text shapes. Run as: OPENBLAS_NUM_THREADS=2 python3 bench/torch_attention.py --threads 1"""
+ViT and text shapes; then the causal core alone ("causal <heads>-<N> <ms>") at the Qwen2.5-0.5B head
+shape (14 heads, 2 KV heads, Dh 64) and GPT-2's (12 heads, Dh 64), batch 1, as transformers' eager
+attention computes it: repeat_kv (expand + reshape), matmul, masked_fill(-inf), softmax, matmul,
+forward + backward. Run as: OPENBLAS_NUM_THREADS=2 python3 bench/torch_attention.py --threads 1"""
 import argparse, math, time
 import torch, torch.nn as nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--iters", type=int, default=30)
+p.add_argument("--causal-only", action="store_true")
+p.add_argument("--lengths", default="256,1024,2048")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 
@@ -40,6 +45,42 @@ class Attn(nn.Module):
         return s.o(out.reshape(B, N, C))
 
 
+def ms_per_call(n, step):
+    for _ in range(2):
+        step()
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def causal(q, k, v, h, kv, dh):
+    b, n, _ = q.shape
+    q = q.view(b, n, h, dh).transpose(1, 2)
+    k, v = (t.view(b, n, kv, dh).transpose(1, 2) for t in (k, v))
+    k = k[:, :, None].expand(b, kv, h // kv, n, dh).reshape(b, h, n, dh)  # repeat_kv
+    v = v[:, :, None].expand(b, kv, h // kv, n, dh).reshape(b, h, n, dh)
+    s = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
+    s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+    return torch.matmul(s.softmax(-1), v).transpose(1, 2).reshape(b, n, h * dh)
+
+
+def bench_causal():
+    print(f"{'causal':<6} {'heads-N':<12} {'eager ms':>10}")
+    for name, h, kv, dh in (("qwen", 14, 2, 64), ("gpt2", 12, 12, 64)):
+        for n in (int(x) for x in a.lengths.split(",")):
+            torch.manual_seed(0)
+            q = torch.randn(1, n, h * dh, requires_grad=True)
+            k, v = (torch.randn(1, n, kv * dh, requires_grad=True) for _ in range(2))
+            up = torch.randn(1, n, h * dh)
+            step = lambda: torch.autograd.grad(causal(q, k, v, h, kv, dh), (q, k, v), up)
+            print(f"{'causal':<6} {f'{name}-{n}':<12} {ms_per_call(max(2, a.iters * 256 // n), step):>10.2f}")
+
+
+if a.causal_only:
+    bench_causal()
+    raise SystemExit(0)
+
 print(f"{'shape':<6} {'variant':<26} {'fwd+bwd ms':>12}")
 for name, B, N, d, H, causal in (("vit", 64, 50, 128, 4, False), ("text", 16, 128, 128, 4, True)):
     torch.manual_seed(0)
@@ -55,3 +96,4 @@ for name, B, N, d, H, causal in (("vit", 64, 50, 128, 4, False), ("text", 16, 12
             m(x, mask).sum().backward()
         label = score if gate == "none" else f"{score}+{gate}"
         print(f"{name:<6} {label:<26} {(time.perf_counter() - t) / a.iters * 1e3:>12.3f}")
+bench_causal()

@@ -81,15 +81,19 @@ torch::Tensor segment_positions(const torch::Tensor& segments) {
   return index - start;
 }
 
-namespace {
-
-// Segments [B, N] -> mask [B, 1, N, N]: true where key j is later than query i or in another segment.
-torch::Tensor segment_mask(const torch::Tensor& segments) {
-  const int64_t N = segments.size(1);
-  auto same = segments.unsqueeze(2) == segments.unsqueeze(1);  // [B, N, N]
-  auto causal = torch::ones({N, N}, segments.options().dtype(torch::kBool)).tril();
-  return (same & causal).logical_not().unsqueeze(1);
+torch::Tensor segment_key_starts(const torch::Tensor& segments) {
+  return torch::arange(segments.size(1), segments.options()).expand_as(segments) - segment_positions(segments);
 }
+
+torch::Tensor key_starts_mask(const torch::Tensor& key_starts) {
+  const int64_t N = key_starts.size(1);
+  auto key = torch::arange(N, key_starts.options());
+  auto later = key.view({1, 1, N}) > key.view({1, N, 1});        // [1, N, N]: j > i
+  auto before = key.view({1, 1, N}) < key_starts.unsqueeze(2);  // [B, N, N]: j < start(i)
+  return (later | before).unsqueeze(1);
+}
+
+namespace {
 
 void check_segments(const torch::Tensor& segments, const torch::Tensor& ids, const std::string& family) {
   if (segments.scalar_type() != torch::kLong || segments.sizes() != ids.sizes())
@@ -130,13 +134,14 @@ LmCall prepare_lm_call(const models::LmInputs& in, int64_t context, int64_t voca
   if (in.segments.defined()) {
     check_segments(in.segments, in.ids, family);
     call.positions = segment_positions(in.segments);
-    call.attention.mask = segment_mask(in.segments);
+    call.attention.key_starts = segment_key_starts(in.segments);
   } else if (in.cache) {
     check_cache(*in.cache, B, N, context, layers, family);
     const int64_t L = in.cache->length;
     call.positions = torch::arange(L, L + N, longs).unsqueeze(0);
-    // Query i sits at position L + i: keys 0..L+i are visible.
-    call.attention.mask = torch::ones({N, L + N}, longs.dtype(torch::kBool)).triu(L + 1).view({1, 1, N, L + N});
+    // Query i sits at position L + i: keys 0..L+i are visible (L = 0: causal, no mask needed).
+    if (L > 0)
+      call.attention.mask = torch::ones({N, L + N}, longs.dtype(torch::kBool)).triu(L + 1).view({1, 1, N, L + N});
     in.cache->k.resize(layers);
     in.cache->v.resize(layers);
     call.attention.cache = in.cache;
@@ -184,6 +189,31 @@ torch::Tensor append_to_cache(torch::Tensor& slot, const torch::Tensor& x, int64
 }
 
 }  // namespace
+
+torch::Tensor attend_aten(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                          const LmAttention* lm, const torch::Tensor& sigmoid_bias, double scale, bool causal) {
+  const int64_t B = q.size(0), N = q.size(1), H = q.size(2), Dh = q.size(3), KV = k.size(2), R = H / KV;
+  auto qh = q.transpose(1, 2).reshape({B, KV, R * N, Dh});
+  auto kh = k.transpose(1, 2);
+  auto vh = v.view({B, N, KV, Dh}).transpose(1, 2);
+  if (lm && lm->cache) {  // the cached keys and values, then these (transformers' DynamicCache layout)
+    auto& c = *lm->cache;
+    kh = append_to_cache(c.k.at(lm->layer), kh, c.length, lm->context);
+    vh = append_to_cache(c.v.at(lm->layer), vh, c.length, lm->context);
+  }
+  const int64_t K = kh.size(2);
+  auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(scale).view({B, H, N, K});
+  if (lm && lm->mask.defined())
+    scores.masked_fill_(lm->mask, -INFINITY);
+  else if (lm && lm->key_starts.defined())
+    scores.masked_fill_(key_starts_mask(lm->key_starts), -INFINITY);
+  else if (causal)
+    scores.masked_fill_(torch::ones({N, N}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
+  auto probs = sigmoid_bias.defined() ? torch::sigmoid(scores + sigmoid_bias) : torch::softmax(scores, -1);
+  // Grouped-query attention without repeating K and V: the R query heads that share a key/value
+  // head (HF's repeat_kv: head h reads kv head h / R) are stacked along the rows.
+  return torch::matmul(probs.view({B, KV, R * N, K}), vh).view({B, H, N, Dh}).transpose(1, 2).reshape({B, N, H * Dh});
+}
 
 HfAttentionBase::HfAttentionBase(AttentionShape shape_) : shape(std::move(shape_)) {}
 
@@ -249,33 +279,28 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
     k = apply_rotary(k, cos, sin);
   }
   torch::Tensor out;  // [B, N, H*Dh]
-  if (!lm && !shape.causal && R == 1 && attention_kernel_available(q)) {
+  const bool kernel = attention_kernel_available(q) && k.scalar_type() == q.scalar_type() &&
+                      v.scalar_type() == q.scalar_type();
+  if (!lm && !shape.causal && R == 1 && kernel) {
     // Bidirectional, one key/value head per query head (ViT): the fused core of
     // models/attention_kernel.h reads the heads in place.
     auto qc = q.reshape({B, N, H * Dh}).contiguous(), kc = k.reshape({B, N, H * Dh}).contiguous();
     auto vc = v.contiguous();
     out = sigmoid ? sigmoid_attention(qc, kc, vc, sigmoid_bias, H, scale) : softmax_attention(qc, kc, vc, H, scale);
-  } else {
-    // Grouped-query attention without repeating K and V: the R query heads that share a
-    // key/value head (HF's repeat_kv: head h reads kv head h / R) are stacked along the rows.
-    // With a cache the keys and values are the cached ones and then these (the cache holds them
-    // per key/value head, after the rotation: transformers' DynamicCache layout).
-    auto qh = q.transpose(1, 2).reshape({B, KV, R * N, Dh});
-    auto kh = k.transpose(1, 2);
-    auto vh = v.view({B, N, KV, Dh}).transpose(1, 2);
+  } else if (shape.causal && kernel && (!lm || (!lm->mask.defined() && (!lm->cache || lm->cache->length == 0)))) {
+    // Causal over this call's tokens (training, evaluation, a prefill into an empty cache),
+    // packed segments as key starts: the causal kernel skips the masked upper triangle and
+    // reads the grouped key/value heads in place; the cache then takes k and v as below.
+    out = causal_attention(q.reshape({B, N, H * Dh}).contiguous(), k.reshape({B, N, KV * Dh}).contiguous(),
+                           v.contiguous(), H, KV, scale, lm ? lm->key_starts : torch::Tensor(),
+                           sigmoid ? sigmoid_bias : torch::Tensor());
     if (lm && lm->cache) {
       auto& c = *lm->cache;
-      kh = append_to_cache(c.k.at(lm->layer), kh, c.length, lm->context);
-      vh = append_to_cache(c.v.at(lm->layer), vh, c.length, lm->context);
+      append_to_cache(c.k.at(lm->layer), k.transpose(1, 2), 0, lm->context);
+      append_to_cache(c.v.at(lm->layer), v.view({B, N, KV, Dh}).transpose(1, 2), 0, lm->context);
     }
-    const int64_t K = kh.size(2);
-    auto scores = torch::matmul(qh, kh.transpose(-2, -1)).mul_(scale).view({B, H, N, K});
-    if (lm && lm->mask.defined())
-      scores.masked_fill_(lm->mask, -INFINITY);
-    else if (shape.causal)
-      scores.masked_fill_(torch::ones({N, N}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
-    auto probs = sigmoid ? torch::sigmoid(scores + sigmoid_bias) : torch::softmax(scores, -1);
-    out = torch::matmul(probs.view({B, KV, R * N, K}), vh).view({B, H, N, Dh}).transpose(1, 2).reshape({B, N, H * Dh});
+  } else {
+    out = attend_aten(q, k, v, lm, sigmoid ? sigmoid_bias : torch::Tensor(), scale, shape.causal);
   }
   if (var.gate == Gate::SdpaElementwise) out = out * g;
   if (var.gate == Gate::SdpaHeadwise) out = (out.view({B, N, H, Dh}) * g.unsqueeze(-1)).view({B, N, H * Dh});

@@ -64,8 +64,11 @@ struct AttentionShape {
 // the cache its keys and values go to.
 struct LmAttention {
   // bool [P, 1, N, keys] (P = 1 or B), true where query i may NOT attend to key j; undefined:
-  // causal over the call's own N tokens (forward(ids)).
+  // causal over the call's own N tokens (forward(ids), packed segments, an empty cache).
   torch::Tensor mask;
+  // Packed segments: [B, N] int64, the first key query i may see (its segment's start); the
+  // visible keys are key_starts[b, i]..i (the causal kernel takes this, never an [N, N] mask).
+  torch::Tensor key_starts;
   models::KvCache* cache = nullptr;  // keys: the cache->length cached ones, then the N new ones
   int64_t layer = 0;                 // this layer's slot in cache->k / cache->v
   int64_t context = 0;               // the model's context length (the cache never grows past it)
@@ -111,9 +114,21 @@ torch::Tensor run_decoder_layers(const torch::nn::Module& model, Layers& layers,
 }
 // Positions within each segment for segments [B, N] (non-decreasing along each row).
 torch::Tensor segment_positions(const torch::Tensor& segments);
+// Each token's segment start (the index of its segment's first token) for segments [B, N].
+torch::Tensor segment_key_starts(const torch::Tensor& segments);
+// key_starts [B, N] -> bool [B, 1, N, N], true where key j is later than query i or before its start.
+torch::Tensor key_starts_mask(const torch::Tensor& key_starts);
 // "" or why a cache / segments would change this model's results: an output adapter (prompt
 // expert) on one of its Linear layers, whose gate may read the mean of the whole sequence.
 std::string incremental_blocker_of(torch::nn::Module& model, const std::string& family);
+
+// The ATen path of HfAttentionBase::attend (bf16 compute, a cache with earlier keys, the kernel
+// switched off; bench/bench_attention.cpp times it): q [B, N, H, Dh], k [B, N, KV, Dh] (after the
+// rotation), v [B, N, KV*Dh] -> [B, N, H*Dh], as matmul, masked_fill(-inf) of lm's mask (or its
+// key starts', or the causal one when `causal`), softmax (sigmoid(S + b) when sigmoid_bias is
+// defined), matmul. With lm->cache the keys and values are appended to the cache first.
+torch::Tensor attend_aten(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const LmAttention* lm,
+                          const torch::Tensor& sigmoid_bias, double scale, bool causal);
 
 // The part every family's attention shares: given the projected q [B, N, heads*Dh] and k, v
 // [B, N, kv_heads*Dh], computes the (gated) per-head attention output [B, N, heads*Dh], before
