@@ -6,7 +6,7 @@ TUNEKIT := $(BUILD)/tunekit
 
 # Debian packages the build, the demo and the tests need.
 DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev libfmt-dev \
-                libgtest-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
+                libgtest-dev libgloo-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
 .PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-llm bench-tokenizer fuzz clean

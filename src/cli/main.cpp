@@ -21,6 +21,8 @@
 #include "src/from_recipe/data.h"
 #include "src/from_recipe/model.h"
 #include "src/cli/report.h"
+#include "src/dist/launch.h"
+#include "src/dist/process_group.h"
 #include "src/eval/evaluator.h"
 #include "src/train/chat_objective.h"
 #include "src/train/objective.h"
@@ -55,6 +57,7 @@ int cmd_train(const std::string& recipe_path, const std::vector<std::string>& ov
   options.quiet = quiet;
   options.overwrite = overwrite;
   TrainResult r = train(recipe, options);
+  if (dist::dist_env_from_process().rank > 0) return 0;  // data parallel: rank 0 reports
   if (r.lm) {
     std::cout << fmt::format("trained {}: {} steps, best val loss {:.4f} (perplexity {:.2f}), {:.0f} tokens/s, {} trainable params\n",
                              r.run_dir, r.steps, r.best_val_loss, std::exp(r.best_val_loss), r.tokens_per_second,
@@ -297,6 +300,16 @@ Command add_train(CLI::App& app) {
       ->excludes(resume);
   train_cmd->add_flag("-q,--quiet", a->quiet, "No progress output");
   return {train_cmd, [a] { return cmd_train(a->recipe, a->overrides, a->resume, a->quiet, a->overwrite); }};
+}
+
+Command add_launch(CLI::App& app) {
+  auto a = std::make_shared<dist::LaunchOptions>();
+  auto* launch_cmd = app.add_subcommand(
+      "launch", "Run N local data-parallel ranks: tunekit launch -n N [--port P] -- train RECIPE [overrides...]");
+  launch_cmd->add_option("-n,--nproc", a->nproc, "Number of ranks (processes) on this machine")->required();
+  launch_cmd->add_option("--port", a->port, "MASTER_PORT for rank 0's store (default: a free port)");
+  launch_cmd->add_option("command", a->args, "After --: train RECIPE [key.path=value ...]")->required();
+  return {launch_cmd, [a] { return dist::launch(*a); }};
 }
 
 Command add_eval(CLI::App& app) {
@@ -593,7 +606,7 @@ int main(int argc, char** argv) {
   const std::vector<Command> commands{add_train(app),    add_eval(app),     add_export(app), add_merge(app),
                                       add_validate(app), add_ls(app),       add_prepare(app), add_generate(app),
                                       add_sweep(app),    add_fit(app),      add_report(app),
-                                      add_tokenize(app)};
+                                      add_tokenize(app), add_launch(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -221,6 +221,12 @@ torch::Tensor ResponseObjective::batch_loss(models::Model& model, const data::La
   return models::causal_lm_loss(model, in, full, loss_chunk);
 }
 
+int64_t ResponseObjective::loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const {
+  check_rows(split);
+  auto segments = split.segments.defined() ? split.segments.index_select(0, idx) : torch::Tensor();
+  return shifted_targets(split.labels.index_select(0, idx), segments).ne(kNotTrained).sum().item<int64_t>();
+}
+
 namespace {
 
 // The fused head's evaluation of one batch (models/chunked_loss.h: no [tokens, vocab] logits);

@@ -105,6 +105,7 @@ class ResponseObjective : public Objective {
   std::string name() const override { return "response"; }
   torch::Tensor loss(const torch::Tensor& output, const torch::Tensor& inputs, const torch::Tensor& labels) const override;
   torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const override;
+  int64_t loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const override;
   EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const override;
   // Exact match (in [0, 1]) when measured, else −loss (<= 0, sign bit set: −0.0 for a zero loss).
   double score(const EvalResult& ev) const override;

@@ -59,6 +59,15 @@ torch::Tensor Objective::batch_loss(models::Model& model, const data::LabelledDa
   return loss(model.forward(x), x, y);
 }
 
+int64_t Objective::loss_count(const data::LabelledDataset& /*split*/, const torch::Tensor& idx) const {
+  return idx.size(0);
+}
+
+int64_t NextTokenObjective::loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const {
+  auto targets = models::next_token_targets(split.inputs.index_select(0, idx), pad_id_);
+  return targets.ne(models::kIgnoreIndex).sum().item<int64_t>();
+}
+
 torch::Tensor NextTokenObjective::loss(const torch::Tensor& output, const torch::Tensor& inputs,
                                        const torch::Tensor& /*labels*/) const {
   return lm_loss(output, inputs, pad_id_);

@@ -34,6 +34,9 @@ class Objective {
   // The training loss of the split's rows `idx`. By default: loss(model.forward(inputs), inputs,
   // labels); an objective whose batches carry more (packed segments) overrides it.
   virtual torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const;
+  // What batch_loss averages over for the rows `idx`: by default the rows; a token objective's
+  // counted targets. Data-parallel training weights each rank's loss by it (src/dist).
+  virtual int64_t loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const;
   // Evaluates the model on a split (in eval mode, without gradients).
   virtual EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const = 0;
   // The validation score that picks the best checkpoint: higher is better. It is what
@@ -85,6 +88,7 @@ class NextTokenObjective : public Objective {
   torch::Tensor loss(const torch::Tensor& output, const torch::Tensor& inputs, const torch::Tensor& labels) const override;
   // Through models::causal_lm_loss: the fused, chunked head + loss when the model offers it.
   torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const override;
+  int64_t loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const override;
   EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const override;
   double score(const EvalResult& ev) const override { return -ev.loss; }
   std::string describe_samples(const data::LabelledDataset& train, bool text) const override;

@@ -4,16 +4,21 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "data/hf_tokenizer.h"
 #include "data/text_data.h"
 #include "models/precision.h"
 #include "src/from_recipe/data.h"
+#include "src/dist/grad_sync.h"
+#include "src/dist/process_group.h"
 #include "src/eval/evaluator.h"
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
@@ -163,6 +168,12 @@ struct Run {
   std::string precision_line;     // what set-up chose for compute, frozen storage and checkpointing
   nlohmann::json previous_summary;  // its summary line
   TrainResult result;
+  // Data parallel (WORLD_SIZE > 1): this process's rank, the group and the gradient sync. Rank 0
+  // alone writes the run directory; every rank takes its slice of each global batch.
+  int rank = 0, world = 1;
+  dist::ProcessGroup* group = nullptr;
+  std::unique_ptr<dist::GradSync> sync;
+  bool writer() const { return rank == 0; }
 
   models::Model& model() { return *rm.model; }
   void say(const std::string& s) const {
@@ -236,6 +247,7 @@ double gradient_norm(Run& run) {
 // Writes a checkpoint of the model (with the optimizer for `last`, to resume from), once its
 // trainable parameters are known to be finite.
 void save(Run& run, const std::string& dir, torch::optim::Optimizer* with_optimizer) {
+  if (!run.writer()) return;  // data parallel: every rank holds the same model; rank 0 writes it
   check_parameters(run, "before writing " + dir);
   run.state.train_seconds = run.train_seconds;
   io::save_checkpoint(dir, run.model(), with_optimizer, run.state, run.write_extra,
@@ -340,11 +352,11 @@ void resume_or_start(Run& run, bool resuming) {
     from.load_rng();
     run.state = from.state();
     run.last_saved_step = run.state.step;
-    continue_metrics(run);
-  } else {
+    if (run.writer()) continue_metrics(run);
+  } else if (run.writer()) {
     clear_previous_run(run);
   }
-  run.metrics = std::make_unique<MetricsLog>(run.metrics_path);
+  if (run.writer()) run.metrics = std::make_unique<MetricsLog>(run.metrics_path);
 }
 
 // Low-rank adapters are also written on their own (PEFT layout), and text runs' tokenizer travels
@@ -409,15 +421,43 @@ void announce(const Run& run, const std::string& threads, const std::string& tok
                         run.state.batch_in_epoch));
 }
 
+// Data parallel: the ranks after 0 read the data through the tokenizer rank 0 put in the run
+// directory (they never write there).
+data::ImageSplits load_rank_data(const Run& run) {
+  if (!run.recipe.data.is_text()) return load_data(run.recipe, run.run_dir);
+  const data::Tokenizer tok = from_recipe::run_tokenizer(run.recipe, run.run_dir);
+  if (auto* response = dynamic_cast<ResponseObjective*>(run.objective.get())) response->set_tokenizer(tok);
+  return load_data(run.recipe, run.run_dir, &tok);
+}
+
+// Data parallel: the global batch split evenly over the ranks.
+void check_batch_split(const Run& run) {
+  if (run.recipe.data.batch_size % run.world != 0)
+    throw Error(fmt::format("{}: data.batch_size {} (the global batch) is not divisible by WORLD_SIZE {}",
+                            run.recipe.source, run.recipe.data.batch_size, run.world));
+}
+
+// The run directory (rank 0), the model and the data; with ranks, the others follow rank 0's
+// decision to resume and read its tokenizer. True when resuming.
+bool set_up_model_and_data(Run& run, std::string* tokenizer_message) {
+  const Recipe& recipe = run.recipe;
+  bool resuming = run.writer() && open_run_dir(run);
+  if (run.group) resuming = run.group->from_rank0(resuming ? 1 : 0, "broadcast of the resume decision") != 0;
+  run.rm = build_run_model(recipe, /*load_init=*/!resuming);
+  if (run.writer()) run.splits = load_training_data(run, resuming, tokenizer_message);
+  if (run.group) run.group->barrier("waiting for rank 0's data and tokenizer");
+  if (!run.writer()) run.splits = load_rank_data(run);
+  return resuming;
+}
+
 // Seeds, builds the model, loads the data, makes the optimizer and resumes or starts the run.
 void set_up(Run& run) {
   const Recipe& recipe = run.recipe;
   std::string threads = apply_thread_policy(recipe.threads);
   torch::manual_seed(static_cast<uint64_t>(recipe.seed));
-  const bool resuming = open_run_dir(run);
-  run.rm = build_run_model(recipe, /*load_init=*/!resuming);
+  if (run.group) check_batch_split(run);
   std::string tokenizer_message;
-  run.splits = load_training_data(run, resuming, &tokenizer_message);
+  const bool resuming = set_up_model_and_data(run, &tokenizer_message);
   const auto& train_set = run.splits.train;
   run.seq_len = recipe.model.is_text() ? train_set.inputs.size(1) : 1;
   if (train_set.size() < recipe.data.batch_size)
@@ -438,8 +478,18 @@ void set_up(Run& run) {
   run.total_steps = steps_per_epoch * recipe.train.epochs;
   if (recipe.train.max_steps > 0) run.total_steps = std::min(run.total_steps, recipe.train.max_steps);
   resume_or_start(run, resuming);
+  if (run.group) {  // every rank starts from rank 0's model (and agrees on whether it had finished)
+    run.finished_before = run.group->from_rank0(run.finished_before ? 1 : 0, "broadcast of the run's state") != 0;
+    run.sync = std::make_unique<dist::GradSync>(*run.group, run.params);
+    run.sync->broadcast_model(run.model());
+  }
   set_up_precision(run);
   announce(run, threads, tokenizer_message, resuming);
+  if (run.group)
+    run.say(fmt::format("data parallel: {} ranks (Gloo), {} per rank per batch; {} trainable gradient bytes per step in {} "
+                        "bucket(s); timeout {} s",
+                        run.world, run.batch_size / run.world, run.sync->bytes_per_step(), run.sync->buckets(),
+                        run.group->timeout().count() / 1000.0));
 
   run.result.run_dir = run.run_dir;
   run.result.trainable = run.rm.report.trainable;
@@ -458,27 +508,59 @@ struct Step {
   int64_t next_batch = 0;  // the epoch's first batch not yet consumed
 };
 
-// Forward and backward of batch `b` of the epoch's order; returns its loss.
+// Forward and backward of batch `b` of the epoch's order; returns its loss. Data parallel: this
+// rank's contiguous slice of the global batch, its loss weighted by its share of what the global
+// batch's loss averages over (rows, or counted target tokens), so that the gradients summed over
+// ranks are the one-process gradient of the whole batch; the value returned is that weighted share
+// (summed over ranks, the batch's loss).
 double forward_backward(Run& run, const torch::Tensor& perm, int64_t b) {
   const auto& train_set = run.splits.train;
   auto idx = perm.slice(0, b * run.batch_size, (b + 1) * run.batch_size);
+  double weight = 1.0;
+  if (run.world > 1) {
+    const int64_t global_count = run.objective->loss_count(train_set, idx);
+    const int64_t per_rank = run.batch_size / run.world;
+    idx = idx.slice(0, run.rank * per_rank, (run.rank + 1) * per_rank);
+    weight = global_count > 0 ? double(run.objective->loss_count(train_set, idx)) / double(global_count) : 0.0;
+  }
   models::ComputeScope compute(run.compute.dtype);
   auto loss = run.objective->batch_loss(run.model(), train_set, idx);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) diverged(run, run.state.step + 1, "the loss is " + number_text(loss_value));
-  (run.accum > 1 ? loss / double(run.accum) : loss).backward();
+  const double scale = weight / double(run.accum);
+  (scale != 1.0 ? loss * scale : loss).backward();
   run.state.samples += run.batch_size;
   run.samples_this_call += run.batch_size;
-  return loss_value;
+  return loss_value * weight;
+}
+
+// Test hook (TUNEKIT_DIST_FAULT=exit:RANK:STEP or hang:RANK:STEP): rank RANK exits with status 3,
+// or stops answering, as optimizer step STEP begins, the way a crashed or stuck rank would.
+void fault_hook(const Run& run) {
+  const char* spec = std::getenv("TUNEKIT_DIST_FAULT");
+  if (spec == nullptr || run.world == 1) return;
+  char kind[8] = {0};
+  int rank = -1;
+  long long step = -1;
+  if (std::sscanf(spec, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 || rank != run.rank || step != run.state.step + 1)
+    return;
+  if (std::string(kind) == "exit") std::_Exit(3);
+  if (std::string(kind) == "hang")
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(60));
 }
 
 // Accumulates gradients over up to `accum` batches from batch `b` (fewer at the epoch's end),
 // then clips, sets the scheduled learning rate and steps the optimizer. A non-finite gradient
 // norm stops the run before the step; a parameter the step made non-finite stops it after.
 Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
+  fault_hook(run);
   const int64_t end = std::min(b + run.accum, run.batches_per_epoch);
   double loss_sum = 0;
   for (int64_t i = b; i < end; ++i) loss_sum += forward_backward(run, perm, i);
+  if (run.sync) {  // the gradients (and the loss) summed over ranks: the one-process ones
+    run.sync->reduce(1.0, run.state.step + 1);
+    loss_sum = run.group->sum(loss_sum, fmt::format("allreduce of the step {} loss", run.state.step + 1));
+  }
 
   const Recipe& recipe = run.recipe;
   const double lr = scheduled_lr(recipe.schedule, recipe.optimizer.lr, run.state.step, run.total_steps);
@@ -512,7 +594,8 @@ void log_step(Run& run, int64_t epoch, const Step& step, std::chrono::steady_clo
   run.progress->update(state.step, fmt::format("epoch {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}", epoch + 1, epochs,
                                                step.loss, step.lr, speed.per_second, speed.unit));
   if (state.step % run.recipe.train.log_every == 0 || state.step == run.total_steps) {
-    run.metrics->write({{"type", "train"}, {"step", state.step}, {"total_steps", run.total_steps}, {"epoch", epoch + 1},
+    if (run.metrics)  // rank 0's (data parallel: the loss is already the global one)
+      run.metrics->write({{"type", "train"}, {"step", state.step}, {"total_steps", run.total_steps}, {"epoch", epoch + 1},
                         {"loss", state.window_loss / double(state.window_n)}, {"lr", step.lr},
                         {"samples_per_second", rate}});
     state.window_loss = 0;
@@ -592,7 +675,7 @@ void validate(Run& run, int64_t epoch) {
 void end_epoch(Run& run, int64_t epoch, bool budget_spent) {
   run.progress->clear();
   const bool has_val = run.splits.val.size() > 0;
-  if (has_val) validate(run, epoch);
+  if (has_val && run.writer()) validate(run, epoch);  // data parallel: rank 0 alone (the ranks' models are equal)
   if (!budget_spent) {
     run.state.epoch = epoch + 1;
     run.state.batch_in_epoch = 0;
@@ -622,7 +705,7 @@ TrainResult summarise(Run& run, std::chrono::steady_clock::time_point wall0) {
                       {"trainable_params", r.trainable},
                       {"total_params", r.total}};
   run.objective->add_summary_fields(r, line);
-  run.metrics->write(line);
+  if (run.metrics) run.metrics->write(line);
   run.progress->finish(run.objective->summary_text(r));
   return r;
 }
@@ -645,11 +728,24 @@ TrainResult already_finished(Run& run) {
 
 }  // namespace
 
-TrainResult train(const Recipe& recipe, const TrainOptions& opts) {
+TrainResult train(const Recipe& recipe, const TrainOptions& options) {
   const auto wall0 = std::chrono::steady_clock::now();
-  // Held until the run ends: a second train/--resume on this directory is refused at once.
-  const DirLock lock(recipe.run_dir(), opts.resume ? "train --resume" : "train");
+  // WORLD_SIZE > 1 (torchrun, tunekit launch): join the process group first; the ranks after 0
+  // print nothing but errors and write nothing.
+  const dist::DistEnv env = dist::dist_env_from_process();
+  std::unique_ptr<dist::ProcessGroup> group;
+  if (env.distributed())
+    group = std::make_unique<dist::ProcessGroup>(
+        env, dist::dist_timeout([](const char* name) { return static_cast<const char*>(std::getenv(name)); }));
+  TrainOptions opts = options;
+  if (env.rank > 0) opts.quiet = true;
+  // Held (by rank 0) until the run ends: a second train/--resume on this directory is refused at once.
+  std::optional<DirLock> lock;
+  if (env.rank == 0) lock.emplace(recipe.run_dir(), opts.resume ? "train --resume" : "train");
   Run run(recipe, opts);
+  run.rank = env.rank;
+  run.world = env.world_size;
+  run.group = group.get();
   set_up(run);
   if (run.finished_before) return already_finished(run);
   run.model().train();

@@ -1,0 +1,311 @@
+// Data-parallel training (src/dist): the torchrun environment's errors, gradient bucketing, a
+// two-rank Gloo group in one process (allreduce, broadcast, a join that times out), and through
+// `tunekit launch`: 2 ranks x 32 give the 1 rank x 64 loss curve (full fine-tuning of a causal LM
+// with accumulation; LoRA on a classifier), a dead or hung rank fails the launch naming the rank,
+// and a 2-rank run resumed after a failure equals the uninterrupted one.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "src/dist/grad_sync.h"
+#include "src/dist/launch.h"
+#include "src/dist/process_group.h"
+#include "tests/helpers.h"
+#include "tests/text_helpers.h"
+#include "util/error.h"
+
+using namespace tunekit;
+namespace fs = std::filesystem;
+
+namespace {
+
+dist::EnvGetter env_of(const std::map<std::string, std::string>& vars) {
+  return [vars](const char* name) -> const char* {
+    auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+std::string env_error(const std::map<std::string, std::string>& vars) {
+  return testkit::error_of([&] { dist::parse_dist_env(env_of(vars)); });
+}
+
+}  // namespace
+
+TEST(DistEnv, ReadsTorchrunVariablesAndNamesTheBadOne) {
+  auto single = dist::parse_dist_env(env_of({}));
+  EXPECT_FALSE(single.distributed());
+  EXPECT_EQ(single.rank, 0);
+  auto e = dist::parse_dist_env(env_of(
+      {{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "2"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}}));
+  EXPECT_TRUE(e.distributed());
+  EXPECT_EQ(e.rank, 2);
+  EXPECT_EQ(e.world_size, 4);
+  EXPECT_EQ(e.master_addr, "10.0.0.1");
+  EXPECT_EQ(e.master_port, 29500);
+
+  const std::map<std::string, std::string> ok{
+      {"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](const std::string& k, const std::string& v) {
+    auto m = ok;
+    if (v.empty())
+      m.erase(k);
+    else
+      m[k] = v;
+    return m;
+  };
+  EXPECT_EQ(env_error(with("WORLD_SIZE", "two")), "environment: WORLD_SIZE=\"two\" is not an integer in 1..65536");
+  EXPECT_EQ(env_error(with("WORLD_SIZE", "0")), "environment: WORLD_SIZE=\"0\" is not an integer in 1..65536");
+  EXPECT_EQ(env_error(with("RANK", "2")), "environment: RANK=2 is not below WORLD_SIZE=2");
+  EXPECT_EQ(env_error(with("RANK", "-1")), "environment: RANK=\"-1\" is not an integer in 0..65536");
+  EXPECT_EQ(env_error(with("RANK", "")), "environment: RANK is not set (WORLD_SIZE=2 asks for a process group)");
+  EXPECT_EQ(env_error(with("MASTER_ADDR", "")), "environment: MASTER_ADDR is not set (WORLD_SIZE=2 asks for a process group)");
+  EXPECT_EQ(env_error(with("MASTER_PORT", "70000")), "environment: MASTER_PORT=\"70000\" is not an integer in 1..65535");
+  EXPECT_EQ(env_error(with("MASTER_PORT", "12x")), "environment: MASTER_PORT=\"12x\" is not an integer in 1..65535");
+  EXPECT_EQ(env_error(with("LOCAL_RANK", "5")), "environment: LOCAL_RANK=\"5\" is not an integer in 0..1");
+  EXPECT_EQ(env_error({{"RANK", "1"}}), "environment: RANK=1 is not below WORLD_SIZE=1");
+
+  EXPECT_EQ(dist::dist_timeout(env_of({})), std::chrono::minutes(30));
+  EXPECT_EQ(dist::dist_timeout(env_of({{"TUNEKIT_DIST_TIMEOUT_S", "2.5"}})), std::chrono::milliseconds(2500));
+  EXPECT_EQ(testkit::error_of([] { dist::dist_timeout(env_of({{"TUNEKIT_DIST_TIMEOUT_S", "0"}})); }),
+            "environment: TUNEKIT_DIST_TIMEOUT_S=\"0\" is not a number of seconds in (0, 604800]");
+}
+
+TEST(DistBuckets, FlattenUnflattenRoundTripInFloat32) {
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> params{torch::randn({3, 4}), torch::randn({5}), torch::randn({0}),
+                                    torch::randn({2, 2}, torch::kBFloat16), torch::randn({7})};
+  for (auto& p : params) {
+    p.set_requires_grad(true);
+    if (p.numel() > 0 && p.size(0) != 5) p.mutable_grad() = torch::randn(p.sizes(), p.options().requires_grad(false));
+  }
+  // 12 + 5 floats fit 80 bytes (20 floats); 4 more do not; the empty one is skipped.
+  auto buckets = dist::make_buckets(params, 80);
+  ASSERT_EQ(buckets.size(), 2u);
+  EXPECT_EQ(buckets[0].index, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(buckets[0].numel, 17);
+  EXPECT_EQ(buckets[1].index, (std::vector<size_t>{3, 4}));
+  EXPECT_EQ(buckets[1].numel, 11);
+  EXPECT_EQ(dist::make_buckets(params, 4).size(), 4u);  // each bigger than a bucket: one of its own
+
+  std::vector<torch::Tensor> before;
+  for (auto& p : params) before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+  for (const auto& b : buckets) {
+    auto flat = dist::flatten_grads(params, b);
+    EXPECT_EQ(flat.scalar_type(), torch::kFloat);
+    ASSERT_EQ(flat.numel(), b.numel);
+    if (b.index[0] == 0) {  // the undefined gradient of params[1] reads as zeros
+      EXPECT_TRUE(torch::equal(flat.slice(0, 0, 12), before[0].reshape({-1})));
+      EXPECT_TRUE(torch::equal(flat.slice(0, 12, 17), torch::zeros({5})));
+    }
+    dist::unflatten_grads(flat, 2.0, params, b);
+  }
+  EXPECT_TRUE(torch::allclose(params[0].grad(), before[0] * 2));
+  EXPECT_FALSE(params[1].grad().defined());
+  EXPECT_EQ(params[3].grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(params[3].grad(), (before[3].to(torch::kFloat) * 2).to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::allclose(params[4].grad(), before[4] * 2));
+}
+
+namespace {
+
+// Runs `body(rank)` on two threads, each rank joined to one Gloo group over loopback.
+void two_ranks(const std::function<void(dist::ProcessGroup&)>& body, std::string* errors = nullptr) {
+  const int port = dist::free_port();
+  std::vector<std::string> failures(2);
+  auto rank_main = [&](int rank) {
+    try {
+      dist::DistEnv env;
+      env.rank = env.local_rank = rank;
+      env.world_size = 2;
+      env.master_port = port;
+      dist::ProcessGroup group(env, std::chrono::seconds(20));
+      body(group);
+    } catch (const std::exception& e) {
+      failures[rank] = e.what();
+    }
+  };
+  std::thread t0(rank_main, 0), t1(rank_main, 1);
+  t0.join();
+  t1.join();
+  if (errors) *errors = failures[0] + failures[1];
+  EXPECT_EQ(failures[0] + failures[1], "");
+}
+
+}  // namespace
+
+TEST(DistGroup, TwoRanksAllreduceGradientsInBucketsAndBroadcast) {
+  two_ranks([](dist::ProcessGroup& group) {
+    const int r = group.rank();
+    EXPECT_EQ(group.sum(1.5 + r, "sum"), 4.0);
+    EXPECT_EQ(group.from_rank0(r == 0 ? 7 : -1, "flag"), 7);
+    auto w = torch::full({3, 5}, float(r + 2));
+    group.broadcast(w, 0, "broadcast");
+    EXPECT_TRUE(torch::equal(w, torch::full({3, 5}, 2.0f)));
+    // Gradients: rank r holds (r + 1) * g; summed and halved: 1.5 * g, in each parameter's dtype.
+    torch::manual_seed(1);
+    auto a = torch::randn({300, 70}).requires_grad_(), b = torch::randn({50}).requires_grad_();
+    auto ga = torch::randn({300, 70}), gb = torch::randn({50});
+    a.mutable_grad() = ga * (r + 1);
+    b.mutable_grad() = gb * (r + 1);
+    dist::GradSync sync(group, {a, b}, /*bucket_bytes=*/40000);
+    EXPECT_EQ(sync.buckets(), 2u);
+    EXPECT_EQ(sync.bytes_per_step(), (300 * 70 + 50) * 4);
+    sync.reduce(0.5, 1);
+    EXPECT_TRUE(torch::allclose(a.grad(), ga * 1.5, 1e-6, 1e-6));
+    EXPECT_TRUE(torch::allclose(b.grad(), gb * 1.5, 1e-6, 1e-6));
+    group.barrier("barrier");
+  });
+}
+
+TEST(DistGroup, AJoinWithoutTheOtherRankFailsAfterTheTimeoutNamingIt) {
+  dist::DistEnv env;
+  env.world_size = 2;
+  env.master_port = dist::free_port();
+  const std::string e = testkit::error_of([&] { dist::ProcessGroup group(env, std::chrono::milliseconds(1500)); });
+  EXPECT_NE(e.find("joining the process group"), std::string::npos) << e;
+  EXPECT_NE(e.find("rank 0 of 2, timeout 1.5 s"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+// --- through the CLI: tunekit launch ---
+
+namespace {
+
+struct Cli {
+  int status = -1;
+  std::string output;
+};
+
+// Runs `args` with the environment assignments `env` ("A=1 B=2 "), output and errors together.
+Cli tunekit_cli(const std::string& args, const std::string& log, const std::string& env = "") {
+  const std::string cmd = env + std::string(TUNEKIT_CLI) + " " + args + " > " + log + " 2>&1";
+  const int s = std::system(cmd.c_str());
+  return {WIFEXITED(s) ? WEXITSTATUS(s) : -1, testkit::read_file(log)};
+}
+
+// The run's metrics.jsonl lines of `type`.
+std::vector<nlohmann::json> metrics_of(const std::string& run_dir, const std::string& type) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(testkit::read_file(run_dir + "/metrics.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == type) out.push_back(j);
+  }
+  return out;
+}
+
+// The two runs' train losses, step by step, to `rel` relative.
+void expect_same_curve(const std::string& a, const std::string& b, double rel, size_t steps) {
+  auto la = metrics_of(a, "train"), lb = metrics_of(b, "train");
+  ASSERT_EQ(la.size(), steps) << a;
+  ASSERT_EQ(lb.size(), steps) << b;
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_EQ(la[i]["step"], lb[i]["step"]);
+    const double x = la[i]["loss"], y = lb[i]["loss"];
+    EXPECT_NEAR(x, y, rel * std::abs(x)) << "step " << la[i]["step"];
+  }
+}
+
+class DistLaunch : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = testkit::synthetic_mails(400, 5);
+    testkit::write_jsonl(data_ / "train.jsonl", c, 0, 320);
+    testkit::write_jsonl(data_ / "val.jsonl", c, 320, 360);
+    testkit::write_jsonl(data_ / "test.jsonl", c, 360, 400);
+  }
+  std::string recipe(const std::string& task, const std::string& extra = "") {
+    const std::string path = runs_ / (task + ".yaml");
+    std::ofstream(path) << testkit::tiny_text_recipe_yaml(data_.path(), runs_.path(), task, extra);
+    return path;
+  }
+  testkit::TempDir data_, runs_;
+};
+
+const char* kLoraClassifier =
+    "adapter: {kind: lora, r: 4, alpha: 8, targets: [\"blocks.*.attn.q\", \"blocks.*.attn.v\"], "
+    "modules_to_save: [head]}\n";
+
+}  // namespace
+
+TEST_F(DistLaunch, TwoRanksOfThirtyTwoGiveTheCurveOfOneRankOfSixtyFour) {
+  // Full fine-tuning of a causal LM (loss over counted tokens), with gradient accumulation.
+  const std::string lm = recipe("causal_lm");
+  const std::string common = " data.batch_size=64 train.grad_accum=2 train.max_steps=6 train.log_every=1";
+  Cli one = tunekit_cli("train " + lm + common + " output.name=one -q", runs_ / "one.log");
+  ASSERT_EQ(one.status, 0) << one.output;
+  Cli two = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=two", runs_ / "two.log");
+  ASSERT_EQ(two.status, 0) << two.output;
+  expect_same_curve(runs_ / "one", runs_ / "two", 1e-5, 6);
+  EXPECT_NE(two.output.find("[rank 0] trained "), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find("[rank 0] data parallel: 2 ranks (Gloo), 32 per rank per batch"), std::string::npos)
+      << two.output;
+  EXPECT_EQ(two.output.find("[rank 1]"), std::string::npos) << two.output;  // the other ranks say nothing
+
+  // LoRA on a classifier (mean over samples), two epochs with validation; kilobytes per step.
+  const std::string cls = recipe("classify", kLoraClassifier);
+  const std::string c2 = " data.batch_size=64 train.epochs=2 train.log_every=1";
+  Cli c_one = tunekit_cli("train " + cls + c2 + " output.name=c_one -q", runs_ / "c_one.log");
+  ASSERT_EQ(c_one.status, 0) << c_one.output;
+  Cli c_two = tunekit_cli("launch -n 2 -- train " + cls + c2 + " output.name=c_two", runs_ / "c_two.log");
+  ASSERT_EQ(c_two.status, 0) << c_two.output;
+  expect_same_curve(runs_ / "c_one", runs_ / "c_two", 1e-5, 10);
+  auto e1 = metrics_of(runs_ / "c_one", "eval"), e2 = metrics_of(runs_ / "c_two", "eval");
+  ASSERT_EQ(e1.size(), 2u);
+  ASSERT_EQ(e2.size(), 2u);
+  EXPECT_NEAR(double(e1[1]["loss"]), double(e2[1]["loss"]), 1e-5 * std::abs(double(e1[1]["loss"])));
+  const size_t at = c_two.output.find("trainable gradient bytes per step");
+  ASSERT_NE(at, std::string::npos) << c_two.output;
+  const int64_t bytes = std::stoll(c_two.output.substr(c_two.output.rfind(' ', at - 2) + 1));
+  EXPECT_LT(bytes, 64 * 1024);  // the adapters and the head, not the model
+  EXPECT_GT(bytes, 0);
+
+  // The global batch must split evenly.
+  Cli three = tunekit_cli("launch -n 3 -- train " + cls + c2 + " output.name=c_three", runs_ / "three.log");
+  EXPECT_NE(three.status, 0);
+  EXPECT_NE(three.output.find("data.batch_size 64 (the global batch) is not divisible by WORLD_SIZE 3"),
+            std::string::npos)
+      << three.output;
+}
+
+TEST_F(DistLaunch, ADeadOrHungRankFailsTheLaunchNamingItAndAResumeEqualsTheUninterruptedRun) {
+  const std::string cls = recipe("classify", kLoraClassifier);
+  const std::string args = " data.batch_size=64 train.epochs=2 train.log_every=1 train.checkpoint_every=3";
+  Cli whole = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=whole", runs_ / "whole.log");
+  ASSERT_EQ(whole.status, 0) << whole.output;
+
+  // Rank 1 dies as step 5 begins (after the checkpoint of step 3): the launch fails and names it
+  // (rank 0, whose allreduce lost its peer, may be reaped in the same instant: its status or 3).
+  Cli dead = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=cut", runs_ / "dead.log",
+                         "TUNEKIT_DIST_FAULT=exit:1:5 TUNEKIT_DIST_TIMEOUT_S=20 ");
+  EXPECT_TRUE(dead.status == 3 || dead.status == 1) << dead.output;
+  EXPECT_NE(dead.output.find("launch: failed: rank "), std::string::npos) << dead.output;
+  EXPECT_NE(dead.output.find("rank 1 exited with status 3"), std::string::npos) << dead.output;
+  // ... and a resume continues from that checkpoint to the uninterrupted run's curve.
+  Cli resumed = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=cut --resume", runs_ / "resume.log");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("[rank 0] resuming from step 3"), std::string::npos) << resumed.output;
+  expect_same_curve(runs_ / "whole", runs_ / "cut", 1e-9, 10);
+
+  // Rank 1 stops answering at step 2: rank 0 gives up after the timeout, naming the operation.
+  Cli hung = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=hung", runs_ / "hung.log",
+                         "TUNEKIT_DIST_FAULT=hang:1:2 TUNEKIT_DIST_TIMEOUT_S=3 ");
+  EXPECT_EQ(hung.status, 1) << hung.output;
+  EXPECT_NE(hung.output.find("[rank 0] error: allreduce of the step 2 gradients failed on rank 0 of 2"),
+            std::string::npos)
+      << hung.output;
+  EXPECT_NE(hung.output.find("launch: failed: rank 0 exited with status 1 first; rank 1 was killed by signal 15"), std::string::npos) << hung.output;
+
+  Cli bad = tunekit_cli("launch -n 2 -- eval " + runs_ / "whole", runs_ / "bad.log");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("launch: the command after -- must be `train RECIPE [overrides...]` (got \"eval\")"),
+            std::string::npos)
+      << bad.output;
+}
