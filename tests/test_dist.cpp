@@ -148,17 +148,38 @@ TEST(DistGroup, TwoRanksAllreduceGradientsInBucketsAndBroadcast) {
     group.broadcast(w, 0, "broadcast");
     EXPECT_TRUE(torch::equal(w, torch::full({3, 5}, 2.0f)));
     // Gradients: rank r holds (r + 1) * g; summed and halved: 1.5 * g, in each parameter's dtype.
-    torch::manual_seed(1);
-    auto a = torch::randn({300, 70}).requires_grad_(), b = torch::randn({50}).requires_grad_();
-    auto ga = torch::randn({300, 70}), gb = torch::randn({50});
+    // The ranks are threads of one process: each draws from its own generator with one seed
+    // (the global one would be shared, and the two ranks' draws interleaved).
+    auto gen = at::detail::createCPUGenerator(1);
+    auto a = torch::randn({300, 70}, gen).requires_grad_(), b = torch::randn({50}, gen).requires_grad_();
+    auto ga = torch::randn({300, 70}, gen), gb = torch::randn({50}, gen);
     a.mutable_grad() = ga * (r + 1);
     b.mutable_grad() = gb * (r + 1);
     dist::GradSync sync(group, {a, b}, /*bucket_bytes=*/40000);
     EXPECT_EQ(sync.buckets(), 2u);
-    EXPECT_EQ(sync.bytes_per_step(), (300 * 70 + 50) * 4);
+    EXPECT_EQ(sync.bytes_per_step(), (300 * 70 + 50 + 2) * 4) << "the buckets and one flag per parameter";
     sync.reduce(0.5, 1);
     EXPECT_TRUE(torch::allclose(a.grad(), ga * 1.5, 1e-6, 1e-6));
     EXPECT_TRUE(torch::allclose(b.grad(), gb * 1.5, 1e-6, 1e-6));
+    group.barrier("barrier");
+  });
+}
+
+// A gradient only one rank has (an expert only its rows reached) becomes the sum on both ranks;
+// one no rank has stays undefined (as in one process, where the optimizer skips it).
+TEST(DistGroup, AGradientDefinedOnOneRankOnlyIsSummedOnBoth) {
+  two_ranks([](dist::ProcessGroup& group) {
+    const int r = group.rank();
+    auto a = torch::zeros({4, 3}).requires_grad_(), b = torch::zeros({5}).requires_grad_();
+    auto c = torch::zeros({2}).requires_grad_();
+    a.mutable_grad() = torch::full({4, 3}, float(r + 1));
+    if (r == 1) b.mutable_grad() = torch::arange(5, torch::kFloat);
+    dist::GradSync sync(group, {a, b, c}, /*bucket_bytes=*/32);
+    sync.reduce(0.5, 1);
+    EXPECT_TRUE(torch::equal(a.grad(), torch::full({4, 3}, 1.5f)));
+    ASSERT_TRUE(b.grad().defined()) << "rank " << r;
+    EXPECT_TRUE(torch::equal(b.grad(), torch::arange(5, torch::kFloat) * 0.5)) << "rank " << r;
+    EXPECT_FALSE(c.grad().defined()) << "rank " << r;
     group.barrier("barrier");
   });
 }

@@ -62,6 +62,7 @@ void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<
 GradSync::GradSync(ProcessGroup& group, std::vector<torch::Tensor> trainable, int64_t bucket_bytes)
     : group_(group), params_(std::move(trainable)), buckets_(make_buckets(params_, bucket_bytes)) {
   for (const auto& b : buckets_) bytes_per_step_ += b.numel * int64_t(sizeof(float));
+  bytes_per_step_ += int64_t(params_.size()) * int64_t(sizeof(float));  // the defined-gradient flags
 }
 
 void GradSync::broadcast_model(models::Model& model) {
@@ -84,7 +85,14 @@ void GradSync::reduce(double scale, int64_t step) {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   flats.reserve(buckets_.size());
   const std::string what = fmt::format("allreduce of the step {} gradients", step);
+  // Which parameters got a gradient on some rank: in one process the whole global batch's
+  // gradient is defined when any of its examples reached the parameter (an expert one rank's
+  // rows routed to and the other's did not), so such a gradient must be defined on every rank.
+  auto defined = torch::empty({int64_t(params_.size())}, torch::kFloat);
+  for (size_t i = 0; i < params_.size(); ++i) defined[int64_t(i)] = params_[i].grad().defined() ? 1.0f : 0.0f;
   try {
+    std::vector<torch::Tensor> flags{defined};
+    works.push_back(group_.backend().allreduce(flags));
     for (const auto& b : buckets_) {
       flats.push_back(flatten_grads(params_, b));
       std::vector<torch::Tensor> one{flats.back()};
@@ -95,6 +103,12 @@ void GradSync::reduce(double scale, int64_t step) {
     throw;
   } catch (const std::exception& e) {
     group_.fail(what, e);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    auto any = defined.accessor<float, 1>();
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (any[int64_t(i)] > 0 && !params_[i].grad().defined()) params_[i].mutable_grad() = torch::zeros_like(params_[i]);
   }
   for (size_t i = 0; i < buckets_.size(); ++i) unflatten_grads(flats[i], scale, params_, buckets_[i]);
 }

@@ -27,7 +27,8 @@ std::vector<Bucket> make_buckets(const std::vector<torch::Tensor>& params, int64
 // The bucket's gradients as one float32 vector (an undefined gradient reads as zeros).
 torch::Tensor flatten_grads(const std::vector<torch::Tensor>& params, const Bucket& bucket);
 // Writes `flat` x `scale` back into the bucket's gradients (in their own dtype); a gradient that
-// is undefined stays so (the optimizer skips that parameter, as it would in one process).
+// is undefined stays so (GradSync::reduce first defines, as zeros, every gradient that some rank
+// has; one no rank has stays undefined, and the optimizer treats it as in one process).
 void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<torch::Tensor>& params,
                      const Bucket& bucket);
 
@@ -40,6 +41,7 @@ class GradSync {
   void broadcast_model(models::Model& model);
   // Sums the trainable gradients over ranks and multiplies them by `scale`; `step` names the
   // step in an error. After backward (the allreduces of all buckets are started, then waited for).
+  // A gradient defined on some rank only ends up defined (the sum) on every rank.
   void reduce(double scale, int64_t step);
 
   int64_t bytes_per_step() const { return bytes_per_step_; }  // payload of one reduce()
