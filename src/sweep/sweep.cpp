@@ -250,7 +250,7 @@ std::vector<Group> group_by_grid_point(const std::vector<nlohmann::json>& result
     auto it = where.find(values);
     if (it == where.end()) {
       it = where.emplace(values, groups.size()).first;
-      groups.push_back({values, j.value("series", std::string()), {}, 0, 0, 0});
+      groups.push_back({values, j.value("series", std::string()), {}, 0, 0, 0, {}});
     }
     auto& g = groups[it->second];
     g.rss = std::max(g.rss, j.value("peak_rss_mib", 0.0));
