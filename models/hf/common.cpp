@@ -279,21 +279,37 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
     k = apply_rotary(k, cos, sin);
   }
   torch::Tensor out;  // [B, N, H*Dh]
-  const bool kernel = attention_kernel_available(q) && k.scalar_type() == q.scalar_type() &&
-                      v.scalar_type() == q.scalar_type();
+  const bool alike = k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type();
+  // bf16 compute (the CPU autocast scope) hands over bf16 q, k, v: the fused cores run them in
+  // float32 and give the output back in bf16. Their products are a few per cent of a step's FLOPs
+  // at these widths; ATen's bf16 path builds [B, H, N, N] scores, mask and softmax copies instead.
+  // (Rotary tables in float32 may have widened q and k already while v is still bf16.)
+  auto bf16_or_float = [](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kFloat;
+  };
+  const bool widen = bf16_or_float(q) && bf16_or_float(k) && bf16_or_float(v) &&
+                     (q.scalar_type() == torch::kBFloat16 || k.scalar_type() == torch::kBFloat16 ||
+                      v.scalar_type() == torch::kBFloat16) &&
+                     attention_kernel_available(torch::empty({0}));
+  const bool kernel = (alike && attention_kernel_available(q)) || widen;
+  auto core_in = [&](const torch::Tensor& t, int64_t width) {
+    auto r = t.reshape({B, N, width});
+    return (widen ? r.to(torch::kFloat) : r).contiguous();
+  };
+  auto bias_in = [&] { return sigmoid ? (widen ? sigmoid_bias.to(torch::kFloat) : sigmoid_bias) : torch::Tensor(); };
   if (!lm && !shape.causal && R == 1 && kernel) {
     // Bidirectional, one key/value head per query head (ViT): the fused core of
     // models/attention_kernel.h reads the heads in place.
-    auto qc = q.reshape({B, N, H * Dh}).contiguous(), kc = k.reshape({B, N, H * Dh}).contiguous();
-    auto vc = v.contiguous();
-    out = sigmoid ? sigmoid_attention(qc, kc, vc, sigmoid_bias, H, scale) : softmax_attention(qc, kc, vc, H, scale);
+    auto qc = core_in(q, H * Dh), kc = core_in(k, H * Dh), vc = core_in(v, H * Dh);
+    out = sigmoid ? sigmoid_attention(qc, kc, vc, bias_in(), H, scale) : softmax_attention(qc, kc, vc, H, scale);
+    if (widen) out = out.to(torch::kBFloat16);
   } else if (shape.causal && kernel && (!lm || (!lm->mask.defined() && (!lm->cache || lm->cache->length == 0)))) {
     // Causal over this call's tokens (training, evaluation, a prefill into an empty cache),
     // packed segments as key starts: the causal kernel skips the masked upper triangle and
     // reads the grouped key/value heads in place; the cache then takes k and v as below.
-    out = causal_attention(q.reshape({B, N, H * Dh}).contiguous(), k.reshape({B, N, KV * Dh}).contiguous(),
-                           v.contiguous(), H, KV, scale, lm ? lm->key_starts : torch::Tensor(),
-                           sigmoid ? sigmoid_bias : torch::Tensor());
+    out = causal_attention(core_in(q, H * Dh), core_in(k, KV * Dh), core_in(v, KV * Dh), H, KV, scale,
+                           lm ? lm->key_starts : torch::Tensor(), bias_in());
+    if (widen) out = out.to(torch::kBFloat16);
     if (lm && lm->cache) {
       auto& c = *lm->cache;
       append_to_cache(c.k.at(lm->layer), k.transpose(1, 2), 0, lm->context);
