@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/fd_read.h"
 
 namespace fs = std::filesystem;
 
@@ -191,10 +192,18 @@ std::string read_file(const std::string& path, int64_t max_bytes) {
     const int err = errno;
     throw Error(fmt::format("{}: cannot open ({})", path, std::strerror(err)));
   }
+  return read_descriptor(fd, path, max_bytes);  // (replaced between the stat and the open: refused)
+}
+
+std::string read_descriptor(int fd, const std::string& path, int64_t max_bytes, const std::string& too_big) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // replaced between the stat and the open
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     throw Error(fmt::format("{}: not a regular file", path));
+  }
+  if (!too_big.empty() && st.st_size > max_bytes) {
+    ::close(fd);
+    throw Error(fmt::format("{}: {} bytes, {}", path, static_cast<int64_t>(st.st_size), too_big));
   }
   std::string out;
   out.resize(static_cast<size_t>(std::min<int64_t>(st.st_size, max_bytes)));

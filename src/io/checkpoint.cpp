@@ -21,6 +21,7 @@
 
 #include "data/md5.h"
 #include "util/error.h"
+#include "util/fd_read.h"
 #include "util/file.h"
 #include "util/text.h"
 
@@ -203,26 +204,7 @@ std::optional<std::string> read_at(int dirfd, const std::string& dir, const std:
     if (err == ENOENT) return std::nullopt;
     throw Error(fmt::format("{}: cannot open ({})", path, std::strerror(err)));
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(fmt::format("{}: not a regular file", path));
-  }
-  if (st.st_size > max) {
-    ::close(fd);
-    throw Error(fmt::format("{}: {} bytes, {}", path, static_cast<int64_t>(st.st_size), too_big));
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  out.resize(got);
-  return out;
+  return read_descriptor(fd, path, max, too_big);
 }
 
 json parse_json(const std::string& text, const std::string& path) {
