@@ -22,6 +22,7 @@
 #include "src/eval/generate.h"
 #include "src/eval/sampling.h"
 #include "tests/helpers.h"
+#include "tests/tiny_hf.h"
 #include "util/error.h"
 
 using namespace tunekit;
@@ -54,16 +55,7 @@ Gpt2Options tiny_gpt2(int64_t positions = 64) {
 }
 // Grouped-query attention: 4 query heads on 2 key/value heads, head_dim 12 != 32 / 4.
 LlamaOptions tiny_llama(int64_t positions = 64) {
-  return LlamaOptions()
-      .vocab_size(kVocab)
-      .hidden_size(32)
-      .intermediate_size(48)
-      .num_hidden_layers(2)
-      .num_attention_heads(4)
-      .num_key_value_heads(2)
-      .head_dim(12)
-      .rope_theta(500.0)
-      .max_position_embeddings(positions);
+  return testkit::tiny_llama_options(kVocab, positions).rope_theta(500.0);
 }
 // Qwen2: q/k/v biases, one key/value head, tied head.
 LlamaOptions tiny_qwen2(int64_t positions = 64) {

@@ -20,6 +20,7 @@
 #include "models/hf/vit.h"
 #include "src/export/export.h"
 #include "tests/helpers.h"
+#include "tests/tiny_hf.h"
 #include "util/error.h"
 
 using namespace tunekit;
@@ -206,19 +207,7 @@ Gpt2Options tiny_gpt2() {
   return Gpt2Options().vocab_size(50).n_positions(16).n_embd(32).n_layer(2).n_head(4).layer_norm_epsilon(1e-5);
 }
 // GQA (4 query heads on 2 key/value heads), head_dim 12 != 32 / 4, untied head.
-LlamaOptions tiny_llama() {
-  return LlamaOptions()
-      .vocab_size(50)
-      .hidden_size(32)
-      .intermediate_size(48)
-      .num_hidden_layers(2)
-      .num_attention_heads(4)
-      .num_key_value_heads(2)
-      .head_dim(12)
-      .rms_norm_eps(1e-6)
-      .rope_theta(500.0)
-      .max_position_embeddings(16);
-}
+LlamaOptions tiny_llama() { return testkit::tiny_llama_options(50, 16).rms_norm_eps(1e-6).rope_theta(500.0); }
 // Qwen2's shape: q/k/v biases (no o bias), tied embeddings.
 LlamaOptions tiny_qwen2() {
   return LlamaOptions()

@@ -1,0 +1,22 @@
+// The tiny Llama-family shape the HF-model, generation and causal-kernel tests share: grouped-query
+// attention (4 query heads on 2 key/value heads) with head_dim 12 != hidden 32 / 4 heads.
+#pragma once
+#include <cstdint>
+
+#include "models/hf/families.h"
+
+namespace tunekit::testkit {
+
+inline models::hf::LlamaOptions tiny_llama_options(int64_t vocab, int64_t positions) {
+  return models::hf::LlamaOptions()
+      .vocab_size(vocab)
+      .hidden_size(32)
+      .intermediate_size(48)
+      .num_hidden_layers(2)
+      .num_attention_heads(4)
+      .num_key_value_heads(2)
+      .head_dim(12)
+      .max_position_embeddings(positions);
+}
+
+}  // namespace tunekit::testkit
