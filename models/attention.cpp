@@ -34,10 +34,11 @@ void AttentionImpl::reset() {
   v = register_module("v", lin(d));
   o = register_module("o", lin(d));
   if (var.gate != Gate::None) {
-    // W_g as a normal Linear, b_g = 0 at the start (docs/methods.md §2, tunekit's choice).
-    gate = register_module("gate", Linear(d, var.gate == Gate::SdpaHeadwise ? H : d));
+    // W_g as a normal Linear without a bias, as the paper's code; `gate_bias` adds tunekit's b_g,
+    // 0 at the start (docs/methods.md §2).
+    gate = register_module("gate", Linear(LinearOptions(d, var.gate == Gate::SdpaHeadwise ? H : d).bias(var.gate_bias)));
     torch::NoGradGuard no_grad;
-    gate->bias.zero_();
+    if (gate->bias.defined()) gate->bias.zero_();
   }
   if (var.qk_norm) {
     q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({Dh})));
@@ -59,7 +60,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const bool sigmoid = var.score == Score::Sigmoid;
   auto qx = q(x), kx = k(x), vx = v(x);
   torch::Tensor g;
-  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X_n W_g + b_g)
+  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X_n W_g (+ b_g))
   if (var.gate == Gate::Value) vx = vx * g;                  // V <- V (.) G
   int64_t Nk = N;
   if (prefix_) {  // [P_K; K], [P_V; V]; prefix keys are visible to every query (adapters/prefix.h)

@@ -22,6 +22,7 @@ struct AttentionVariant {
   double bias_value = 0.0;   // used when bias_mode == Fixed
   int64_t max_seq_len = 0;   // n in b = -log(n); the model fills it in (ViT: patches + 1)
   Gate gate = Gate::None;
+  bool gate_bias = false;    // b_g in G = sigma(X W_g + b_g): tunekit's option; the paper's gate has none
   bool qk_norm = false;      // LayerNorm over each head's queries and keys
 };
 

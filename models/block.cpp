@@ -68,7 +68,7 @@ double block_flops(const BlockOptions& o, double n) {
 
 std::string describe_attention(const AttentionVariant& a, bool post_attn_norm) {
   std::string attn = to_string(a.score);
-  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate);
+  if (a.gate != Gate::None) attn += ", gate " + to_string(a.gate) + (a.gate_bias ? " with bias" : "");
   if (a.qk_norm) attn += ", qk_norm";
   if (post_attn_norm) attn += ", post_attn_norm";
   return attn;

@@ -30,7 +30,10 @@ torch::Tensor naive_layer_norm(const torch::Tensor& x, const torch::nn::LayerNor
 torch::Tensor naive(AttentionImpl& a, const torch::Tensor& x, const torch::Tensor& mask = {}) {
   const auto& var = a.options.variant();
   const int64_t N = x.size(1), C = x.size(2), H = a.options.heads(), Dh = C / H;
-  auto lin = [](const Linear& l, const torch::Tensor& t) { return torch::matmul(t, l->weight.t()) + l->bias; };
+  auto lin = [](const Linear& l, const torch::Tensor& t) {
+    auto y = torch::matmul(t, l->weight.t());
+    return l->bias.defined() ? y + l->bias : y;
+  };
   auto q = lin(a.q, x), k = lin(a.k, x), v = lin(a.v, x);
   torch::Tensor g;
   if (var.gate != Gate::None) g = torch::sigmoid(lin(a.gate, x));
@@ -67,6 +70,7 @@ struct Case {
   Gate gate;
   bool qk_norm;
   SigmoidBias bias;
+  bool gate_bias = false;
 };
 
 std::vector<Case> all_cases() {
@@ -75,12 +79,14 @@ std::vector<Case> all_cases() {
     for (Gate g : {Gate::None, Gate::SdpaElementwise, Gate::SdpaHeadwise, Gate::Value})
       for (bool qk : {false, true}) cases.push_back({s, g, qk, SigmoidBias::Auto});
   cases.push_back({Score::Sigmoid, Gate::SdpaElementwise, true, SigmoidBias::Learnable});
+  cases.push_back({Score::Softmax, Gate::SdpaElementwise, false, SigmoidBias::Auto, true});  // tunekit's b_g
+  cases.push_back({Score::Sigmoid, Gate::Value, false, SigmoidBias::Auto, true});
   return cases;
 }
 
 std::string name(const Case& c) {
   return to_string(c.score) + "/" + to_string(c.gate) + (c.qk_norm ? "/qk_norm" : "") +
-         (c.bias == SigmoidBias::Learnable ? "/learnable_bias" : "");
+         (c.bias == SigmoidBias::Learnable ? "/learnable_bias" : "") + (c.gate_bias ? "/gate_bias" : "");
 }
 
 Attention make(const Case& c, int64_t dim = 12, int64_t heads = 3, int64_t max_len = 5) {
@@ -89,6 +95,7 @@ Attention make(const Case& c, int64_t dim = 12, int64_t heads = 3, int64_t max_l
   v.gate = c.gate;
   v.qk_norm = c.qk_norm;
   v.bias_mode = c.bias;
+  v.gate_bias = c.gate_bias;
   v.max_seq_len = max_len;
   Attention a(AttentionOptions(dim, heads).variant(v));
   a->to(torch::kDouble);
@@ -118,6 +125,7 @@ TEST(AttentionVariants, GradcheckDoubleIncludingGateAndBias) {
     auto x = torch::randn({2, 4, 8}, torch::kDouble);
     std::vector<torch::Tensor> inputs{x, a->q->weight, a->v->weight};
     if (c.gate != Gate::None) inputs.push_back(a->gate->weight);
+    if (c.gate_bias) inputs.push_back(a->gate->bias);
     if (c.qk_norm) inputs.push_back(a->k_norm->weight);
     if (c.bias == SigmoidBias::Learnable) inputs.push_back(a->sigmoid_bias());
     auto f = [&](const std::vector<torch::Tensor>& in) { return a(in[0]); };
@@ -143,7 +151,12 @@ TEST(AttentionVariants, GateShapesAndAdapterTargets) {
   head.gate = Gate::SdpaHeadwise;
   Attention a(AttentionOptions(12, 3).variant(head));
   EXPECT_EQ(a->gate->weight.sizes(), (std::vector<int64_t>{3, 12}));  // W_g in R^{d x H}
-  EXPECT_TRUE(torch::equal(a->gate->bias, torch::zeros({3})));
+  EXPECT_FALSE(a->gate->bias.defined());  // the paper's gate has no bias
+  EXPECT_EQ(a->named_parameters().find("gate.bias"), nullptr);
+  AttentionVariant with_bias = head;
+  with_bias.gate_bias = true;  // tunekit's option: b_g, 0 at the start
+  Attention wb(AttentionOptions(12, 3).variant(with_bias));
+  EXPECT_TRUE(torch::equal(wb->gate->bias, torch::zeros({3})));
   AttentionVariant elem = head;
   elem.gate = Gate::SdpaElementwise;
   Attention b(AttentionOptions(12, 3).variant(elem));
@@ -198,7 +211,9 @@ TEST(AttentionVariants, RecipeKeys) {
   EXPECT_EQ(r.model.attention.gate, Gate::SdpaHeadwise);
   EXPECT_TRUE(r.model.attention.qk_norm);
   EXPECT_EQ(r.model.attention.bias_mode, SigmoidBias::Learnable);
+  EXPECT_FALSE(r.model.attention.gate_bias);
   EXPECT_TRUE(r.model.post_attn_norm);
+  EXPECT_TRUE(parse_recipe("model: {attention: {gate: value, gate_bias: true}}\n", "r.yaml").model.attention.gate_bias);
   Recipe f = parse_recipe("model: {attention: {score: sigmoid, sigmoid_bias: -10}}\n", "r.yaml");
   EXPECT_EQ(f.model.attention.bias_mode, SigmoidBias::Fixed);
   EXPECT_DOUBLE_EQ(f.model.attention.bias_value, -10.0);
@@ -215,6 +230,8 @@ TEST(AttentionVariants, RecipeKeys) {
             "sdpa_headwise, value (did you mean 'sdpa_elementwise'?)");
   EXPECT_EQ(err("model: {attention: {score: sigmoid, sigmoid_bias: big}}\n"),
             "r.yaml:1:51: model.attention.sigmoid_bias: expected auto, learnable or a number, got 'big'");
+  EXPECT_EQ(err("model: {attention: {gate_bias: true}}\n"),
+            "r.yaml:1:32: model.attention.gate_bias: only applies with a gate (gate is none)");
   EXPECT_EQ(err("model: {attention: {sigmoid_bias: -3}}\n"),
             "r.yaml:1:35: model.attention.sigmoid_bias: only applies to score: sigmoid");
 }

@@ -227,14 +227,15 @@ void HfAttentionBase::register_variant() {
     throw Error(fmt::format("attention: head_dim {} must be a positive even number", s.head_dim));
   const auto& var = s.variant;
   if (var.gate != Gate::None) {
-    // As models/attention.cpp: W_g a normal Linear from the attention input, b_g = 0 at the
-    // start (docs/methods.md §2). The value gate matches the value projection's width.
+    // As models/attention.cpp: W_g a normal Linear from the attention input, without a bias
+    // unless `gate_bias` (then b_g = 0 at the start; docs/methods.md §2). The value gate matches
+    // the value projection's width.
     const int64_t out = var.gate == Gate::SdpaHeadwise ? s.heads
                         : var.gate == Gate::Value      ? s.kv_heads * s.head_dim
                                                        : s.heads * s.head_dim;
-    gate = register_module("gate", Linear(s.hidden, out));
+    gate = register_module("gate", Linear(LinearOptions(s.hidden, out).bias(var.gate_bias)));
     torch::NoGradGuard no_grad;
-    gate->bias.zero_();
+    if (gate->bias.defined()) gate->bias.zero_();
   }
   if (var.qk_norm) {
     q_norm = register_module("q_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.head_dim})));
@@ -246,7 +247,8 @@ void HfAttentionBase::register_variant() {
 std::vector<std::string> HfAttentionBase::variant_parameters() const {
   std::vector<std::string> out;
   const auto& var = shape.variant;
-  if (var.gate != Gate::None) out.insert(out.end(), {"gate.weight", "gate.bias"});
+  if (var.gate != Gate::None) out.push_back("gate.weight");
+  if (var.gate != Gate::None && var.gate_bias) out.push_back("gate.bias");
   if (var.qk_norm) out.insert(out.end(), {"q_norm.weight", "q_norm.bias", "k_norm.weight", "k_norm.bias"});
   if (var.score == Score::Sigmoid && var.bias_mode == SigmoidBias::Learnable) out.push_back("sigmoid_bias");
   return out;
@@ -266,7 +268,7 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
   const double scale = 1.0 / std::sqrt(double(Dh));
   const bool sigmoid = var.score == Score::Sigmoid;
   torch::Tensor g;
-  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X W_g + b_g)
+  if (var.gate != Gate::None) g = torch::sigmoid(gate(x));  // G = sigma(X W_g (+ b_g))
   if (var.gate == Gate::Value) v = v * g;                  // V <- V (.) G
   q = q.view({B, N, H, Dh});
   k = k.view({B, N, KV, Dh});

@@ -72,6 +72,8 @@ models::AttentionVariant parse_attention(Section a) {
   models::AttentionVariant v;
   v.score = a.choice("score", v.score);
   v.gate = a.choice("gate", v.gate);
+  a.read("gate_bias", v.gate_bias);
+  if (a.has("gate_bias") && v.gate == models::Gate::None) a.fail("gate_bias", "only applies with a gate (gate is none)");
   a.read("qk_norm", v.qk_norm);
   parse_sigmoid_bias(a, v);
   if (a.has("sigmoid_bias") && v.score != models::Score::Sigmoid) a.fail("sigmoid_bias", "only applies to score: sigmoid");
