@@ -7,7 +7,7 @@
 
 namespace tunekit::adapters {
 
-enum class GateKind { Softmax, Sigmoid, TopkSoftmax, DenseToSparse, Cosine, EuclideanSigmoid };
+enum class GateKind { Softmax, Sigmoid, TopkSoftmax, DenseToSparse, Cosine, EuclideanSigmoid, NormalizedSigmoid };
 enum class GateActivation { Identity, Tanh, Sigmoid };
 enum class GateInput { Token, Mean };  // prompt experts: gate per token, or from the mean token
 
@@ -18,6 +18,8 @@ inline constexpr EnumRow<GateKind> kGateKindRows[] = {
     {"dense_to_sparse", GateKind::DenseToSparse, "softmax([0, act(beta x)/T + b]) (2401.13875)"},
     {"cosine", GateKind::Cosine, "perturbed cosine router, softmax over scaled cosine scores (2405.14131)"},
     {"euclidean_sigmoid", GateKind::EuclideanSigmoid, "s_i = -|x - c_i|^2 / T + b_i, w_i = sigmoid(s_i) (2602.01466)"},
+    {"normalized_sigmoid", GateKind::NormalizedSigmoid,
+     "w_i = sigmoid(s_i) / sum_j sigmoid(s_j) over [0, s], the modified sigmoid gate (2602.01466, secondary source)"},
 };
 inline constexpr EnumRow<GateActivation> kGateActivationRows[] = {
     {"identity", GateActivation::Identity, "dense_to_sparse scores as they are"},

@@ -13,6 +13,7 @@
 #include "adapters/lora.h"
 #include "models/vit.h"
 #include "src/from_recipe/adapters.h"
+#include "src/recipe/recipe.h"
 #include "src/export/export.h"
 #include "tests/helpers.h"
 
@@ -357,5 +358,50 @@ TEST(Adapters, KindTableHasOneRowPerKindInOrder) {
     EXPECT_TRUE(names.insert(rows[i].name).second);
     EXPECT_EQ(rows[i].peft_type != nullptr, !rows[i].saves.empty()) << rows[i].name;
     EXPECT_EQ(rows[i].hosts != nullptr, !rows[i].saves.empty()) << rows[i].name;
+  }
+}
+
+// ---------------------------------------------------------------- the papers' defaults
+
+// Parsed from a recipe that names only kind, r and targets: HoRA's generator width d_z defaults to
+// r and both HoRA and DoRAN share the generator within one attention (q, v and their heads), as
+// the papers describe (docs/methods.md §8, §9). At those defaults HoRA stays within 1.3x LoRA's
+// trainable parameters on the demo ViT and on a ViT-B-width attention (d 768, 12 heads, r 8);
+// d_z 32 (tunekit's earlier default) cost 2.6-2.9x.
+TEST(HypernetDefaults, PapersSharingAndABudgetNearLoRAs) {
+  auto adapter_of = [](const std::string& kind, int64_t r) {
+    return parse_recipe("adapter: {kind: " + kind + ", r: " + std::to_string(r) +
+                            ", targets: [blocks.*.attn.q, blocks.*.attn.v]}\n",
+                        "r.yaml")
+        .adapter;
+  };
+  for (const char* kind : {"hora", "doran"}) {
+    SCOPED_TRACE(kind);
+    auto c = adapter_of(kind, 8);
+    EXPECT_EQ(c.hypernet.hidden, 8);
+    EXPECT_EQ(c.hypernet.share, HypernetShare::Parent);
+    EXPECT_EQ(c.hypernet.share_seeds, std::string(kind) == "hora");
+  }
+  EXPECT_EQ(adapter_of("hora", 16).hypernet.hidden, 16);
+  EXPECT_EQ(parse_recipe("adapter: {kind: hora, targets: [q], hypernet: {hidden: 32}}\n", "r.yaml").adapter.hypernet.hidden,
+            32);
+  auto trainable = [](const AdapterConfig& c, int64_t dim, int64_t heads) {
+    models::ViT m(models::ViTOptions().image_size(8).patch(4).dim(dim).depth(1).heads(heads).num_classes(3));
+    int64_t head = 0;
+    for (auto& p : m->named_parameters())
+      if (p.key().rfind("head.", 0) == 0) head += p.value().numel();
+    return adapters::attach_adapters(*m, from_recipe::attach_options(c)).trainable - (c.modules_to_save.empty() ? 0 : head);
+  };
+  for (auto [dim, heads] : {std::pair<int64_t, int64_t>{128, 4}, {768, 12}}) {
+    SCOPED_TRACE(dim);
+    const int64_t lora = trainable(adapter_of("lora", 8), dim, heads);
+    EXPECT_EQ(lora, 2 * 8 * (dim + dim));  // q and v of one block
+    const int64_t hora = trainable(adapter_of("hora", 8), dim, heads);
+    EXPECT_LE(double(hora), 1.3 * double(lora));
+    EXPECT_GE(double(hora), 0.7 * double(lora));
+    // The old width: well over LoRA's budget.
+    auto wide = adapter_of("hora", 8);
+    wide.hypernet.hidden = 32;
+    EXPECT_GT(double(trainable(wide, dim, heads)), 2.5 * double(lora));
   }
 }

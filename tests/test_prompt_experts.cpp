@@ -74,27 +74,56 @@ TEST(Gates, HandComputedWeightsWithAFrozenReference) {
   EXPECT_TRUE(torch::allclose(
       w(adapters::GateOptions(o).kind(GateKind::DenseToSparse).act(adapters::GateActivation::Tanh).temperature(0.5)),
       softmax_of({0, std::tanh(1.0) / 0.5, 0.5})));
-  // cosine: s_i = β_iᵀx / ((‖β_i‖ + τ1)(‖x‖ + τ2)) / T + b_i
+  // cosine without the projection (tunekit's form): s_i = β_iᵀx / ((‖x‖ + τ1)(‖β_i‖ + τ2)) / T + b_i
   const double t1 = 0.1, t2 = 0.2, T = 2.0, den = (1 + t1) * (1 + t2);
-  EXPECT_TRUE(torch::allclose(w(adapters::GateOptions(o).kind(GateKind::Cosine).tau1(t1).tau2(t2).temperature(T)),
-                              softmax_of({0, 1 / den / T, 0 / den / T + 0.5})));
+  EXPECT_TRUE(torch::allclose(
+      w(adapters::GateOptions(o).kind(GateKind::Cosine).proj_dim(0).tau1(t1).tau2(t2).temperature(T)),
+      softmax_of({0, 1 / den / T, 0 / den / T + 0.5})));
   // Euclidean: s_i = −‖x − c_i‖² / T + b_i with c = rows of I: ‖x − e1‖² = 0, ‖x − e2‖² = 2
   double s1 = 0, s2 = -2 / T + 0.5;
   EXPECT_TRUE(torch::allclose(w(adapters::GateOptions(o).kind(GateKind::EuclideanSigmoid).temperature(T)),
                               torch::tensor({1 - sig(s1) - sig(s2), sig(s1), sig(s2)}, torch::kDouble)));
+  // normalised sigmoid: σ([0, 1, 0.5]) / Σ σ([0, 1, 0.5]); without the reference σ([1, 0.5]) / Σ
+  const double z = sig(0) + sig(1) + sig(0.5);
+  EXPECT_TRUE(torch::allclose(w(adapters::GateOptions(o).kind(GateKind::NormalizedSigmoid)),
+                              torch::tensor({sig(0) / z, sig(1) / z, sig(0.5) / z}, torch::kDouble)));
+  EXPECT_TRUE(torch::allclose(w(adapters::GateOptions(o).kind(GateKind::NormalizedSigmoid).reference(false)),
+                              torch::tensor({sig(1) / (sig(1) + sig(0.5)), sig(0.5) / (sig(1) + sig(0.5))}, torch::kDouble)));
+}
+
+// The paper's cosine router (2405.14131, the default form): the token projected, z = P x, against
+// expert embeddings e_i, s_i = zᵀe_i / ((‖z‖ + τ1)(‖e_i‖ + τ2)) / T, no bias; x = [1, 0],
+// P = diag(2, 1): z = [2, 0]; e_1 = [1, 0], e_2 = [0.6, 0.8] (unit norms): zᵀe = [2, 1.2].
+TEST(Gates, PaperCosineRouterProjectsTheTokenAndHasNoBias) {
+  const double t1 = 0.1, t2 = 0.2, T = 2.0;
+  adapters::Gate g(adapters::GateOptions(2, 2).kind(GateKind::Cosine).proj_dim(2).tau1(t1).tau2(t2).temperature(T));
+  g->to(torch::kDouble);
+  EXPECT_FALSE(g->bias.defined());
+  EXPECT_EQ(g->named_parameters().size(), 2u);  // proj and the embeddings
+  {
+    torch::NoGradGuard no_grad;
+    g->proj.copy_(torch::tensor({{2.0, 0.0}, {0.0, 1.0}}));
+    g->weight.copy_(torch::tensor({{1.0, 0.0}, {0.6, 0.8}}));
+  }
+  const double den = (2 + t1) * (1 + t2);
+  EXPECT_TRUE(torch::allclose(g(x10()).squeeze(0), softmax_of({0, 2 / den / T, 1.2 / den / T})));
+  // The default projection width, and a recipe that names it for another kind is refused.
+  EXPECT_EQ(adapters::Gate(adapters::GateOptions(6, 3).kind(GateKind::Cosine))->proj.sizes(),
+            (std::vector<int64_t>{8, 6}));
 }
 
 TEST(Gates, NormalisationAndTemperatureLimits) {
   torch::manual_seed(0);
   auto x = torch::randn({5, 4}, torch::kDouble);
-  for (auto kind : {GateKind::Softmax, GateKind::TopkSoftmax, GateKind::DenseToSparse, GateKind::Cosine}) {
+  for (auto kind : {GateKind::Softmax, GateKind::TopkSoftmax, GateKind::DenseToSparse, GateKind::Cosine,
+                    GateKind::NormalizedSigmoid}) {
     for (bool ref : {true, false}) {
       adapters::Gate g(adapters::GateOptions(4, 3).kind(kind).reference(ref).top_k(2));
       g->to(torch::kDouble);
       {
         torch::NoGradGuard no_grad;
         g->weight.normal_();
-        g->bias.normal_();
+        if (g->bias.defined()) g->bias.normal_();
       }
       auto w = g(x);
       EXPECT_EQ(w.size(-1), ref ? 4 : 3);
@@ -119,7 +148,7 @@ TEST(Gates, NormalisationAndTemperatureLimits) {
 
 TEST(Gates, GradientsAndTorchScriptParityForEveryKind) {
   for (auto kind : {GateKind::Softmax, GateKind::Sigmoid, GateKind::TopkSoftmax, GateKind::DenseToSparse,
-                    GateKind::Cosine, GateKind::EuclideanSigmoid}) {
+                    GateKind::Cosine, GateKind::EuclideanSigmoid, GateKind::NormalizedSigmoid}) {
     SCOPED_TRACE(adapters::to_string(kind));
     torch::manual_seed(1);
     adapters::Gate g(adapters::GateOptions(4, 3).kind(kind).top_k(3).temperature(0.7).act(adapters::GateActivation::Tanh));
@@ -127,11 +156,13 @@ TEST(Gates, GradientsAndTorchScriptParityForEveryKind) {
     {
       torch::NoGradGuard no_grad;
       g->weight.normal_();
-      g->bias.normal_();
+      if (g->bias.defined()) g->bias.normal_();
     }
     auto x = torch::randn({6, 4}, torch::kDouble);
-    double worst = testkit::gradcheck([&](const std::vector<torch::Tensor>& in) { return g(in[0]); },
-                                      {x, g->weight, g->bias});
+    std::vector<torch::Tensor> inputs{x, g->weight};
+    for (const auto& t : {g->bias, g->proj})
+      if (t.defined()) inputs.push_back(t);
+    double worst = testkit::gradcheck([&](const std::vector<torch::Tensor>& in) { return g(in[0]); }, inputs);
     EXPECT_LT(worst, 1e-7);
     g->eval();
     models::ScriptUnit unit;
@@ -199,7 +230,7 @@ TEST(PromptExpert, GradientsReachOnlyTheExpertsAndTheGate) {
 
 TEST(PromptExpert, ExportParityForEveryPlacementAndGate) {
   for (auto kind : {GateKind::Softmax, GateKind::Sigmoid, GateKind::TopkSoftmax, GateKind::DenseToSparse,
-                    GateKind::Cosine, GateKind::EuclideanSigmoid})
+                    GateKind::Cosine, GateKind::EuclideanSigmoid, GateKind::NormalizedSigmoid})
     for (auto input : {adapters::GateInput::Token, adapters::GateInput::Mean}) {
       SCOPED_TRACE(adapters::to_string(kind));
       torch::manual_seed(4);
@@ -282,6 +313,18 @@ TEST(PromptExpert, BadTargetsAreClearErrors) {
   EXPECT_EQ(r.adapter.gate.kind, GateKind::Cosine);
   EXPECT_EQ(r.adapter.gate.input, adapters::GateInput::Mean);
   EXPECT_EQ(r.adapter.experts, 2);
+  EXPECT_EQ(r.adapter.gate.proj_dim, 8);
+  EXPECT_EQ(parse_recipe("adapter: {kind: prompt_expert, targets: [head], gate: {kind: cosine, proj_dim: 0}}\n", "r.yaml")
+                .adapter.gate.proj_dim,
+            0);
+  try {
+    parse_recipe("adapter: {kind: prompt_expert, targets: [head], gate: {kind: softmax, proj_dim: 4}}\n", "r.yaml");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter.gate.proj_dim: only applies to kind cosine (kind is softmax)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // ---------------------------------------------------------------- prefix experts

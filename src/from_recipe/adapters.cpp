@@ -8,7 +8,7 @@ adapters::HypernetOptions hypernet_options(const AdapterConfig& cfg) {
   return adapters::HypernetOptions()
       .r(cfg.r)
       .embed(h.embed)
-      .hidden(h.hidden)
+      .hidden(h.hidden_for(cfg.r))
       .act(h.act)
       .share_seeds(h.share_seeds);
 }
@@ -24,6 +24,7 @@ adapters::PromptExpertOptions prompt_expert_options(const AdapterConfig& cfg) {
                   .tau1(g.tau1)
                   .tau2(g.tau2)
                   .noise(g.noise)
+                  .proj_dim(g.proj_dim)
                   .bias_init(g.bias_init);
   return adapters::PromptExpertOptions(0, 0, gate).hidden(cfg.expert_hidden).gate_input(g.input);
 }

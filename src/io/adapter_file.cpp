@@ -250,7 +250,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
              {"format_version", 1}};
   if (cfg.kind == AdapterKind::Hora || cfg.kind == AdapterKind::Doran)
     tk["hypernet"] = {{"embed", cfg.hypernet.embed},
-                      {"hidden", cfg.hypernet.hidden},
+                      {"hidden", cfg.hypernet.hidden_for(cfg.r)},
                       {"act", to_string(cfg.hypernet.act)},
                       {"share", to_string(cfg.hypernet.share)},
                       {"share_seeds", cfg.hypernet.share_seeds}};
@@ -263,6 +263,7 @@ void save_adapter(const std::string& dir, torch::nn::Module& model, const Adapte
                            {"gate", {{"kind", adapters::to_string(cfg.gate.kind)},
                                      {"top_k", cfg.gate.top_k},
                                      {"temperature", cfg.gate.temperature},
+                                     {"proj_dim", cfg.gate.proj_dim},
                                      {"input", adapters::to_string(cfg.gate.input)}}}};
   const char* peft_type = adapters::kind_row(cfg.kind).peft_type;
   const bool peft_lora = std::string(peft_type) == "LORA";

@@ -105,10 +105,12 @@ inline std::string to_string(HypernetShare s) { return enum_name(s); }
 inline std::string to_string(HypernetActivation a) { return enum_name(a); }
 
 struct HypernetConfig {  // adapter.hypernet (docs/methods.md §8, §9)
-  int64_t embed = 16, hidden = 32;
+  int64_t embed = 16;
+  int64_t hidden = 0;  // d_z; 0 = adapter.r (the parser resolves it): HoRA near LoRA's budget
   HypernetActivation act = HypernetActivation::Tanh;
-  HypernetShare share = HypernetShare::Parent;  // default: parent for hora, model for doran
+  HypernetShare share = HypernetShare::Parent;  // q and v of one attention, as both papers share
   bool share_seeds = true;                      // default: true for hora, false for doran
+  int64_t hidden_for(int64_t r) const { return hidden > 0 ? hidden : r; }  // d_z as used
 };
 
 struct GateConfig {  // adapter.gate (prompt experts; docs/methods.md §10, §11)
@@ -116,7 +118,8 @@ struct GateConfig {  // adapter.gate (prompt experts; docs/methods.md §10, §11
   int64_t top_k = 2;
   double temperature = 1.0;
   adapters::GateActivation act = adapters::GateActivation::Identity;
-  double tau1 = 0.01, tau2 = 0.01, noise = 0.0;
+  double tau1 = 0.01, tau2 = 0.01, noise = 0.0;  // cosine: token's and expert's norm perturbations
+  int64_t proj_dim = 8;  // cosine: the paper's token projection width; 0 = tunekit's form (input space, bias)
   double bias_init = -2.0;  // g ≈ 0.12 at the start: near the frozen model
   adapters::GateInput input = adapters::GateInput::Token;
 };

@@ -13,15 +13,19 @@ void parse_hypernet(Section& a, AdapterConfig& c) {
   Section h = a.section("hypernet");
   auto& g = c.hypernet;
   h.read("embed", g.embed);
+  // d_z defaults to r: HoRA then costs about LoRA's parameters (the paper's "marginal increase";
+  // d_z 32 cost 2.6-2.9x LoRA's, docs/methods.md §8).
+  g.hidden = g.hidden_for(c.r);
   h.read("hidden", g.hidden);
   g.act = h.choice("act", g.act);
-  // Defaults by method: HoRA shares within the attention module (q, v and all heads) with
-  // one seed set; DoRAN shares across layers with seeds per projection (docs/methods.md §8, §9).
-  g.share = h.choice("share", c.kind == AdapterKind::Doran ? HypernetShare::Model : HypernetShare::Parent);
+  // Both papers share the generator's first layers within one attention module (q, v and all its
+  // heads): the default for both. HoRA has one seed set, DoRAN seeds per projection
+  // (docs/methods.md §8, §9); `share: model` is tunekit's model-wide sharing.
+  g.share = h.choice("share", HypernetShare::Parent);
   g.share_seeds = c.kind != AdapterKind::Doran;
   h.read("share_seeds", g.share_seeds);
   h.check_range("embed", g.embed, 1, kMaxDim);
-  h.check_range("hidden", g.hidden, 1, kMaxDim);
+  if (h.has("hidden")) h.check_range("hidden", g.hidden, 1, kMaxDim);  // else r, checked with r
   if (a.has("hypernet") && c.kind != AdapterKind::Hora && c.kind != AdapterKind::Doran)
     a.fail("hypernet", fmt::format("only applies to kind hora or doran (kind is {})", to_string(c.kind)));
   h.finish();
@@ -37,6 +41,10 @@ void parse_gate(Section& a, AdapterConfig& c) {
   g.read("tau1", q.tau1);
   g.read("tau2", q.tau2);
   g.read("noise", q.noise);
+  g.read("proj_dim", q.proj_dim);
+  g.check_range("proj_dim", q.proj_dim, 0, kMaxDim, " (0 = no projection: tunekit's form)");
+  if (g.has("proj_dim") && q.kind != adapters::GateKind::Cosine)
+    g.fail("proj_dim", fmt::format("only applies to kind cosine (kind is {})", adapters::to_string(q.kind)));
   g.read("bias_init", q.bias_init);
   q.input = g.choice("input", q.input);
   g.check_real("temperature", q.temperature, 0, true, HUGE_VAL, false);
