@@ -190,6 +190,33 @@ TEST(Lab, VoronoiLossIsZeroAtTheTruthAndIgnoresLabelsAndTranslation) {
   EXPECT_NEAR(voronoi_loss(o, g), 0.0, 1e-9);
 }
 
+// The authors' rule (2510.12744's code; the lab's default): d = π_iπ_j/(π_i+π_j) ·
+// (‖c_i − c_j‖² + sqrt(‖a_i − a_j‖² + (σ²_i − σ²_j)²)), the gate slopes β left out, σ² averaged.
+// Atoms (β, a, c, σ): (5, 0, 0, 1), (−5, 0, 0.1, 1), (0, 3, 0, 2), weights 1/3 each.
+TEST(Lab, DendrogramAuthorsRuleLeavesGateSlopesOutAndAveragesVariances) {
+  auto w = t({1.0, 1.0, 1.0}, {3});
+  auto theta = t({5.0, 0.0, 0.0, 1.0, -5.0, 0.0, 0.1, 1.0, 0.0, 3.0, 0.0, 2.0}, {3, 4});
+  const DendrogramOptions authors{DendrogramRule::Authors, {1, 1, 1, 1}};
+  Dendrogram d = build_dendrogram(w, theta, authors);
+  ASSERT_EQ(d.merges.size(), 2u);
+  // Atoms 0 and 1 differ only in β (ignored) and c: (1/9)/(2/3) · 0.1² = 0.01 / 6.
+  EXPECT_EQ(std::min(d.merges[0].left, d.merges[0].right), 0);
+  EXPECT_EQ(std::max(d.merges[0].left, d.merges[0].right), 1);
+  EXPECT_NEAR(d.merges[0].height, 0.01 / 6, 1e-12);
+  // Merged: weight 2/3 at (0, 0, 0.05, σ² = 1); with atom 2: (2/9)/1 · (0.05² + sqrt(3² + (1 − 4)²)).
+  EXPECT_NEAR(d.merges[1].height, 2.0 / 9.0 * (0.0025 + std::sqrt(18.0)), 1e-12);
+  // The root averages σ² (2/3 · 1 + 1/3 · 4 = 2) and reports σ = sqrt(2), not the mean σ 4/3.
+  EXPECT_NEAR(d.levels[0].second[0][3].item<double>(), std::sqrt(2.0), 1e-12);
+  EXPECT_NEAR(d.levels[0].second[0][2].item<double>(), 0.1 / 3, 1e-12);
+  EXPECT_TRUE(torch::allclose(d.levels[2].second, theta));  // the leaves as given (σ, not σ²)
+  // The finite-mixture form over the whole atom merges atoms 0 and 2 first (their β differ by 5,
+  // atoms 0 and 1's by 10): (1/6)(25 + 9 + 1) = 35/6.
+  Dendrogram m = build_dendrogram(w, theta);
+  EXPECT_EQ(std::max(m.merges[0].left, m.merges[0].right), 2);
+  EXPECT_NEAR(m.merges[0].height, 35.0 / 6.0, 1e-12);
+  EXPECT_THROW(build_dendrogram(w, theta, DendrogramOptions{DendrogramRule::Authors, {1, 1}}), Error);
+}
+
 TEST(Lab, DendrogramMergesTheClosestAtomsFirst) {
   auto w = t({0.25, 0.25, 0.25, 0.25}, {4});
   auto theta = t({0.0, 0.1, 5.0, 10.0}, {4, 1});

@@ -7,9 +7,37 @@
 #include <limits>
 #include <map>
 
+#include "util/error.h"
+
 namespace tunekit::lab {
 
-Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor& theta_in) {
+namespace {
+// The parameter discrepancy of the authors' code between two atoms held with σ² in place of σ:
+// ‖c_i − c_j‖² + sqrt(‖a_i − a_j‖² + (σ²_i − σ²_j)²), the gate slopes left out.
+double authors_discrepancy(const torch::Tensor& ti, const torch::Tensor& tj, const std::vector<int64_t>& blocks) {
+  auto diff = ti - tj;
+  const int64_t b = blocks[0], a = blocks[1], c = blocks[2];
+  double inner = diff.slice(0, b, b + a).pow(2).sum().item<double>();
+  if (blocks.size() > 3) inner += diff.slice(0, b + a + c).pow(2).sum().item<double>();
+  return diff.slice(0, b + a, b + a + c).pow(2).sum().item<double>() + std::sqrt(inner);
+}
+}  // namespace
+
+Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor& theta_in,
+                            const DendrogramOptions& options) {
+  const bool authors = options.rule == DendrogramRule::Authors;
+  const auto& blocks = options.blocks;
+  int64_t width = 0;
+  for (auto b : blocks) width += b;
+  if (authors && (blocks.size() < 3 || blocks.size() > 4 || width != theta_in.size(1) || (blocks.size() == 4 && blocks[3] != 1)))
+    throw Error(fmt::format("dendrogram: the authors' rule needs θ's parts (β, a, c[, σ]) summing to its width {}",
+                            theta_in.size(1)));
+  // With the authors' rule the σ column is carried as σ² (merges average σ²) and given back as σ.
+  const bool squared = authors && blocks.size() == 4;
+  auto shown = [&](torch::Tensor t) {
+    if (squared) t.select(-1, t.size(-1) - 1).sqrt_();
+    return t;
+  };
   Dendrogram d;
   d.leaves = weight_in.size(0);
   auto w = weight_in.to(torch::kDouble);
@@ -18,13 +46,15 @@ Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor&
   std::vector<torch::Tensor> theta;
   std::vector<int64_t> node;
   for (int64_t i = 0; i < d.leaves; ++i) {
-    theta.push_back(theta_in[i].to(torch::kDouble));
+    auto ti = theta_in[i].to(torch::kDouble).clone();
+    if (squared) ti[width - 1] = ti[width - 1] * ti[width - 1];
+    theta.push_back(ti);
     node.push_back(i);
   }
   int64_t next = d.leaves;
   d.levels.resize(d.leaves);
   auto record = [&] {
-    d.levels[pi.size() - 1] = {torch::tensor(pi, torch::kDouble), torch::stack(theta)};
+    d.levels[pi.size() - 1] = {torch::tensor(pi, torch::kDouble), shown(torch::stack(theta))};
   };
   record();
   while (pi.size() > 1) {
@@ -32,7 +62,9 @@ Dendrogram build_dendrogram(const torch::Tensor& weight_in, const torch::Tensor&
     size_t bi = 0, bj = 1;
     for (size_t i = 0; i < pi.size(); ++i)
       for (size_t j = i + 1; j < pi.size(); ++j) {
-        double h = pi[i] * pi[j] / (pi[i] + pi[j]) * (theta[i] - theta[j]).pow(2).sum().item<double>();
+        const double gap = authors ? authors_discrepancy(theta[i], theta[j], blocks)
+                                   : (theta[i] - theta[j]).pow(2).sum().item<double>();
+        double h = pi[i] * pi[j] / (pi[i] + pi[j]) * gap;
         if (h < best) best = h, bi = i, bj = j;
       }
     d.merges.push_back({node[bi], node[bj], best});

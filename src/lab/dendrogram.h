@@ -1,11 +1,16 @@
-// Dendrogram of a mixing measure (docs/methods.md §15): repeatedly merge the two atoms with the smallest
-// d(i,j) = π_i π_j / (π_i + π_j) · ‖θ_i − θ_j‖² into one atom of weight π_i + π_j with
-// weight-averaged parameters; the merge heights choose the number of experts.
+// Dendrogram of a mixing measure (docs/methods.md §15): repeatedly merge the two atoms with the
+// smallest dissimilarity into one atom of weight π_i + π_j with weight-averaged parameters; the
+// merge heights choose the number of experts. Two dissimilarities (lab.dendrogram):
+//   mixture (2403.01684):  π_iπ_j/(π_i+π_j) · ‖θ_i − θ_j‖² over the whole atom, σ averaged;
+//   authors (2510.12744's code): π_iπ_j/(π_i+π_j) · (‖c_i − c_j‖² + sqrt(‖a_i − a_j‖² + (σ²_i − σ²_j)²)),
+//     the gate slopes β left out of d (but averaged in the merge), σ² averaged.
 #pragma once
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
+
+#include "src/lab/lab_kinds.h"
 
 namespace tunekit::lab {
 
@@ -26,8 +31,16 @@ struct Dendrogram {
   int64_t selected_linear_gap() const;
 };
 
-// weight [K] (normalised inside), theta [K, p].
-Dendrogram build_dendrogram(const torch::Tensor& weight, const torch::Tensor& theta);
+struct DendrogramOptions {
+  DendrogramRule rule = DendrogramRule::Mixture;
+  // authors: the widths of θ's parts in order (gate slope β, expert slope a, intercept c[, σ]),
+  // as lab::Atoms::blocks gives them.
+  std::vector<int64_t> blocks;
+};
+
+// weight [K] (normalised inside), theta [K, p]. The levels hold θ as given (σ, not σ²).
+Dendrogram build_dendrogram(const torch::Tensor& weight, const torch::Tensor& theta,
+                            const DendrogramOptions& options = {});
 
 // gnuplot data for drawing it: one "x0 y0 dx dy" vector per line segment.
 std::string dendrogram_segments(const Dendrogram& d);

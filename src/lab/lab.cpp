@@ -207,13 +207,13 @@ std::string rate_experiment(const LabContext& ctx, LabRunResult& res) {
   return csv;
 }
 
-// DSC (2510.12744's code): score each level κ of the dendrogram by its next merge height plus
-// log(n) times the merged model's mean log-likelihood; the best-scoring κ.
+// DSC (2510.12744's code): score each level κ ≥ 2 of the dendrogram by its next merge height
+// plus log(n) times the merged model's mean log-likelihood; the best-scoring κ.
 int64_t dsc_select(const Dendrogram& dg, const Sample& s, int64_t n, int64_t K, int64_t dim) {
   int64_t k_dsc = -1;
   double best = std::numeric_limits<double>::infinity();
   torch::NoGradGuard ng;
-  for (int64_t kk = 1; kk <= K; ++kk) {
+  for (int64_t kk = 2; kk <= K; ++kk) {
     const auto& [w, th] = dg.levels[kk - 1];
     double ll = log_likelihood(gaussian_from_atoms(w, th, dim), s.x, s.y).mean().item<double>();
     double next = kk > 1 ? dg.merges[K - kk].height : 0.0;  // the merge kk -> kk-1
@@ -242,7 +242,7 @@ Selection select_replication(const LabContext& ctx, const MoE& truth, const Samp
     bic.push_back(p * std::log(double(n)) + 2 * total);
     if (k == K) {
       Atoms a = atoms(f.model);
-      sel.dg = build_dendrogram(a.weight, a.theta);
+      sel.dg = build_dendrogram(a.weight, a.theta, DendrogramOptions{c.dendrogram, a.blocks});
       if (dsc) sel.k_dsc = dsc_select(sel.dg, s, n, K, c.truth.dim);
     }
   }
@@ -292,7 +292,11 @@ std::string select_experiment(const LabContext& ctx, LabRunResult& res) {
     table += fmt::format("| {} | {}/{} | {}/{} | {} | {}/{} | {}/{} |\n", n, h[0], c.replications, h[4], c.replications,
                          dsc ? fmt::format("{}/{}", h[1], c.replications) : std::string("-"), h[2], c.replications, h[3],
                          c.replications);
-  res.table = table + fmt::format("\n(over-specified fit: {} experts; AIC/BIC over separate fits with 1..{} experts)\n", K, K);
+  res.table = table + fmt::format(
+                          "\n(over-specified fit: {} experts; dendrogram dissimilarity: {}; DSC over the levels with >= 2 "
+                          "atoms; AIC/BIC over separate fits with 1..{} experts)\n",
+                          K, c.dendrogram == DendrogramRule::Authors ? "the authors' (2510.12744)" : "finite mixture (2403.01684)",
+                          K);
   std::ofstream(res.dir + "/dendrogram.dat") << dendrogram_segments(shown);
   res.plots = gnuplot(res.dir, "dendrogram",
                       fmt::format("set title 'dendrogram of the {}-expert fit (n = {}, replication 0)'\n"

@@ -14,6 +14,10 @@ enum class GateFn { Softmax, Sigmoid };
 // one-unit feed-forward network (the strongly identifiable experts of 2405.13997).
 enum class ExpertFn { Linear, Relu, Gelu, Tanh };
 enum class FitMethod { Gradient, EM };
+// The dendrogram's merge dissimilarity and merge (docs/methods.md §15): the authors' code of
+// 2510.12744 (expert parameters only, σ² averaged) or the finite-mixture form of 2403.01684 over
+// the whole atom (σ averaged), tunekit's earlier default.
+enum class DendrogramRule { Authors, Mixture };
 
 inline constexpr EnumRow<Experiment> kExperimentRows[] = {
     {"rate", Experiment::Rate, "Voronoi loss against n (log-log) and its fitted slope"},
@@ -39,15 +43,22 @@ inline constexpr EnumRow<FitMethod> kFitMethodRows[] = {
     {"gradient", FitMethod::Gradient, "maximum likelihood by L-BFGS"},
     {"em", FitMethod::EM, "expectation-maximisation (linear experts; gaussian, contaminated)"},
 };
+inline constexpr EnumRow<DendrogramRule> kDendrogramRuleRows[] = {
+    {"authors", DendrogramRule::Authors,
+     "pi_i pi_j/(pi_i+pi_j) ((c_i-c_j)^2 + sqrt(|a_i-a_j|^2 + (s2_i-s2_j)^2)), sigma^2 averaged (2510.12744's code)"},
+    {"mixture", DendrogramRule::Mixture, "pi_i pi_j/(pi_i+pi_j) |theta_i-theta_j|^2 over the whole atom (2403.01684)"},
+};
 constexpr const auto& enum_rows(Experiment) { return kExperimentRows; }
 constexpr const auto& enum_rows(Family) { return kFamilyRows; }
 constexpr const auto& enum_rows(GateFn) { return kGateFnRows; }
 constexpr const auto& enum_rows(ExpertFn) { return kExpertFnRows; }
 constexpr const auto& enum_rows(FitMethod) { return kFitMethodRows; }
+constexpr const auto& enum_rows(DendrogramRule) { return kDendrogramRuleRows; }
 inline std::string to_string(Experiment e) { return enum_name(e); }
 inline std::string to_string(Family f) { return enum_name(f); }
 inline std::string to_string(GateFn g) { return enum_name(g); }
 inline std::string to_string(ExpertFn e) { return enum_name(e); }
 inline std::string to_string(FitMethod m) { return enum_name(m); }
+inline std::string to_string(DendrogramRule r) { return enum_name(r); }
 
 }  // namespace tunekit::lab

@@ -120,6 +120,9 @@ LabConfig parse_lab(Section l, bool present) {
   l.read("replications", c.replications);
   l.read("theory_slope", c.theory_slope);
   l.read("max_experts", c.max_experts);
+  c.dendrogram = l.choice("dendrogram", c.dendrogram);
+  if (l.has("dendrogram") && c.experiment != Experiment::Select)
+    l.fail("dendrogram", "only applies to experiment select");
   parse_truth(l, c, present);
   parse_fit(l, c);
   check_lab(l, c);

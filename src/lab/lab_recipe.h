@@ -44,6 +44,7 @@ struct LabConfig {
   int64_t replications = 8;
   double theory_slope = -0.5;  // shown beside the fitted slope
   int64_t max_experts = 5;     // select: fits of 1..max_experts for AIC/BIC; the dendrogram fit uses it
+  lab::DendrogramRule dendrogram = lab::DendrogramRule::Authors;  // select: the merge dissimilarity
 };
 
 namespace lab {
