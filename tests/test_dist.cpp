@@ -298,11 +298,12 @@ TEST_F(DistLaunch, TwoRanksOfThirtyTwoGiveTheCurveOfOneRankOfSixtyFour) {
 }
 
 // Overlap (allreduces started from gradient hooks during the last micro-batch's backward) gives
-// the numbers of the after-backward path exactly; TUNEKIT_DIST_OVERLAP=0 turns it off.
+// the numbers of the after-backward path exactly; TUNEKIT_DIST_OVERLAP=1 turns it on.
 TEST_F(DistLaunch, OverlappedAllreducesGiveTheAfterBackwardCurve) {
   const std::string lm = recipe("causal_lm");
   const std::string common = " data.batch_size=64 train.grad_accum=2 train.max_steps=4 train.log_every=1";
-  Cli on = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=on", runs_ / "on.log");
+  Cli on = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=on", runs_ / "on.log",
+                       "TUNEKIT_DIST_OVERLAP=1 ");
   ASSERT_EQ(on.status, 0) << on.output;
   EXPECT_NE(on.output.find("bucket(s) overlapped with backward"), std::string::npos) << on.output;
   Cli off = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=off", runs_ / "off.log",

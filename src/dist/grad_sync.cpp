@@ -63,8 +63,8 @@ void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<
 }
 
 bool overlap_from_env(const char* value) {
-  if (value == nullptr || std::string(value) == "1") return true;
-  if (std::string(value) == "0") return false;
+  if (value == nullptr || std::string(value) == "0") return false;
+  if (std::string(value) == "1") return true;
   throw Error(fmt::format("environment: TUNEKIT_DIST_OVERLAP=\"{}\" is not 0 or 1", value));
 }
 

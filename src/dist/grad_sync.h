@@ -38,7 +38,7 @@ torch::Tensor flatten_grads(const std::vector<torch::Tensor>& params, const Buck
 void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<torch::Tensor>& params,
                      const Bucket& bucket);
 
-// Whether TUNEKIT_DIST_OVERLAP asks for overlapped allreduces (unset or "1": yes, "0": no; anything
+// Whether TUNEKIT_DIST_OVERLAP asks for overlapped allreduces ("1": yes, unset or "0": no; anything
 // else is a one-line error naming the variable).
 bool overlap_from_env(const char* value);
 
