@@ -84,13 +84,14 @@ TEST(DistBuckets, FlattenUnflattenRoundTripInFloat32) {
     p.set_requires_grad(true);
     if (p.numel() > 0 && p.size(0) != 5) p.mutable_grad() = torch::randn(p.sizes(), p.options().requires_grad(false));
   }
-  // 12 + 5 floats fit 80 bytes (20 floats); 4 more do not; the empty one is skipped.
+  // From the last parameter (backward's order): 7 + 4 + 5 floats fit 80 bytes (20 floats); 12
+  // more do not; the empty one is skipped.
   auto buckets = dist::make_buckets(params, 80);
   ASSERT_EQ(buckets.size(), 2u);
-  EXPECT_EQ(buckets[0].index, (std::vector<size_t>{0, 1}));
-  EXPECT_EQ(buckets[0].numel, 17);
-  EXPECT_EQ(buckets[1].index, (std::vector<size_t>{3, 4}));
-  EXPECT_EQ(buckets[1].numel, 11);
+  EXPECT_EQ(buckets[0].index, (std::vector<size_t>{4, 3, 1}));
+  EXPECT_EQ(buckets[0].numel, 16);
+  EXPECT_EQ(buckets[1].index, (std::vector<size_t>{0}));
+  EXPECT_EQ(buckets[1].numel, 12);
   EXPECT_EQ(dist::make_buckets(params, 4).size(), 4u);  // each bigger than a bucket: one of its own
 
   std::vector<torch::Tensor> before;
@@ -99,9 +100,9 @@ TEST(DistBuckets, FlattenUnflattenRoundTripInFloat32) {
     auto flat = dist::flatten_grads(params, b);
     EXPECT_EQ(flat.scalar_type(), torch::kFloat);
     ASSERT_EQ(flat.numel(), b.numel);
-    if (b.index[0] == 0) {  // the undefined gradient of params[1] reads as zeros
-      EXPECT_TRUE(torch::equal(flat.slice(0, 0, 12), before[0].reshape({-1})));
-      EXPECT_TRUE(torch::equal(flat.slice(0, 12, 17), torch::zeros({5})));
+    if (b.index[0] == 4) {  // the undefined gradient of params[1] reads as zeros
+      EXPECT_TRUE(torch::equal(flat.slice(0, 0, 7), before[4].reshape({-1})));
+      EXPECT_TRUE(torch::equal(flat.slice(0, 11, 16), torch::zeros({5})));
     }
     dist::unflatten_grads(flat, 2.0, params, b);
   }
@@ -294,6 +295,26 @@ TEST_F(DistLaunch, TwoRanksOfThirtyTwoGiveTheCurveOfOneRankOfSixtyFour) {
   EXPECT_NE(three.output.find("data.batch_size 64 (the global batch) is not divisible by WORLD_SIZE 3"),
             std::string::npos)
       << three.output;
+}
+
+// Overlap (allreduces started from gradient hooks during the last micro-batch's backward) gives
+// the numbers of the after-backward path exactly; TUNEKIT_DIST_OVERLAP=1 turns it on.
+TEST_F(DistLaunch, OverlappedAllreducesGiveTheAfterBackwardCurve) {
+  const std::string lm = recipe("causal_lm");
+  const std::string common = " data.batch_size=64 train.grad_accum=2 train.max_steps=4 train.log_every=1";
+  Cli on = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=on", runs_ / "on.log",
+                       "TUNEKIT_DIST_OVERLAP=1 ");
+  ASSERT_EQ(on.status, 0) << on.output;
+  EXPECT_NE(on.output.find("bucket(s) overlapped with backward"), std::string::npos) << on.output;
+  Cli off = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=off", runs_ / "off.log",
+                        "TUNEKIT_DIST_OVERLAP=0 ");
+  ASSERT_EQ(off.status, 0) << off.output;
+  EXPECT_EQ(off.output.find("overlapped"), std::string::npos) << off.output;
+  expect_same_curve(runs_ / "on", runs_ / "off", 1e-6, 4);
+  Cli bad = tunekit_cli("launch -n 2 -- train " + lm + common + " output.name=bad", runs_ / "bad.log",
+                        "TUNEKIT_DIST_OVERLAP=yes ");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("environment: TUNEKIT_DIST_OVERLAP=\"yes\" is not 0 or 1"), std::string::npos) << bad.output;
 }
 
 TEST_F(DistLaunch, ADeadOrHungRankFailsTheLaunchNamingItAndAResumeEqualsTheUninterruptedRun) {

@@ -1,10 +1,15 @@
 // Data-parallel synchronisation on a ProcessGroup: the model broadcast from rank 0 at the start
 // (every parameter and buffer, trainable or frozen), and the gradients of the trainable parameters
 // summed over ranks in float32, flattened into buckets of a few MB whose allreduces run together.
-// (c10d's Reducer cannot be built against Debian's LibTorch, so this is tunekit's own.)
+// (c10d's Reducer cannot be built against Debian's LibTorch, so this is tunekit's own.) With
+// overlap, a bucket's allreduce starts from a gradient hook as soon as its last gradient is final,
+// while backward still runs on the earlier layers.
 #pragma once
+#include <torch/csrc/distributed/c10d/Work.hpp>
 #include <torch/torch.h>
 
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "models/model.h"
@@ -20,7 +25,8 @@ struct Bucket {
   int64_t numel = 0;
 };
 
-// Consecutive runs of `params` of at most `bucket_bytes` (in float32) each; a parameter larger than
+// Consecutive runs of `params`, taken from the last to the first (the order backward produces
+// them in), of at most `bucket_bytes` (in float32) each; a parameter larger than
 // that gets a bucket of its own. Empty parameters are skipped.
 std::vector<Bucket> make_buckets(const std::vector<torch::Tensor>& params, int64_t bucket_bytes);
 
@@ -32,15 +38,32 @@ torch::Tensor flatten_grads(const std::vector<torch::Tensor>& params, const Buck
 void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<torch::Tensor>& params,
                      const Bucket& bucket);
 
+// Whether TUNEKIT_DIST_OVERLAP asks for overlapped allreduces ("1": yes, unset or "0": no; anything
+// else is a one-line error naming the variable).
+bool overlap_from_env(const char* value);
+
 class GradSync {
  public:
-  GradSync(ProcessGroup& group, std::vector<torch::Tensor> trainable, int64_t bucket_bytes = kDefaultBucketBytes);
+  // `overlap`: a gradient hook on every trainable parameter starts its bucket's allreduce during
+  // the backward that arm() announced; otherwise reduce() starts them all after backward.
+  GradSync(ProcessGroup& group, std::vector<torch::Tensor> trainable, int64_t bucket_bytes = kDefaultBucketBytes,
+           bool overlap = false);
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+
+  // With overlap: the next backward is the step's last (gradient accumulation syncs only then);
+  // its hooks flatten each final gradient (what was accumulated + the new one) and start every
+  // bucket whose gradients are all final, in bucket order (the same on every rank). No-op otherwise.
+  void arm();
+  bool overlap() const { return overlap_; }
 
   // Makes every rank's model rank 0's: parameters and buffers, in their own dtypes (half types
   // travel as float32).
   void broadcast_model(models::Model& model);
   // Sums the trainable gradients over ranks and multiplies them by `scale`; `step` names the
-  // step in an error. After backward (the allreduces of all buckets are started, then waited for).
+  // step in an error. After backward: starts the buckets not started yet (a parameter this rank's
+  // backward did not reach contributes what it holds, or zeros), then waits for all of them.
   // A gradient defined on some rank only ends up defined (the sum) on every rank.
   void reduce(double scale, int64_t step);
 
@@ -48,10 +71,27 @@ class GradSync {
   size_t buckets() const { return buckets_.size(); }
 
  private:
+  void on_grad(size_t param, const torch::Tensor& grad);  // the hook (armed only)
+  void launch_ready();                                     // starts the ready buckets, in order
+  void launch(size_t bucket);
+
   ProcessGroup& group_;
   std::vector<torch::Tensor> params_;
   std::vector<Bucket> buckets_;
   int64_t bytes_per_step_ = 0;
+  bool overlap_ = false;
+  std::vector<unsigned> hooks_;  // one per parameter (overlap)
+  std::vector<size_t> bucket_of_, offset_of_;  // each parameter's bucket and its place in the flat buffer
+
+  // One step's state (arm() to reduce()).
+  std::mutex mutex_;
+  bool armed_ = false;
+  std::vector<char> final_;         // per parameter: its hook has written the final gradient
+  std::vector<int64_t> missing_;    // per bucket: parameters not final yet
+  std::vector<torch::Tensor> flats_;
+  size_t launched_ = 0;             // buckets [0, launched_) are started
+  std::vector<c10::intrusive_ptr<c10d::Work>> works_;
+  std::string error_;               // a failure inside a hook, reported by reduce()
 };
 
 }  // namespace tunekit::dist

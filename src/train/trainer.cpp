@@ -480,15 +480,17 @@ void set_up(Run& run) {
   resume_or_start(run, resuming);
   if (run.group) {  // every rank starts from rank 0's model (and agrees on whether it had finished)
     run.finished_before = run.group->from_rank0(run.finished_before ? 1 : 0, "broadcast of the run's state") != 0;
-    run.sync = std::make_unique<dist::GradSync>(*run.group, run.params);
+    run.sync = std::make_unique<dist::GradSync>(*run.group, run.params, dist::kDefaultBucketBytes,
+                                                dist::overlap_from_env(std::getenv("TUNEKIT_DIST_OVERLAP")));
     run.sync->broadcast_model(run.model());
   }
   set_up_precision(run);
   announce(run, threads, tokenizer_message, resuming);
   if (run.group)
     run.say(fmt::format("data parallel: {} ranks (Gloo), {} per rank per batch; {} trainable gradient bytes per step in {} "
-                        "bucket(s); timeout {} s",
+                        "bucket(s){}; timeout {} s",
                         run.world, run.batch_size / run.world, run.sync->bytes_per_step(), run.sync->buckets(),
+                        run.sync->overlap() ? " overlapped with backward" : "",
                         run.group->timeout().count() / 1000.0));
 
   run.result.run_dir = run.run_dir;
@@ -556,7 +558,10 @@ Step train_step(Run& run, const torch::Tensor& perm, int64_t b) {
   fault_hook(run);
   const int64_t end = std::min(b + run.accum, run.batches_per_epoch);
   double loss_sum = 0;
-  for (int64_t i = b; i < end; ++i) loss_sum += forward_backward(run, perm, i);
+  for (int64_t i = b; i < end; ++i) {
+    if (run.sync && i == end - 1) run.sync->arm();  // its backward starts the allreduces (overlap)
+    loss_sum += forward_backward(run, perm, i);
+  }
   if (run.sync) {  // the gradients (and the loss) summed over ranks: the one-process ones
     run.sync->reduce(1.0, run.state.step + 1);
     loss_sum = run.group->sum(loss_sum, fmt::format("allreduce of the step {} loss", run.state.step + 1));
