@@ -318,6 +318,26 @@ TEST_F(CheckpointSafety, NonFiniteWeightsAreRefused) {
             std::string::npos);
 }
 
+// A checkpoint of a gated ViT from before issue 19 (the gate with tunekit's bias) loaded into the
+// default, bias-free gate: refused, naming the key that loads it, not silently dropped.
+TEST_F(CheckpointSafety, GateBiasTheModelLacksIsRefused) {
+  auto vit = [](bool gate_bias) {
+    models::AttentionVariant v;
+    v.gate = models::Gate::SdpaElementwise;
+    v.gate_bias = gate_bias;
+    return models::ViT(models::ViTOptions().image_size(8).patch(4).dim(8).depth(1).heads(2).num_classes(3).attention(v));
+  };
+  auto old = vit(true);
+  io::save_checkpoint(dir_, *old, nullptr, io::TrainState{});
+  auto now = vit(false);
+  EXPECT_NE(testkit::error_of([&] { io::load_weights(dir_, *now, {}, true, false); })
+                .find("model.pt: tensor 'blocks.0.attn.gate.bias' is a gate bias this model does not have"),
+            std::string::npos);
+  auto same = vit(true);
+  EXPECT_GT(io::load_weights(dir_, *same, {}, true, false), 0);
+  EXPECT_TRUE(torch::equal(same->blocks[0]->attn->gate->bias, old->blocks[0]->attn->gate->bias));
+}
+
 // (f) A run replacing the checkpoint again and again while another process reads it: every read
 // gets one whole checkpoint (its state and its weights agree).
 TEST_F(CheckpointSafety, ReaderBesideAWriterSeesWholeCheckpoints) {

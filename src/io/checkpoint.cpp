@@ -440,6 +440,26 @@ Checkpoint::Checkpoint(const std::string& dir_arg) {
   }
 }
 
+namespace {
+// A gate bias in the checkpoint beside a gate weight of a model without one: the run used
+// tunekit's earlier form of the gate (issue 19 made the papers' bias-free gates the default).
+// Refused rather than dropped, naming the key that loads it.
+template <class Excluded>
+void refuse_gate_biases(torch::nn::Module& model, const std::vector<std::string>& keys, const Excluded& excluded,
+                        const std::string& file) {
+  auto params = model.named_parameters();
+  for (const auto& k : keys) {
+    const std::string tail = "gate.bias";
+    if (k.size() < tail.size() || k.compare(k.size() - tail.size(), tail.size(), tail) != 0 || excluded(k)) continue;
+    if (params.find(k) || !params.find(k.substr(0, k.size() - 4) + "weight")) continue;
+    throw Error(fmt::format("{}: tensor '{}' is a gate bias this model does not have: the run used tunekit's "
+                            "earlier gate (set model.attention.gate_bias: true, or adapter.gate.proj_dim: 0 for a "
+                            "cosine prompt-expert gate)",
+                            file, k));
+  }
+}
+}  // namespace
+
 int64_t Checkpoint::load_weights(torch::nn::Module& model, const std::vector<std::string>& exclude, bool strict,
                                  bool allow_missing_adapters) const {
   const std::string file = join(dir_, "model.pt");
@@ -483,6 +503,7 @@ int64_t Checkpoint::load_weights(torch::nn::Module& model, const std::vector<std
   };
   for (auto& p : model.named_parameters()) load_one(p.key(), p.value(), false);
   for (auto& b : model.named_buffers()) load_one(b.key(), b.value(), true);
+  if (strict) refuse_gate_biases(model, keys, excluded, file);
   return loaded;
 }
 
