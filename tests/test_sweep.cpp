@@ -55,7 +55,7 @@ TEST(Sweep, TwoTinyCellsWriteCsvAndTableAndAreSkippedWhenRerun) {
   EXPECT_NE(csv.find("\nmodel.attention.score-softmax__seed-3,softmax,3,"), std::string::npos) << csv;
   EXPECT_NE(csv.find("\nmodel.attention.score-sigmoid__seed-3,sigmoid,3,"), std::string::npos) << csv;
   std::string summary = read(first.summary);
-  EXPECT_NE(summary.find("| model.attention.score | seeds | test accuracy (mean ± std) |"), std::string::npos);
+  EXPECT_NE(summary.find("| model.attention.score | seeds | test accuracy (mean ± 95 % CI) | std |"), std::string::npos);
   EXPECT_NE(summary.find("| sigmoid | 1 | "), std::string::npos) << summary;
   // Re-running skips both cells and reproduces the same table.
   SweepResult again = run_sweep(o);
@@ -132,7 +132,7 @@ TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
       << csv;
   EXPECT_NE(csv.find("\nlora_r_1__seed-3,lora r=1,3,"), std::string::npos) << csv;
   std::string summary = read(res.summary);
-  EXPECT_NE(summary.find("| variant | seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |"),
+  EXPECT_NE(summary.find("| variant | seeds | test accuracy (mean ± 95 % CI) | std | trainable params | samples/s | peak RSS MiB |"),
             std::string::npos)
       << summary;
   // DoRA = LoRA + d_out (16) per adapted layer (2 layers), same head.

@@ -15,6 +15,7 @@
 #include "src/io/checkpoint.h"
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
+#include "src/sweep/stats.h"
 #include "src/train/trainer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -262,19 +263,23 @@ std::vector<Group> group_by_grid_point(const std::vector<nlohmann::json>& result
   return groups;
 }
 
-// The Markdown table of summary.md: mean ± std over seeds for each grid point.
+// The Markdown table of summary.md: mean ± the 95 % confidence interval's half-width (Student t
+// over the seeds, src/sweep/stats.h) and the standard deviation, for each grid point.
 std::string summary_table(const Dims& dims, const std::vector<Group>& groups) {
   std::string table = "|";
   for (const auto& g : dims) table += " " + g.first + " |";
   const bool any_gate = std::any_of(groups.begin(), groups.end(), [](const Group& g) { return !g.gate.empty(); });
-  table += " seeds | test accuracy (mean ± std) | trainable params | samples/s | peak RSS MiB |";
+  table += " seeds | test accuracy (mean ± 95 % CI) | std | trainable params | samples/s | peak RSS MiB |";
   table += any_gate ? " mean gate |\n|" : "\n|";
-  for (size_t k = 0; k < dims.size() + 5 + (any_gate ? 1 : 0); ++k) table += "---|";
+  for (size_t k = 0; k < dims.size() + 6 + (any_gate ? 1 : 0); ++k) table += "---|";
   table += "\n";
   for (const auto& g : groups) {
     table += "|";
     for (const auto& v : g.values) table += " " + v + " |";
-    table += fmt::format(" {} | {:.4f} ± {:.4f} | {} | {:.0f} | {:.0f} |", g.acc.size(), mean(g.acc), stddev(g.acc),
+    const auto ci = stats::mean_ci(g.acc);
+    const std::string acc = g.acc.size() < 2 ? fmt::format("{:.4f} (one seed)", ci.mean)
+                                             : fmt::format("{:.4f} ± {:.4f}", ci.mean, ci.half());
+    table += fmt::format(" {} | {} | {:.4f} | {} | {:.0f} | {:.0f} |", g.acc.size(), acc, stddev(g.acc),
                          with_commas(static_cast<long long>(g.trainable)), g.rate / g.acc.size(), g.rss);
     if (any_gate) table += g.gate.empty() ? " — |" : fmt::format(" {:.3f} |", mean(g.gate));
     table += "\n";
