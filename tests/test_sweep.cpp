@@ -143,7 +143,7 @@ TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
     std::vector<std::string> parts;
     std::stringstream ss(cols);
     for (std::string p; std::getline(ss, p, '|');) parts.push_back(p);
-    std::string n = parts.at(4);
+    std::string n = parts.at(5);
     n.erase(std::remove_if(n.begin(), n.end(), [](char c) { return c == ',' || c == ' '; }), n.end());
     return std::stoll(n);
   };
