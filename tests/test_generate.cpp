@@ -168,7 +168,9 @@ TEST(GenerateCache, ForwardLmWithoutCacheOrSegmentsIsForward) {
     in.ids = ids;
     EXPECT_TRUE(torch::equal(lm_of(*c.model).forward_lm(in), c.model->forward(ids)));
     in.last_only = true;
-    EXPECT_TRUE(torch::equal(lm_of(*c.model).forward_lm(in), c.model->forward(ids).slice(1, 8)));
+    // The head over one row per sequence: the same values up to the BLAS kernel's rounding (a
+    // one-row product need not round like the same row inside a larger one).
+    EXPECT_TRUE(torch::allclose(lm_of(*c.model).forward_lm(in), c.model->forward(ids).slice(1, 8), 1e-6, 1e-6));
     EXPECT_EQ(lm_of(*c.model).context_length(), 64);
   }
 }
