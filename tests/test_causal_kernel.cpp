@@ -183,7 +183,7 @@ std::vector<std::pair<std::string, std::shared_ptr<hf::HfModel>>> tiny_families(
   sigmoid.score = Score::Sigmoid;
   sigmoid.bias_mode = SigmoidBias::Learnable;
   auto gpt2 = hf::Gpt2Options().vocab_size(40).n_positions(160).n_embd(32).n_layer(2).n_head(4);
-  auto llama = testkit::tiny_llama_options(40, 160);
+  auto llama = testkit::tiny_llama_options(40, 160).head_dim(12);
   auto qwen2 = llama;
   qwen2.family(hf::Family::Qwen2).num_key_value_heads(1).qkv_bias(true).tie_word_embeddings(true);
   return {{"gpt2", hf::make_gpt2(gpt2)},

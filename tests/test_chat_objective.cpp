@@ -21,6 +21,7 @@
 #include "src/train/chat_objective.h"
 #include "src/train/trainer.h"
 #include "tests/helpers.h"
+#include "tests/tiny_hf.h"
 #include "tests/text_helpers.h"
 #include "util/error.h"
 
@@ -31,16 +32,7 @@ namespace {
 constexpr int64_t X = kNotTrained;
 
 models::hf::LlamaOptions tiny_llama(int64_t vocab = 24) {
-  return models::hf::LlamaOptions()
-      .vocab_size(vocab)
-      .hidden_size(32)
-      .intermediate_size(48)
-      .num_hidden_layers(2)
-      .num_attention_heads(4)
-      .num_key_value_heads(2)
-      .rms_norm_eps(1e-6)
-      .rope_theta(500.0)
-      .max_position_embeddings(32);
+  return testkit::tiny_llama_options(vocab, 32).rms_norm_eps(1e-6).rope_theta(500.0);
 }
 
 // The loss by its definition: for each row b and position t whose next label y = labels[b][t+1]

@@ -55,7 +55,7 @@ Gpt2Options tiny_gpt2(int64_t positions = 64) {
 }
 // Grouped-query attention: 4 query heads on 2 key/value heads, head_dim 12 != 32 / 4.
 LlamaOptions tiny_llama(int64_t positions = 64) {
-  return testkit::tiny_llama_options(kVocab, positions).rope_theta(500.0);
+  return testkit::tiny_llama_options(kVocab, positions).head_dim(12).rope_theta(500.0);
 }
 // Qwen2: q/k/v biases, one key/value head, tied head.
 LlamaOptions tiny_qwen2(int64_t positions = 64) {

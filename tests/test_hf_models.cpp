@@ -207,7 +207,9 @@ Gpt2Options tiny_gpt2() {
   return Gpt2Options().vocab_size(50).n_positions(16).n_embd(32).n_layer(2).n_head(4).layer_norm_epsilon(1e-5);
 }
 // GQA (4 query heads on 2 key/value heads), head_dim 12 != 32 / 4, untied head.
-LlamaOptions tiny_llama() { return testkit::tiny_llama_options(50, 16).rms_norm_eps(1e-6).rope_theta(500.0); }
+LlamaOptions tiny_llama() {
+  return testkit::tiny_llama_options(50, 16).head_dim(12).rms_norm_eps(1e-6).rope_theta(500.0);
+}
 // Qwen2's shape: q/k/v biases (no o bias), tied embeddings.
 LlamaOptions tiny_qwen2() {
   return LlamaOptions()

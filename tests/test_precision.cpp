@@ -15,6 +15,7 @@
 #include "models/precision.h"
 #include "src/recipe/recipe.h"
 #include "tests/helpers.h"
+#include "tests/tiny_hf.h"
 #include "util/error.h"
 
 using namespace tunekit;
@@ -64,15 +65,7 @@ std::vector<torch::Tensor> fused_head(HeadCase& c, int64_t chunk) {
 
 std::shared_ptr<models::hf::HfModel> tiny_llama(int64_t vocab = 97, bool tied = false) {
   torch::manual_seed(3);
-  return models::hf::make_llama(models::hf::LlamaOptions()
-                                    .vocab_size(vocab)
-                                    .hidden_size(32)
-                                    .intermediate_size(48)
-                                    .num_hidden_layers(2)
-                                    .num_attention_heads(4)
-                                    .num_key_value_heads(2)
-                                    .max_position_embeddings(32)
-                                    .tie_word_embeddings(tied));
+  return models::hf::make_llama(testkit::tiny_llama_options(vocab, 32).tie_word_embeddings(tied));
 }
 
 void attach_lora(torch::nn::Module& m, adapters::AdapterKind kind = adapters::AdapterKind::Lora) {

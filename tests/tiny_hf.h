@@ -1,5 +1,5 @@
-// The tiny Llama-family shape the HF-model, generation and causal-kernel tests share: grouped-query
-// attention (4 query heads on 2 key/value heads) with head_dim 12 != hidden 32 / 4 heads.
+// The tiny Llama-family shape the HF-model, generation, causal-kernel, chat-objective and precision
+// tests share: hidden 32, 2 layers, grouped-query attention (4 query heads on 2 key/value heads).
 #pragma once
 #include <cstdint>
 
@@ -15,7 +15,6 @@ inline models::hf::LlamaOptions tiny_llama_options(int64_t vocab, int64_t positi
       .num_hidden_layers(2)
       .num_attention_heads(4)
       .num_key_value_heads(2)
-      .head_dim(12)
       .max_position_embeddings(positions);
 }
 
