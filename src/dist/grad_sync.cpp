@@ -13,8 +13,7 @@ std::vector<Bucket> make_buckets(const std::vector<torch::Tensor>& params, int64
   const int64_t limit = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
   std::vector<Bucket> buckets;
   Bucket current;
-  for (size_t k = params.size(); k-- > 0;) {
-    const size_t i = k;
+  for (size_t i = params.size(); i-- > 0;) {
     const int64_t n = params[i].numel();
     if (n == 0) continue;
     if (current.numel > 0 && current.numel + n > limit) {
@@ -170,7 +169,8 @@ void GradSync::reduce(double scale, int64_t step) {
   // gradient is defined when any of its examples reached the parameter (an expert one rank's
   // rows routed to and the other's did not), so such a gradient must be defined on every rank.
   auto defined = torch::empty({int64_t(params_.size())}, torch::kFloat);
-  for (size_t i = 0; i < params_.size(); ++i) defined[int64_t(i)] = params_[i].grad().defined() ? 1.0f : 0.0f;
+  auto flag = defined.accessor<float, 1>();  // element writes, not a tensor op per parameter
+  for (size_t i = 0; i < params_.size(); ++i) flag[int64_t(i)] = params_[i].grad().defined() ? 1.0f : 0.0f;
   try {
     if (!error_.empty()) throw Error(fmt::format("gradient hook: {}", error_));
     if (armed) {  // the parameters this rank's backward did not reach: what they hold, or zeros
@@ -193,9 +193,8 @@ void GradSync::reduce(double scale, int64_t step) {
   }
   {
     torch::NoGradGuard no_grad;
-    auto any = defined.accessor<float, 1>();
-    for (size_t i = 0; i < params_.size(); ++i)
-      if (any[int64_t(i)] > 0 && !params_[i].grad().defined()) params_[i].mutable_grad() = torch::zeros_like(params_[i]);
+    for (size_t i = 0; i < params_.size(); ++i)  // flag: now the sum over ranks
+      if (flag[int64_t(i)] > 0 && !params_[i].grad().defined()) params_[i].mutable_grad() = torch::zeros_like(params_[i]);
   }
   for (size_t i = 0; i < buckets_.size(); ++i) unflatten_grads(flats_[i], scale, params_, buckets_[i]);
   flats_.clear();

@@ -279,7 +279,7 @@ std::string summary_table(const Dims& dims, const std::vector<Group>& groups) {
     const auto ci = stats::mean_ci(g.acc);
     const std::string acc = g.acc.size() < 2 ? fmt::format("{:.4f} (one seed)", ci.mean)
                                              : fmt::format("{:.4f} ± {:.4f}", ci.mean, ci.half());
-    table += fmt::format(" {} | {} | {:.4f} | {} | {:.0f} | {:.0f} |", g.acc.size(), acc, stddev(g.acc),
+    table += fmt::format(" {} | {} | {:.4f} | {} | {:.0f} | {:.0f} |", g.acc.size(), acc, ci.sd,
                          with_commas(static_cast<long long>(g.trainable)), g.rate / g.acc.size(), g.rss);
     if (any_gate) table += g.gate.empty() ? " — |" : fmt::format(" {:.3f} |", mean(g.gate));
     table += "\n";
