@@ -20,6 +20,7 @@
 #include "models/lm.h"
 #include "src/train/chat_objective.h"
 #include "src/train/trainer.h"
+#include "tests/eval_parts.h"
 #include "tests/helpers.h"
 #include "tests/tiny_hf.h"
 #include "tests/text_helpers.h"
@@ -357,6 +358,28 @@ TEST(ChatObjective, ExactMatchOnAModelWhoseAnswersAreCertain) {
   EXPECT_EQ(objective.eval_fields(ev)["exact_match_rows"], 7);
   EXPECT_NE(objective.eval_text(ev).find("exact match 0.2857 (7 rows)"), std::string::npos) << objective.eval_text(ev);
   EXPECT_NE(ev.report().find("exact match 0.2857"), std::string::npos) << ev.report();
+
+  // Split among ranks (data parallel): the parts summed are the whole split's evaluation, with
+  // every answer row generated once (all of them, or the first three).
+  for (int64_t max_rows : {0, 3}) {
+    ResponseObjective o(max_rows);
+    o.set_tokenizer(tok);
+    const EvalResult whole = o.evaluate(table, split, 4);
+    for (int parts : {2, 3, 9}) {
+      const EvalResult m = testkit::evaluate_in_parts(o, table, split, 4, parts);
+      EXPECT_EQ(m.n, whole.n);
+      EXPECT_EQ(m.tokens, whole.tokens);
+      EXPECT_EQ(m.positions, whole.positions);
+      EXPECT_NEAR(m.loss, whole.loss, 1e-6 * std::abs(whole.loss));  // float32 sums over other batches
+      EXPECT_NEAR(m.perplexity, whole.perplexity, 1e-5 * whole.perplexity);
+      EXPECT_DOUBLE_EQ(m.accuracy, whole.accuracy);
+      EXPECT_EQ(m.answer_rows, max_rows ? 3 : 7) << parts;
+      EXPECT_DOUBLE_EQ(m.exact_match, whole.exact_match) << parts;
+      EXPECT_DOUBLE_EQ(m.text_match, whole.text_match) << parts;
+      EXPECT_EQ(m.generated_tokens, whole.generated_tokens) << parts;
+      EXPECT_EQ(m.long_answers, whole.long_answers) << parts;
+    }
+  }
 }
 
 TEST(ChatObjective, LongAnswersTurnExactMatchOff) {

@@ -15,6 +15,7 @@
 #include "src/dist/grad_sync.h"
 #include "src/dist/launch.h"
 #include "src/dist/process_group.h"
+#include "src/io/checkpoint.h"
 #include "tests/helpers.h"
 #include "tests/text_helpers.h"
 #include "util/error.h"
@@ -282,7 +283,18 @@ TEST_F(DistLaunch, TwoRanksOfThirtyTwoGiveTheCurveOfOneRankOfSixtyFour) {
   auto e1 = metrics_of(runs_ / "c_one", "eval"), e2 = metrics_of(runs_ / "c_two", "eval");
   ASSERT_EQ(e1.size(), 2u);
   ASSERT_EQ(e2.size(), 2u);
-  EXPECT_NEAR(double(e1[1]["loss"]), double(e2[1]["loss"]), 1e-5 * std::abs(double(e1[1]["loss"])));
+  for (size_t e = 0; e < 2; ++e) {  // validation split between the ranks, its counts summed: the same figures
+    EXPECT_NEAR(double(e1[e]["loss"]), double(e2[e]["loss"]), 1e-5 * std::abs(double(e1[e]["loss"])));
+    EXPECT_DOUBLE_EQ(double(e1[e]["accuracy"]), double(e2[e]["accuracy"]));
+    EXPECT_NEAR(double(e1[e]["macro_f1"]), double(e2[e]["macro_f1"]), 1e-12);
+  }
+  auto v1 = metrics_of(runs_ / "one", "eval"), v2 = metrics_of(runs_ / "two", "eval");
+  ASSERT_EQ(v1.size(), 2u);  // 6 steps of 3 per epoch: validated twice
+  ASSERT_EQ(v2.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_NEAR(double(v1[e]["loss"]), double(v2[e]["loss"]), 1e-5 * std::abs(double(v1[e]["loss"])));
+    EXPECT_NEAR(double(v1[e]["accuracy"]), double(v2[e]["accuracy"]), 1e-12);
+  }
   const size_t at = c_two.output.find("trainable gradient bytes per step");
   ASSERT_NE(at, std::string::npos) << c_two.output;
   const int64_t bytes = std::stoll(c_two.output.substr(c_two.output.rfind(' ', at - 2) + 1));
@@ -319,7 +331,9 @@ TEST_F(DistLaunch, OverlappedAllreducesGiveTheAfterBackwardCurve) {
 
 TEST_F(DistLaunch, ADeadOrHungRankFailsTheLaunchNamingItAndAResumeEqualsTheUninterruptedRun) {
   const std::string cls = recipe("classify", kLoraClassifier);
-  const std::string args = " data.batch_size=64 train.epochs=2 train.log_every=1 train.checkpoint_every=3";
+  // With dropout: each rank draws its own masks, and a resume restores every rank's stream.
+  const std::string args =
+      " data.batch_size=64 train.epochs=2 train.log_every=1 train.checkpoint_every=3 model.dropout=0.1";
   Cli whole = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=whole", runs_ / "whole.log");
   ASSERT_EQ(whole.status, 0) << whole.output;
 
@@ -335,6 +349,18 @@ TEST_F(DistLaunch, ADeadOrHungRankFailsTheLaunchNamingItAndAResumeEqualsTheUnint
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("[rank 0] resuming from step 3"), std::string::npos) << resumed.output;
   expect_same_curve(runs_ / "whole", runs_ / "cut", 1e-9, 10);
+  {  // the last checkpoint holds both ranks' streams, and they differ
+    const io::Checkpoint last(runs_ / "whole/checkpoints/last");
+    const torch::Tensor before = at::detail::getDefaultCPUGenerator().get_state();
+    ASSERT_TRUE(last.has_rng(1));
+    EXPECT_FALSE(last.has_rng(2));
+    ASSERT_TRUE(last.load_rng(0));
+    const torch::Tensor rank0 = at::detail::getDefaultCPUGenerator().get_state();
+    ASSERT_TRUE(last.load_rng(1));
+    EXPECT_FALSE(torch::equal(rank0, at::detail::getDefaultCPUGenerator().get_state()));
+    at::Generator global = at::detail::getDefaultCPUGenerator();
+    global.set_state(before);
+  }
 
   // Rank 1 stops answering at step 2: rank 0 gives up after the timeout, naming the operation.
   Cli hung = tunekit_cli("launch -n 2 -- train " + cls + args + " output.name=hung", runs_ / "hung.log",

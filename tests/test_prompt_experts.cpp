@@ -20,6 +20,7 @@
 #include "src/io/adapter_file.h"
 #include "src/io/safetensors.h"
 #include "util/error.h"
+#include "tests/eval_parts.h"
 #include "tests/helpers.h"
 
 using namespace tunekit;
@@ -270,6 +271,16 @@ TEST(PromptExpert, EvaluationReportsGateUsageAndFilesRoundTrip) {
   EXPECT_NEAR(ev.mean_prompt_usage(), sig(-1.0), 1e-6);
   EXPECT_NE(ev.report().find("prompt experts (mean gate weight"), std::string::npos);
   EXPECT_NE(ev.json().find("\"prompt_usage\""), std::string::npos);
+  // Split among three ranks (data parallel): the parts summed are the whole evaluation.
+  const EvalResult parts = testkit::evaluate_in_parts(ClassificationObjective(), *m, d, 4, 3);
+  EXPECT_EQ(parts.n, ev.n);
+  EXPECT_TRUE(torch::equal(parts.confusion, ev.confusion));
+  EXPECT_NEAR(parts.loss, ev.loss, 1e-6 * std::abs(ev.loss));
+  EXPECT_DOUBLE_EQ(parts.accuracy, ev.accuracy);
+  EXPECT_DOUBLE_EQ(parts.macro_f1, ev.macro_f1);
+  EXPECT_EQ(parts.per_class_accuracy, ev.per_class_accuracy);
+  ASSERT_EQ(parts.prompt_usage.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(parts.prompt_usage[i].second, ev.prompt_usage[i].second, 1e-9);
 
   testkit::TempDir dir;
   {

@@ -17,6 +17,7 @@
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "util/error.h"
+#include "tests/eval_parts.h"
 #include "tests/helpers.h"
 #include "tests/text_helpers.h"
 
@@ -61,6 +62,14 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   EXPECT_NEAR(ev.perplexity, std::exp(ev.loss), 1e-6 * ev.perplexity);
   EXPECT_LT(ev.perplexity, 60.0);  // from ~400 (uniform) at the start
   EXPECT_NEAR(std::abs(r.best_val_loss - evaluate(*loaded.run.model, splits.val, loaded.recipe).loss), 0, 1e-5);
+  {  // split among ranks (data parallel), as validation is: the parts summed are the whole split
+    const EvalResult parts = testkit::evaluate_in_parts(*make_objective(loaded.recipe), *loaded.run.model, splits.test,
+                                                        loaded.recipe.data.eval_batch_size, 3);
+    EXPECT_EQ(parts.tokens, ev.tokens);
+    EXPECT_NEAR(parts.loss, ev.loss, 1e-6 * ev.loss);
+    EXPECT_DOUBLE_EQ(parts.accuracy, ev.accuracy);
+    EXPECT_NEAR(parts.perplexity, ev.perplexity, 1e-5 * ev.perplexity);
+  }
 
   // Generation: greedy is deterministic; sampling is reproducible by seed.
   auto tok = from_recipe::run_tokenizer(loaded.recipe, run_dir);
@@ -100,6 +109,15 @@ TEST(TextTrain, LanguageModelLossFallsGeneratesAndSeedsAClassifier) {
   int64_t total = 0;
   for (const auto& grp : ec.groups) total += grp.n;
   EXPECT_EQ(total, ec.n);
+  const EvalResult ec_parts = testkit::evaluate_in_parts(*make_objective(lc.recipe), *lc.run.model,
+                                                         load_data(lc.recipe, cls_dir).test, lc.recipe.data.eval_batch_size, 2);
+  EXPECT_TRUE(torch::equal(ec_parts.confusion, ec.confusion));
+  EXPECT_DOUBLE_EQ(ec_parts.f1, ec.f1);
+  ASSERT_EQ(ec_parts.groups.size(), ec.groups.size());
+  for (size_t g = 0; g < ec.groups.size(); ++g) {
+    EXPECT_EQ(ec_parts.groups[g].n, ec.groups[g].n);
+    EXPECT_DOUBLE_EQ(ec_parts.groups[g].accuracy, ec.groups[g].accuracy);
+  }
   auto j = nlohmann::json::parse(ec.json());
   EXPECT_TRUE(j.contains("group_accuracy"));
   EXPECT_TRUE(j.contains("f1"));

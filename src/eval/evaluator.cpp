@@ -9,8 +9,29 @@
 
 #include "adapters/adapter.h"
 #include "models/chunked_loss.h"
+#include "util/error.h"
 
 namespace tunekit {
+
+namespace {
+
+// Accuracy, per-class accuracy (recall), macro F1 and the positive class's F1 from r.confusion.
+void set_class_scores(EvalResult& r) {
+  r.per_class_accuracy.clear();
+  r.f1 = -1;
+  const int64_t k = r.confusion.size(0);
+  auto conf = r.confusion.to(torch::kDouble);
+  auto correct = conf.diagonal();
+  r.accuracy = r.n ? correct.sum().item<double>() / double(r.n) : 0;
+  auto row = conf.sum(1), col = conf.sum(0);
+  auto recall = correct / row.clamp_min(1), precision = correct / col.clamp_min(1);
+  auto f1 = (2 * precision * recall / (precision + recall).clamp_min(1e-12));
+  r.macro_f1 = k ? f1.mean().item<double>() : 0;
+  for (int64_t c = 0; c < k; ++c) r.per_class_accuracy.push_back(recall[c].item<double>());
+  if (k == 2) r.f1 = f1[1].item<double>();
+}
+
+}  // namespace
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) {
   auto t0 = std::chrono::steady_clock::now();
@@ -51,17 +72,9 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
   }
   model.train(was_training);
   for (const auto& [host, p] : prompts) r.prompt_usage.emplace_back(host, p->usage());
-  auto conf = r.confusion.to(torch::kDouble);
-  auto correct = conf.diagonal();
   r.loss = n ? loss_sum / n : 0;
-  r.accuracy = n ? correct.sum().item<double>() / n : 0;
-  auto row = conf.sum(1), col = conf.sum(0);
-  auto recall = correct / row.clamp_min(1), precision = correct / col.clamp_min(1);
-  auto f1 = (2 * precision * recall / (precision + recall).clamp_min(1e-12));
-  r.macro_f1 = k ? f1.mean().item<double>() : 0;
-  for (int64_t c = 0; c < k; ++c) r.per_class_accuracy.push_back(recall[c].item<double>());
-  if (k == 2) r.f1 = f1[1].item<double>();
-  if (data.groups.defined() && n > 0) {
+  set_class_scores(r);
+  if (data.groups.defined()) {
     for (int64_t g = 0; g < n_groups; ++g) {
       int64_t gn = group_n[g].item<int64_t>();
       r.groups.push_back({data.group_names[g], gn, gn ? double(group_ok[g].item<int64_t>()) / gn : 0.0});
@@ -230,6 +243,113 @@ std::string EvalResult::json() const {
     j["prompt_usage"] = u;
   }
   return j.dump();
+}
+
+// --- an evaluation split among ranks ---
+
+namespace {
+
+// eval_counts' fixed head; the confusion matrix, groups and prompt usage follow.
+enum CountSlot : int64_t {
+  kParts, kRows, kLossSum, kCorrect, kTokens, kPositions, kMeasuredParts, kAnswerRows, kMatched, kTextParts,
+  kTextMatched, kLongAnswers, kGenerated, kSeconds, kLossSeconds, kHead
+};
+
+// What a part's loss and accuracy are averaged over: tokens for a language model, else rows.
+double denominator(const EvalResult& r) { return r.lm ? double(r.tokens) : double(r.n); }
+
+}  // namespace
+
+std::pair<int64_t, int64_t> part_rows(int64_t n, int rank, int ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks)
+    throw Error(fmt::format("evaluation part {} of {}: no such part", rank, ranks));
+  return {n * rank / ranks, n * (rank + 1) / ranks};
+}
+
+torch::Tensor eval_counts(const EvalResult& r) {
+  const int64_t k = r.confusion.defined() ? r.confusion.numel() : 0;
+  const int64_t groups = int64_t(r.groups.size()), prompts = int64_t(r.prompt_usage.size());
+  auto t = torch::zeros({kHead + k + 2 * groups + prompts}, torch::kDouble);
+  auto c = t.accessor<double, 1>();
+  const double d = denominator(r);
+  c[kParts] = 1;
+  c[kRows] = double(r.n);
+  c[kLossSum] = d > 0 ? r.loss * d : 0;
+  c[kCorrect] = d > 0 ? std::round(r.accuracy * d) : 0;
+  c[kTokens] = double(r.tokens);
+  c[kPositions] = double(r.positions);
+  if (r.exact_match >= 0) {
+    c[kMeasuredParts] = 1;
+    c[kAnswerRows] = double(r.answer_rows);
+    c[kMatched] = std::round(r.exact_match * double(r.answer_rows));
+    if (r.text_match >= 0) {
+      c[kTextParts] = 1;
+      c[kTextMatched] = std::round(r.text_match * double(r.answer_rows));
+    }
+  }
+  c[kLongAnswers] = double(r.long_answers);
+  c[kGenerated] = double(r.generated_tokens);
+  c[kSeconds] = r.seconds;
+  c[kLossSeconds] = r.loss_seconds;
+  if (k > 0) t.slice(0, kHead, kHead + k).copy_(r.confusion.reshape({-1}).to(torch::kDouble));
+  for (int64_t g = 0; g < groups; ++g) {
+    const auto& s = r.groups[size_t(g)];
+    c[kHead + k + 2 * g] = double(s.n);
+    c[kHead + k + 2 * g + 1] = std::round(s.accuracy * double(s.n));
+  }
+  for (int64_t p = 0; p < prompts; ++p)  // a part without rows used no expert (its usage may be 0/0)
+    c[kHead + k + 2 * groups + p] = r.n > 0 ? r.prompt_usage[size_t(p)].second * double(r.n) : 0.0;
+  return t;
+}
+
+EvalResult eval_from_counts(const EvalResult& part, const torch::Tensor& counts) {
+  const torch::Tensor expected = eval_counts(part);
+  if (counts.dim() != 1 || counts.numel() != expected.numel())
+    throw Error(fmt::format("evaluation parts: {} summed counts, this part has {} (the ranks' splits or models differ)",
+                            counts.numel(), expected.numel()));
+  auto t = counts.to(torch::kDouble).contiguous();
+  auto c = t.accessor<double, 1>();
+  EvalResult r = part;
+  const auto whole = [&](int64_t slot) { return static_cast<int64_t>(std::llround(c[slot])); };
+  const int64_t parts = whole(kParts);
+  r.n = whole(kRows);
+  r.tokens = whole(kTokens);
+  r.positions = whole(kPositions);
+  r.long_answers = whole(kLongAnswers);
+  r.generated_tokens = whole(kGenerated);
+  r.seconds = c[kSeconds] / double(std::max<int64_t>(parts, 1));  // the parts ran side by side: their mean
+  r.loss_seconds = c[kLossSeconds] / double(std::max<int64_t>(parts, 1));
+  if (r.response && r.tokens == 0)
+    throw Error(fmt::format("response evaluation: none of the split's {} rows has a trained (response) token", r.n));
+  const double d = denominator(r);
+  r.loss = d > 0 ? c[kLossSum] / d : 0;
+  r.accuracy = d > 0 ? c[kCorrect] / d : 0;
+  if (r.lm) r.perplexity = std::exp(r.loss);
+  const int64_t k = part.confusion.defined() ? part.confusion.numel() : 0;
+  if (k > 0) {
+    r.confusion = t.slice(0, kHead, kHead + k).round().to(torch::kLong).view(part.confusion.sizes()).clone();
+    set_class_scores(r);
+  }
+  const int64_t groups = int64_t(part.groups.size());
+  for (int64_t g = 0; g < groups; ++g) {
+    auto& s = r.groups[size_t(g)];
+    s.n = whole(kHead + k + 2 * g);
+    s.accuracy = s.n ? c[kHead + k + 2 * g + 1] / double(s.n) : 0.0;
+  }
+  for (size_t p = 0; p < part.prompt_usage.size(); ++p)
+    r.prompt_usage[p].second = r.n ? c[kHead + k + 2 * groups + int64_t(p)] / double(r.n) : 0.0;
+  r.exact_match = r.text_match = -1;
+  r.answer_rows = 0;
+  const int64_t measured = whole(kMeasuredParts);
+  if (measured == parts && measured > 0) {
+    r.answer_rows = whole(kAnswerRows);
+    r.exact_match = r.answer_rows ? c[kMatched] / double(r.answer_rows) : 0.0;
+    if (whole(kTextParts) == parts) r.text_match = r.answer_rows ? c[kTextMatched] / double(r.answer_rows) : 0.0;
+    r.exact_match_note.clear();
+  } else if (measured > 0) {
+    r.exact_match_note = fmt::format("measured on {} of the {} ranks' parts only", measured, parts);
+  }
+  return r;
 }
 
 }  // namespace tunekit

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -50,6 +51,20 @@ struct EvalResult {
 };
 
 EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size);
+
+// An evaluation split among ranks (data parallel): each evaluates its part of the split, the
+// parts' counts are summed (an allreduce) and the sum read back as the whole split's evaluation.
+// eval_counts: the additive numbers an evaluation is made of (rows, loss and correct sums, tokens,
+// the confusion matrix, groups, exact-match rows and matches, prompt usage weighted by rows), as a
+// 1-D float64 tensor whose layout depends only on the split's classes, groups and prompt experts
+// (the same on every rank). eval_from_counts: `part` (any rank's result: names, flags) with every
+// figure recomputed from the summed `counts`; a response evaluation none of whose parts scored a
+// trained token is an error, as it is for a whole split.
+torch::Tensor eval_counts(const EvalResult& part);
+EvalResult eval_from_counts(const EvalResult& part, const torch::Tensor& counts);
+// Rows [begin, end) of `n` rows that part `rank` of `ranks` evaluates: contiguous, sizes differing by
+// at most one.
+std::pair<int64_t, int64_t> part_rows(int64_t n, int rank, int ranks);
 
 // Causal LM on token chunks: mean next-token cross-entropy (pad targets ignored), perplexity.
 EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id);

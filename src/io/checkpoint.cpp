@@ -532,7 +532,49 @@ void Checkpoint::load_rng() const {
   }
 }
 
+namespace {
+std::string rank_key(int rank) { return fmt::format("rank{}", rank); }
+}  // namespace
+
+bool Checkpoint::has_rng(int rank) const {
+  if (rank == 0) return has("rng.pt");
+  if (!has(kRankRngFile)) return false;
+  torch::serialize::InputArchive archive = archive_of(files_.at(kRankRngFile), join(dir_, kRankRngFile));
+  torch::Tensor state;
+  try {
+    return archive.try_read(rank_key(rank), state, true);
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: unreadable RNG states ({})", join(dir_, kRankRngFile), e.what_without_backtrace()));
+  }
+}
+
+bool Checkpoint::load_rng(int rank) const {
+  if (rank == 0) {
+    if (!has("rng.pt")) return false;
+    load_rng();
+    return true;
+  }
+  if (!has(kRankRngFile)) return false;
+  const std::string file = join(dir_, kRankRngFile);
+  torch::serialize::InputArchive archive = archive_of(files_.at(kRankRngFile), file);
+  try {
+    torch::Tensor state;
+    if (!archive.try_read(rank_key(rank), state, true)) return false;
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(state);
+    return true;
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: unreadable RNG state of rank {} ({})", file, rank, e.what_without_backtrace()));
+  }
+}
+
 // ---- the free functions ----
+
+void save_rank_rngs(const std::string& dir, const std::vector<torch::Tensor>& states) {
+  torch::serialize::OutputArchive archive;
+  for (size_t r = 1; r < states.size(); ++r) archive.write(rank_key(int(r)), states[r], true);
+  save_archive(archive, join(dir, kRankRngFile));
+}
 
 void save_checkpoint(const std::string& dir, const torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const TrainState& s, const std::function<void(const std::string&)>& write_extra,

@@ -74,6 +74,11 @@ class Checkpoint {
                        bool allow_missing_adapters) const;
   void load_optimizer(torch::optim::Optimizer& optimizer) const;
   void load_rng() const;
+  // Data parallel: restores rank `rank`'s RNG stream (rank 0's is rng.pt's, the others'
+  // rng_ranks.pt's); false, with nothing changed, when the checkpoint holds none for that rank (it
+  // was written by fewer ranks, or by a tunekit that kept one stream).
+  bool load_rng(int rank) const;
+  bool has_rng(int rank) const;
 
  private:
   std::string dir_;
@@ -93,5 +98,10 @@ int64_t load_weights(const std::string& dir, torch::nn::Module& model, const std
 void load_optimizer(const std::string& dir, torch::optim::Optimizer& optimizer);
 // Restores the global RNG saved with the checkpoint.
 void load_rng(const std::string& dir);
+
+// Data parallel: writes the RNG states of ranks 1, 2, ... (`states[r]` for rank r; rank 0's
+// travels in rng.pt) as `dir`/rng_ranks.pt, for a save_checkpoint write_extra.
+void save_rank_rngs(const std::string& dir, const std::vector<torch::Tensor>& states);
+inline constexpr const char* kRankRngFile = "rng_ranks.pt";
 
 }  // namespace tunekit::io

@@ -171,6 +171,14 @@ ExactMatchResult exact_match(models::Model& model, const data::LabelledDataset& 
   }
   r.measured = true;
   if (o.max_rows > 0 && int64_t(rows.size()) > o.max_rows) rows.resize(o.max_rows);
+  if (o.parts < 1 || o.part < 0 || o.part >= o.parts)
+    throw Error(fmt::format("exact match: part {} of {}: no such part", o.part, o.parts));
+  if (o.parts > 1) {
+    decltype(rows) mine;
+    for (size_t j = size_t(o.part); j < rows.size(); j += size_t(o.parts)) mine.push_back(rows[j]);
+    rows.swap(mine);
+    if (o.part != 0) r.long_answers = 0;
+  }
   std::vector<int64_t> stop_ids;
   if (o.tokenizer) {
     stop_ids = o.tokenizer->special().stop;
@@ -248,7 +256,9 @@ bool fused_scores(models::Model& model, const models::LmHead& head, const torch:
 }
 
 // Response loss, perplexity and token accuracy of `data` into `r`.
-void score_tokens(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, EvalResult& r) {
+// A part of a split (evaluate_part) may hold no trained token: only a whole split must (`whole`).
+void score_tokens(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, EvalResult& r,
+                  bool whole) {
   auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0;
   int64_t correct = 0;
@@ -268,11 +278,11 @@ void score_tokens(models::Model& model, const data::LabelledDataset& data, int64
     r.tokens += s.count.item<int64_t>();
     r.positions += ids.numel();
   }
-  if (r.tokens == 0)
+  if (r.tokens == 0 && whole)
     throw Error(fmt::format("response evaluation: none of the split's {} rows has a trained (response) token", r.n));
-  r.loss = loss_sum / double(r.tokens);
+  r.loss = r.tokens ? loss_sum / double(r.tokens) : 0.0;
   r.perplexity = std::exp(r.loss);
-  r.accuracy = double(correct) / double(r.tokens);
+  r.accuracy = r.tokens ? double(correct) / double(r.tokens) : 0.0;
   r.loss_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -280,6 +290,11 @@ void score_tokens(models::Model& model, const data::LabelledDataset& data, int64
 
 EvalResult ResponseObjective::evaluate(models::Model& model, const data::LabelledDataset& data,
                                        int64_t batch_size) const {
+  return evaluate_part(model, data, batch_size, 0, 1);
+}
+
+EvalResult ResponseObjective::evaluate_part(models::Model& model, const data::LabelledDataset& data,
+                                            int64_t batch_size, int rank, int ranks) const {
   check_rows(data);
   if (batch_size <= 0) throw Error("response evaluation: the batch size must be positive");
   auto t0 = std::chrono::steady_clock::now();
@@ -289,9 +304,14 @@ EvalResult ResponseObjective::evaluate(models::Model& model, const data::Labelle
   EvalResult r;
   r.lm = true;
   r.response = true;
-  r.n = data.size();
-  score_tokens(model, data, batch_size, r);
+  const auto [begin, end] = part_rows(data.size(), rank, ranks);
+  const data::LabelledDataset rows =
+      ranks == 1 ? data : data.subset(torch::arange(begin, end, torch::kLong));
+  r.n = rows.size();
+  score_tokens(model, rows, batch_size, r, /*whole=*/ranks == 1);
   ExactMatchOptions options;
+  options.part = rank;
+  options.parts = ranks;
   options.max_rows = exact_match_rows_;
   options.tokenizer = tokenizer_.get();
   options.max_context = data.inputs.size(1);

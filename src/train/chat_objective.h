@@ -60,6 +60,9 @@ std::optional<AnswerSpan> last_trained_run(const torch::Tensor& labels_row);
 
 struct ExactMatchOptions {
   int64_t max_rows = 0;                        // the split's first short-answer rows only (0 = all)
+  // Data parallel: of those rows, the ones at positions ≡ part (mod parts) only; long_answers is
+  // counted by part 0 alone (the parts' results add up to the whole split's).
+  int part = 0, parts = 1;
   const data::Tokenizer* tokenizer = nullptr;  // stop ids, and the text match (decoded) when given
   // The longest context generation may reach (a models::CausalLm's context_length() caps it too).
   int64_t max_context = std::numeric_limits<int64_t>::max();
@@ -107,6 +110,9 @@ class ResponseObjective : public Objective {
   torch::Tensor batch_loss(models::Model& model, const data::LabelledDataset& split, const torch::Tensor& idx) const override;
   int64_t loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const override;
   EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const override;
+  // Scores the part's rows; generates its share (every parts-th) of the whole split's exact-match rows.
+  EvalResult evaluate_part(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int rank,
+                           int ranks) const override;
   // Exact match (in [0, 1]) when measured, else −loss (<= 0, sign bit set: −0.0 for a zero loss).
   double score(const EvalResult& ev) const override;
   std::string describe_samples(const data::LabelledDataset& train, bool text) const override;

@@ -39,6 +39,11 @@ class Objective {
   virtual int64_t loss_count(const data::LabelledDataset& split, const torch::Tensor& idx) const;
   // Evaluates the model on a split (in eval mode, without gradients).
   virtual EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const = 0;
+  // Data parallel: part `rank` of `ranks` of evaluate(model, data, batch_size), such that the parts'
+  // eval_counts summed and read back (eval_from_counts, src/eval/evaluator.h) are the whole split's
+  // evaluation. By default evaluate() on the part's rows (part_rows).
+  virtual EvalResult evaluate_part(models::Model& model, const data::LabelledDataset& data, int64_t batch_size,
+                                   int rank, int ranks) const;
   // The validation score that picks the best checkpoint: higher is better. It is what
   // io::TrainState::best_metric holds.
   virtual double score(const EvalResult& ev) const = 0;

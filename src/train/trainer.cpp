@@ -246,11 +246,32 @@ double gradient_norm(Run& run) {
 
 // Writes a checkpoint of the model (with the optimizer for `last`, to resume from), once its
 // trainable parameters are known to be finite.
+// Data parallel: every rank's RNG state (the default CPU generator's, uint8), [r] for rank r, through
+// one allreduce in which each rank fills its own row. Every rank must call it.
+std::vector<torch::Tensor> gather_rng_states(Run& run) {
+  const torch::Tensor mine = at::detail::getDefaultCPUGenerator().get_state();
+  auto all = torch::zeros({run.world, mine.numel()}, torch::kLong);
+  all[run.rank].copy_(mine.to(torch::kLong));
+  run.group->allreduce_sum(all, fmt::format("gathering the ranks' RNG states (step {})", run.state.step));
+  std::vector<torch::Tensor> states;
+  for (int r = 0; r < run.world; ++r) states.push_back(all[r].to(torch::kUInt8).contiguous());
+  return states;
+}
+
 void save(Run& run, const std::string& dir, torch::optim::Optimizer* with_optimizer) {
+  // Data parallel: a checkpoint to resume from holds every rank's dropout stream (a collective).
+  const std::vector<torch::Tensor> rngs =
+      run.group && with_optimizer ? gather_rng_states(run) : std::vector<torch::Tensor>{};
   if (!run.writer()) return;  // data parallel: every rank holds the same model; rank 0 writes it
   check_parameters(run, "before writing " + dir);
   run.state.train_seconds = run.train_seconds;
-  io::save_checkpoint(dir, run.model(), with_optimizer, run.state, run.write_extra,
+  std::function<void(const std::string&)> extra = run.write_extra;
+  if (!rngs.empty())
+    extra = [&run, &rngs](const std::string& tmp) {
+      if (run.write_extra) run.write_extra(tmp);
+      io::save_rank_rngs(tmp, rngs);
+    };
+  io::save_checkpoint(dir, run.model(), with_optimizer, run.state, extra,
                       /*trainable_only=*/run.recipe.model.is_hf());
   if (dir == run.last_dir) run.last_saved_step = run.state.step;
 }
@@ -341,20 +362,48 @@ void continue_metrics(Run& run) {
   if (!run.finished_before && fs::exists(run.metrics_path)) truncate_metrics(run.metrics_path, lines, run.state.step);
 }
 
+// Data parallel: rank `rank`'s own RNG stream (dropout, adapter dropout) when the run's does not
+// hold one: rank 0 keeps the recipe's seed (a one-rank run is unchanged), the others take a seed
+// mixed from the seed, the rank and the step it starts at (splitmix64).
+uint64_t rank_stream_seed(uint64_t seed, int rank, int64_t step) {
+  uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t(rank) + 1)) ^ (0xBF58476D1CE4E5B9ull * uint64_t(step));
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Data parallel: rank `run.rank`'s RNG from the checkpoint `from`, else (a checkpoint of fewer
+// ranks) a fresh stream of its own, which rank 0 announces.
+void resume_rank_rng(const Run& run, const io::Checkpoint& from) {
+  std::vector<int> fresh;
+  for (int r = 1; r < run.world; ++r)
+    if (!from.has_rng(r)) fresh.push_back(r);
+  if (!fresh.empty())
+    run.say(fmt::format("{} holds no RNG stream for rank(s) {}: they start fresh ones (the resumed curve differs "
+                        "from an uninterrupted run's when they use dropout)",
+                        from.dir(), fmt::join(fresh, ", ")));
+  if (!from.load_rng(run.rank)) torch::manual_seed(rank_stream_seed(uint64_t(run.recipe.seed), run.rank, from.state().step));
+}
+
 // Restores model, optimizer, RNG and position from the last checkpoint, or clears what a
-// previous run left; then opens metrics.jsonl.
+// previous run left; then opens metrics.jsonl. Data parallel: each rank restores its own RNG
+// stream, or (a fresh run) the ranks after 0 seed their own.
 void resume_or_start(Run& run, bool resuming) {
   if (resuming) {
     const io::Checkpoint from(run.last_dir);  // read once, verified: weights, optimizer, RNG and state agree
     io::check_train_state(from.state(), run.recipe.train.epochs, run.batches_per_epoch, run.total_steps, from.dir());
     from.load_weights(run.model(), {}, /*strict=*/true, false);
     from.load_optimizer(*run.optimizer);
-    from.load_rng();
+    if (run.group)
+      resume_rank_rng(run, from);
+    else
+      from.load_rng();
     run.state = from.state();
     run.last_saved_step = run.state.step;
     if (run.writer()) continue_metrics(run);
-  } else if (run.writer()) {
-    clear_previous_run(run);
+  } else {
+    if (run.writer()) clear_previous_run(run);
+    if (run.rank > 0) torch::manual_seed(rank_stream_seed(uint64_t(run.recipe.seed), run.rank, 0));
   }
   if (run.writer()) run.metrics = std::make_unique<MetricsLog>(run.metrics_path);
 }
@@ -650,7 +699,15 @@ void validate(Run& run, int64_t epoch) {
   EvalResult ev;
   {
     models::ComputeScope compute(run.compute.dtype);
-    ev = objective.evaluate(run.model(), validation_rows(run), run.recipe.data.eval_batch_size);
+    if (run.group) {  // data parallel: each rank its part of the rows, the parts' counts summed
+      ev = objective.evaluate_part(run.model(), validation_rows(run), run.recipe.data.eval_batch_size, run.rank,
+                                   run.world);
+      torch::Tensor counts = eval_counts(ev);
+      run.group->allreduce_sum(counts, fmt::format("allreduce of the epoch {} validation", epoch + 1));
+      ev = eval_from_counts(ev, counts);
+    } else {
+      ev = objective.evaluate(run.model(), validation_rows(run), run.recipe.data.eval_batch_size);
+    }
   }
   run.model().train();
   run.result.final_val_accuracy = ev.accuracy;
@@ -666,7 +723,7 @@ void validate(Run& run, int64_t epoch) {
   line["split"] = "val";
   line["step"] = state.step;
   line["epoch"] = epoch + 1;
-  run.metrics->write(line);
+  if (run.metrics) run.metrics->write(line);  // rank 0's
   run.say(fmt::format("epoch {}/{}: {}{}", epoch + 1, run.recipe.train.epochs, objective.eval_text(ev),
                       better ? "  (best)" : ""));
   if (better) {
@@ -680,7 +737,7 @@ void validate(Run& run, int64_t epoch) {
 void end_epoch(Run& run, int64_t epoch, bool budget_spent) {
   run.progress->clear();
   const bool has_val = run.splits.val.size() > 0;
-  if (has_val && run.writer()) validate(run, epoch);  // data parallel: rank 0 alone (the ranks' models are equal)
+  if (has_val) validate(run, epoch);  // data parallel: every rank its part; all agree on the best epoch
   if (!budget_spent) {
     run.state.epoch = epoch + 1;
     run.state.batch_in_epoch = 0;
