@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -153,4 +154,122 @@ TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
     EXPECT_NE(gp.find("set xlabel 'trainable parameters'"), std::string::npos) << gp;
     EXPECT_NE(gp.find("title 'lora'"), std::string::npos) << gp;
   }
+}
+
+TEST(Sweep, TuneCompareAndBudgetKeysAndTheirErrors) {
+  Recipe r = parse_recipe(
+      "sweep:\n  variants:\n    - {name: lora, budget: b1, adapter.kind: lora}\n    - {name: hora, budget: b1, adapter.kind: hora}\n"
+      "  tune: {values: [1e-4, 3e-4, 1e-3, 3e-3], seeds: [7]}\n"
+      "  budget_tolerance: 0.02\n"
+      "  compare:\n    - {a: hora, b: lora, claim: \"HoRA >= LoRA\"}\n    - {a: lora, b: hora, margin: 0.01}\n",
+      "r.yaml");
+  EXPECT_EQ(r.sweep.variants[0].budget, "b1");
+  EXPECT_TRUE(r.sweep.variants[0].overrides.size() == 1);  // the budget label is not an override
+  EXPECT_EQ(r.sweep.tune.key, "optimizer.lr");
+  EXPECT_EQ(r.sweep.tune.values, (std::vector<std::string>{"1e-4", "3e-4", "1e-3", "3e-3"}));
+  EXPECT_EQ(r.sweep.tune.seeds, (std::vector<int64_t>{7}));
+  EXPECT_DOUBLE_EQ(r.sweep.budget_tolerance, 0.02);
+  ASSERT_EQ(r.sweep.compare.size(), 2u);
+  EXPECT_EQ(r.sweep.compare[0].claim, "HoRA >= LoRA");
+  EXPECT_EQ(r.sweep.compare[1].claim, "lora beats hora");
+  EXPECT_DOUBLE_EQ(r.sweep.compare[1].margin, 0.01);
+
+  const std::string variants = "sweep:\n  variants:\n    - {name: lora, adapter.kind: lora}\n    - {name: dora, adapter.kind: dora}\n";
+  auto error = [](const std::string& yaml) { return testkit::error_of([&] { parse_recipe(yaml, "r.yaml"); }); };
+  EXPECT_EQ(error(variants + "  tune: {values: [1e-3]}\n"),
+            "r.yaml:5:18: sweep.tune.values: has 1 value(s): tuning chooses among at least 2 (the protocol asks for 4 "
+            "on a log grid, docs/experiments.md)");
+  EXPECT_EQ(error(variants + "  tune: {values: [1e-3, 1e-3]}\n"), "r.yaml:5:25: sweep.tune.values[1]: '1e-3' is listed twice");
+  EXPECT_EQ(error(variants + "  tune: {seeds: [0]}\n"),
+            "r.yaml:5:9: sweep.tune.values: is required: the values to choose from (at least 4 on a log grid)");
+  EXPECT_EQ(error(variants + "  grid: {optimizer.lr: [1, 2]}\n  tune: {values: [1, 2]}\n"),
+            "r.yaml:6:9: sweep.tune.key: optimizer.lr is also a sweep.grid key: tune it or grid it, not both");
+  EXPECT_EQ(error("sweep:\n  variants:\n    - {name: a, optimizer.lr: 0.1}\n  tune: {values: [1, 2]}\n"),
+            "r.yaml:4:9: sweep.tune.key: variant 'a' sets optimizer.lr itself (0.1): a tuned key is chosen per variant");
+  EXPECT_EQ(error(variants + "  compare: [{a: lora, b: hora}]\n"),
+            "r.yaml:5:26: sweep.compare[0].b: 'hora' is not a variant (variants: lora, dora)");
+  EXPECT_EQ(error(variants + "  compare: [{a: lora, b: lora}]\n"), "r.yaml:5:26: sweep.compare[0].b: compares 'lora' with itself");
+  EXPECT_EQ(error("sweep:\n  compare: [{a: x, b: y}]\n"), "r.yaml:2:12: sweep.compare: compares variants: give sweep.variants");
+  EXPECT_EQ(error(variants + "  compare: [{a: lora, b: dora, margn: 1}]\n"),
+            "r.yaml:5:32: sweep.compare[0].margn: unknown key (did you mean 'margin'?)");
+}
+
+// The protocol on two tiny adapters: budgets checked before training, the learning rate tuned per
+// variant on validation (the test split read once, at the value chosen), then seeds and a paired
+// comparison.
+TEST(Sweep, TunesPerVariantOnValidationThenComparesPaired) {
+  testkit::TempDir data, runs;
+  testkit::write_synthetic_fmnist(data.path(), 10, 4);
+  std::string recipe = runs / "tiny.yaml";
+  auto write = [&](const std::string& tolerance) {
+    std::ofstream(recipe) << testkit::tiny_recipe_yaml(
+        data.path(), runs.path(),
+        "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+        "sweep:\n  seeds: [3, 4]\n" + tolerance +
+            "  variants:\n"
+            "    - {name: lora, budget: r1, adapter.kind: lora, adapter.r: 1}\n"
+            "    - {name: dora, budget: r1, adapter.kind: dora, adapter.r: 1}\n"
+            "  tune: {values: [1e-3, 1e-2]}\n"
+            "  compare: [{a: dora, b: lora, claim: \"DoRA beats LoRA\"}]\n");
+  };
+  write("");
+  SweepOptions o;
+  o.recipe_path = recipe;
+  o.overrides = {"train.epochs=1"};
+  o.dir = runs / "sweeps";
+  // DoRA r=1 trains 32 more parameters (a magnitude per output of 2 layers) than LoRA r=1: more
+  // than 5 % of this tiny model's trainable count. Refused before anything trains.
+  const std::string budget = testkit::error_of([&] { run_sweep(o); });
+  EXPECT_NE(budget.find("sweep budget 'r1': the trainable parameters differ by "), std::string::npos) << budget;
+  EXPECT_NE(budget.find("more than sweep.budget_tolerance (5.0 %): lora "), std::string::npos) << budget;
+  EXPECT_FALSE(fs::exists(runs / "sweeps/tiny/cells"));
+
+  write("  budget_tolerance: 0.5\n");
+  SweepResult res = run_sweep(o);
+  EXPECT_EQ(res.cells, 2 * 2 + 2 * 2);  // tuning: 2 variants x 2 values x seed 3; then 2 variants x seeds 3, 4
+  EXPECT_EQ(res.ran, 4 + 4);             // the chosen value's seed-3 cell trains once, its test read after
+  const std::string tune = read(res.tune_csv);
+  EXPECT_EQ(tune.rfind("variant,optimizer.lr,seeds,mean_val_score,chosen\n", 0), 0u) << tune;
+  std::vector<std::string> chosen;
+  for (const std::string& v : {"lora", "dora"}) {
+    const size_t at = tune.find("\n" + v + ",1e-3,1,");
+    ASSERT_NE(at, std::string::npos) << tune;
+    const std::string line = tune.substr(at + 1, tune.find('\n', at + 1) - at - 1);
+    chosen.push_back(line.substr(line.size() - 3) == "yes" ? "1e-3" : "1e-2");
+  }
+  // Tuning cells read validation only; the chosen value's cells have test figures.
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string v = i == 0 ? "lora" : "dora";
+    const std::string other = chosen[i] == "1e-3" ? "1e-2" : "1e-3";
+    const std::string unchosen = read(runs / ("sweeps/tiny/cells/" + v + "__optimizer.lr-" + other + "__seed-3/result.json"));
+    EXPECT_EQ(unchosen.find("test_accuracy"), std::string::npos) << unchosen;
+    EXPECT_NE(unchosen.find("\"phase\": \"tune\""), std::string::npos) << unchosen;
+    for (int seed : {3, 4})
+      EXPECT_NE(read(runs / fmt::format("sweeps/tiny/cells/{}__optimizer.lr-{}__seed-{}/result.json", v, chosen[i], seed))
+                    .find("test_accuracy"),
+                std::string::npos);
+  }
+  const std::string csv = read(res.csv);
+  EXPECT_EQ(csv.rfind("cell,variant,optimizer.lr,seed,test_accuracy,", 0), 0u) << csv;
+  const std::string summary = read(res.summary);
+  EXPECT_NE(summary.find("| variant | optimizer.lr (tuned) | seeds |"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("| lora | " + chosen[0] + " | 2 |"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("optimizer.lr tuned per grid point over 1e-3, 1e-2 on the validation split (seeds 3"),
+            std::string::npos)
+      << summary;
+  EXPECT_NE(summary.find("## Claims"), std::string::npos);
+  EXPECT_NE(res.claims.find("| DoRA beats LoRA | — | 2 | dora "), std::string::npos) << res.claims;
+  const std::string compare = read(res.compare_csv);
+  EXPECT_EQ(compare.rfind("claim,a,b,setting,pairs,mean_a,mean_b,diff,diff_lo,diff_hi,p,margin,verdict\nDoRA beats LoRA,dora,lora,—,2,", 0), 0u)
+      << compare;
+  EXPECT_TRUE(compare.find(",reproduced\n") != std::string::npos || compare.find(",not reproduced\n") != std::string::npos ||
+              compare.find(",inconclusive\n") != std::string::npos)
+      << compare;
+
+  // A second run trains nothing and writes the same files.
+  SweepResult again = run_sweep(o);
+  EXPECT_EQ(again.ran, 0);
+  EXPECT_EQ(again.skipped, 8);
+  EXPECT_EQ(read(again.csv), csv);
+  EXPECT_EQ(read(again.tune_csv), tune);
 }

@@ -481,8 +481,12 @@ Command add_sweep(CLI::App& app) {
   sweep_cmd->add_flag("-v,--verbose", sweep->verbose, "Show each cell's training progress");
   return {sweep_cmd, [sweep] {
             SweepResult r = run_sweep(*sweep);
-            std::cout << r.table << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells,
-                                                r.ran, r.skipped, r.csv, r.summary);
+            std::cout << r.table;
+            if (!r.claims.empty()) std::cout << "\n" << r.claims;
+            std::cout << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,
+                                     r.skipped, r.csv, r.summary);
+            for (const auto& f : {r.tune_csv, r.compare_csv})
+              if (!f.empty()) std::cout << "wrote " << f << "\n";
             for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";
             return 0;
           }};

@@ -267,7 +267,24 @@ struct OutputConfig {
 struct SweepVariant {
   std::string name;    // label in tables (default: "key=value ...")
   std::string series;  // plot curve it belongs to (default: name)
+  std::string budget;  // variants with one budget label must have equal trainable parameters
   std::vector<std::pair<std::string, std::string>> overrides;
+};
+
+// sweep.tune: every grid point picks its own value of `key` (a learning rate, on a log grid) by
+// the mean best validation score over `seeds`; the test split is read only at the value chosen.
+struct SweepTune {
+  std::string key = "optimizer.lr";
+  std::vector<std::string> values;  // empty: no tuning
+  std::vector<int64_t> seeds;       // empty: the sweep's first seed
+  bool on() const { return !values.empty(); }
+};
+
+// sweep.compare: "variant a beats variant b (by more than margin)", decided per grid point by the
+// paired t-test over the seeds (src/sweep/stats.h).
+struct SweepClaim {
+  std::string a, b, claim;
+  double margin = 0;
 };
 
 enum class PlotX { Grid, TrainableParams };
@@ -285,6 +302,9 @@ struct SweepConfig {
   std::vector<std::pair<std::string, std::vector<std::string>>> grid;  // key path -> values, in file order
   std::vector<int64_t> seeds;                                         // empty = the recipe's seed
   PlotX plot_x = PlotX::Grid;
+  SweepTune tune;
+  double budget_tolerance = 0.05;  // relative spread allowed within a budget label
+  std::vector<SweepClaim> compare;
 };
 
 struct Recipe {

@@ -1,6 +1,7 @@
 // The recipe's run sections: `threads:`, `optimizer:`, `schedule:`, `train:`, `output:` and `sweep:`.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
@@ -28,8 +29,8 @@ std::string variant_value(Section& w, const YAML::Node& val, const std::string& 
   return e.c_str();
 }
 
-// sweep.variants: a list of mappings of key paths to values, each a set of overrides. `name` and
-// `series` are labels, not overrides.
+// sweep.variants: a list of mappings of key paths to values, each a set of overrides. `name`,
+// `series` and `budget` are labels, not overrides.
 std::vector<SweepVariant> parse_variants(Section& w) {
   std::vector<SweepVariant> out;
   YAML::Node n = w.take("variants");
@@ -49,6 +50,8 @@ std::vector<SweepVariant> parse_variants(Section& w) {
         v.name = text;
       } else if (k == "series") {
         v.series = text;
+      } else if (k == "budget") {
+        v.budget = text;
       } else {
         v.overrides.emplace_back(k, text);
         parts.push_back(k.substr(k.rfind('.') + 1) + "=" + text);
@@ -164,18 +167,104 @@ OutputConfig parse_output(Section o, const std::string& source) {
   return c;
 }
 
+// A list of seeds: none negative, none twice.
+void check_seeds(const Section& w, const std::string& key, const std::vector<int64_t>& seeds) {
+  std::set<int64_t> seen;
+  for (int64_t s : seeds) {
+    if (s < 0)
+      w.fail(key, fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
+    if (!seen.insert(s).second) w.fail(key, fmt::format("seed {} is listed twice", s));
+  }
+}
+
+// sweep.tune: {key, values, seeds}; `node` is the section's (what a message about a key it
+// lacks points at).
+SweepTune parse_tune(const YAML::Node& node, Section t, const SweepConfig& c) {
+  SweepTune tune;
+  // A key given fails at its value; one left out (the default key, no values) at the section.
+  const auto fail = [&](const std::string& key, const std::string& message) {
+    if (t.has(key)) t.fail(key, message);
+    t.fail_at(node, t.child(key), message);
+  };
+  t.read("key", tune.key);
+  YAML::Node values = t.take("values");
+  if (!t.has("values")) fail("values", "is required: the values to choose from (at least 4 on a log grid)");
+  if (!values.IsSequence()) t.type_error(values, t.child("values"), "a list of values");
+  for (size_t i = 0; i < values.size(); ++i) {
+    const std::string at = fmt::format("{}[{}]", t.child("values"), i);
+    if (!values[i].IsScalar()) t.type_error(values[i], at, "a value");
+    if (std::find(tune.values.begin(), tune.values.end(), values[i].Scalar()) != tune.values.end())
+      t.fail_at(values[i], at, fmt::format("'{}' is listed twice", values[i].Scalar()));
+    tune.values.push_back(values[i].Scalar());
+  }
+  if (tune.values.size() < 2)
+    t.fail("values", fmt::format("has {} value(s): tuning chooses among at least 2 (the protocol asks for 4 on a "
+                                 "log grid, docs/experiments.md)",
+                                 tune.values.size()));
+  t.read("seeds", tune.seeds);
+  check_seeds(t, "seeds", tune.seeds);
+  if (tune.key.empty() || tune.key.find_first_of(" =") != std::string::npos)
+    fail("key", fmt::format("'{}' is not a key path", tune.key));
+  for (const auto& [key, values_] : c.grid)
+    if (key == tune.key) fail("key", fmt::format("{} is also a sweep.grid key: tune it or grid it, not both", key));
+  for (const auto& v : c.variants)
+    for (const auto& [key, value] : v.overrides)
+      if (key == tune.key)
+        fail("key", fmt::format("variant '{}' sets {} itself ({}): a tuned key is chosen per variant", v.name, key, value));
+  t.finish();
+  return tune;
+}
+
+// sweep.compare: a list of {a, b, claim, margin}, a and b variant names.
+std::vector<SweepClaim> parse_compare(Section& w, const SweepConfig& c) {
+  std::vector<SweepClaim> out;
+  YAML::Node n = w.take("compare");
+  if (!w.has("compare")) return out;
+  const std::string key = w.child("compare");
+  if (!n.IsSequence()) w.type_error(n, key, "a list of {a, b, claim, margin} mappings");
+  if (c.variants.empty()) w.fail("compare", "compares variants: give sweep.variants");
+  for (size_t i = 0; i < n.size(); ++i) {
+    const std::string at = fmt::format("{}[{}]", key, i);
+    if (!n[i].IsMap()) w.type_error(n[i], at, "a mapping {a, b, claim, margin}");
+    Section e(n[i], at, w.origin());
+    SweepClaim claim;
+    e.read("a", claim.a);
+    e.read("b", claim.b);
+    e.read("claim", claim.claim);
+    e.read("margin", claim.margin);
+    for (const char* side : {"a", "b"}) {
+      const std::string& name = std::string(side) == "a" ? claim.a : claim.b;
+      if (!e.has(side)) e.fail(side, "is required: a variant name");
+      if (std::none_of(c.variants.begin(), c.variants.end(), [&](const SweepVariant& v) { return v.name == name; })) {
+        std::vector<std::string> names;
+        for (const auto& v : c.variants) names.push_back(v.name);
+        e.fail(side, fmt::format("'{}' is not a variant (variants: {})", name, join(names, ", ")));
+      }
+    }
+    if (claim.a == claim.b) e.fail("b", fmt::format("compares '{}' with itself", claim.a));
+    if (!std::isfinite(claim.margin)) e.fail("margin", "must be a finite number (negative: A is not worse than B by more)");
+    if (claim.claim.empty()) claim.claim = claim.a + " beats " + claim.b;
+    e.finish();
+    out.push_back(std::move(claim));
+  }
+  return out;
+}
+
 SweepConfig parse_sweep(Section w) {
   SweepConfig c;
   c.grid = w.string_lists("grid");
   c.variants = parse_variants(w);
   w.read("seeds", c.seeds);
-  std::set<int64_t> seen;
-  for (int64_t s : c.seeds) {
-    if (s < 0)
-      w.fail("seeds", fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
-    if (!seen.insert(s).second) w.fail("seeds", fmt::format("seed {} is listed twice", s));
-  }
+  check_seeds(w, "seeds", c.seeds);
   c.plot_x = w.choice("plot_x", c.plot_x);
+  if (w.has("tune")) {
+    const YAML::Node node = w.take("tune");
+    if (!node.IsMap()) w.type_error(node, w.child("tune"), "a mapping {key, values, seeds}");
+    c.tune = parse_tune(node, w.section("tune"), c);
+  }
+  w.read("budget_tolerance", c.budget_tolerance);
+  w.check_real("budget_tolerance", c.budget_tolerance, 0, false, 1, false);
+  c.compare = parse_compare(w, c);
   w.finish();
   return c;
 }

@@ -55,6 +55,8 @@ namespace {
 struct Cell {
   std::vector<std::string> values;  // one per dimension (variant, grid keys)
   std::string series;               // the variant's plot series
+  std::string tuned;                // sweep.tune: the tuned key's value ("" without tuning)
+  bool tuning = false;              // a tuning cell: validation only, the test split is not read
   int64_t seed = 0;
   std::string name;
   Recipe recipe;
@@ -89,7 +91,7 @@ std::string find_gnuplot() {
 
 struct Group {
   std::vector<std::string> values;
-  std::string series;
+  std::string series, tuned;
   std::vector<double> acc;
   double trainable = 0, rate = 0, rss = 0;
   std::vector<double> gate;  // mean prompt-expert gate weight, when the cell has prompt experts
@@ -120,12 +122,14 @@ Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
   return dims;
 }
 
-// One cell: the values at grid point `idx` and one seed, its name and its parsed recipe.
+// One cell: the values at grid point `idx` (and the tuned key at `tuned`, unless empty) and one
+// seed, its name and its parsed recipe.
 Cell make_cell(const Recipe& base, const SweepOptions& opt, const Dims& dims, const std::vector<size_t>& idx,
-               int64_t seed, const std::string& cells_dir) {
+               int64_t seed, const std::string& cells_dir, const std::string& tuned = "") {
   const auto& variants = base.sweep.variants;
   Cell c;
   c.seed = seed;
+  c.tuned = tuned;
   std::vector<std::string> overrides = opt.overrides, parts;
   for (size_t k = 0; k < dims.size(); ++k) {
     c.values.push_back(dims[k].second[idx[k]]);
@@ -137,6 +141,10 @@ Cell make_cell(const Recipe& base, const SweepOptions& opt, const Dims& dims, co
       overrides.push_back(dims[k].first + "=" + c.values.back());
       parts.push_back(sanitize(dims[k].first) + "-" + sanitize(c.values.back()));
     }
+  }
+  if (!tuned.empty()) {
+    overrides.push_back(base.sweep.tune.key + "=" + tuned);
+    parts.push_back(sanitize(base.sweep.tune.key) + "-" + sanitize(tuned));
   }
   parts.push_back(fmt::format("seed-{}", seed));
   c.name = join(parts, "__");
@@ -151,14 +159,12 @@ Cell make_cell(const Recipe& base, const SweepOptions& opt, const Dims& dims, co
   return c;
 }
 
-// Every cell (the first dimension varying fastest, seeds innermost), parsed and validated before
-// anything runs.
-std::vector<Cell> make_cells(const Recipe& base, const SweepOptions& opt, const Dims& dims,
-                             const std::vector<int64_t>& seeds, const std::string& cells_dir) {
-  std::vector<Cell> cells;
+// Every grid point, the first dimension varying fastest.
+std::vector<std::vector<size_t>> grid_points(const Dims& dims) {
+  std::vector<std::vector<size_t>> points;
   std::vector<size_t> idx(dims.size(), 0);
   while (true) {
-    for (int64_t seed : seeds) cells.push_back(make_cell(base, opt, dims, idx, seed, cells_dir));
+    points.push_back(idx);
     size_t k = 0;
     for (; k < dims.size(); ++k) {
       if (++idx[k] < dims[k].second.size()) break;
@@ -166,41 +172,119 @@ std::vector<Cell> make_cells(const Recipe& base, const SweepOptions& opt, const 
     }
     if (k == dims.size()) break;
   }
+  return points;
+}
+
+// The cells of every grid point at the tuned value `tuned[point]` ("" without tuning), seeds innermost.
+std::vector<Cell> make_cells(const Recipe& base, const SweepOptions& opt, const Dims& dims,
+                             const std::vector<std::vector<size_t>>& points, const std::vector<std::string>& tuned,
+                             const std::vector<int64_t>& seeds, const std::string& cells_dir) {
+  std::vector<Cell> cells;
+  for (size_t p = 0; p < points.size(); ++p)
+    for (int64_t seed : seeds) cells.push_back(make_cell(base, opt, dims, points[p], seed, cells_dir, tuned[p]));
   return cells;
 }
 
-// Trains one cell, evaluates its best checkpoint on the test split and writes result.json.
+// sweep.tune: the tuning cells (every grid point x every value x the tuning seeds); and, so that
+// nothing fails after hours of tuning, every final cell any choice could make is parsed too.
+std::vector<Cell> make_tuning_cells(const Recipe& base, const SweepOptions& opt, const Dims& dims,
+                                    const std::vector<std::vector<size_t>>& points,
+                                    const std::vector<int64_t>& tune_seeds, const std::vector<int64_t>& seeds,
+                                    const std::string& cells_dir) {
+  std::vector<Cell> cells;
+  for (const auto& point : points)
+    for (const auto& value : base.sweep.tune.values) {
+      for (int64_t seed : tune_seeds) {
+        cells.push_back(make_cell(base, opt, dims, point, seed, cells_dir, value));
+        cells.back().tuning = true;
+      }
+      for (int64_t seed : seeds) make_cell(base, opt, dims, point, seed, cells_dir, value);
+    }
+  return cells;
+}
+
+// Variants sharing a budget label must train the same number of parameters (within
+// sweep.budget_tolerance) at every setting of the other grid keys; checked on the models as
+// built, before anything trains.
+void check_budgets(const Recipe& base, const Dims& dims, const std::vector<std::vector<size_t>>& points,
+                   const std::vector<Cell>& cells, size_t cells_per_point) {
+  const auto& variants = base.sweep.variants;
+  if (std::none_of(variants.begin(), variants.end(), [](const SweepVariant& v) { return !v.budget.empty(); })) return;
+  // (budget, the other grid values) -> (variant name, trainable parameters)
+  std::map<std::pair<std::string, std::vector<std::string>>, std::vector<std::pair<std::string, int64_t>>> groups;
+  for (size_t p = 0; p < points.size(); ++p) {
+    const SweepVariant& v = variants[points[p][0]];
+    if (v.budget.empty()) continue;
+    const Cell& c = cells[p * cells_per_point];
+    std::vector<std::string> setting;
+    for (size_t k = 1; k < dims.size(); ++k) setting.push_back(dims[k].first + "=" + c.values[k]);
+    int64_t trainable = 0;
+    try {
+      trainable = build_run_model(c.recipe, /*load_init=*/false).report.trainable;
+    } catch (const Error& e) {
+      throw Error(fmt::format("sweep cell {}: {}", c.name, e.what()));
+    }
+    groups[{v.budget, setting}].emplace_back(v.name, trainable);
+  }
+  for (const auto& [key, members] : groups) {
+    int64_t lo = members[0].second, hi = lo;
+    for (const auto& m : members) lo = std::min(lo, m.second), hi = std::max(hi, m.second);
+    const double spread = lo > 0 ? double(hi - lo) / double(lo) : (hi > 0 ? INFINITY : 0.0);
+    if (spread <= base.sweep.budget_tolerance) continue;
+    std::vector<std::string> listed;
+    for (const auto& [name, n] : members) listed.push_back(fmt::format("{} {}", name, with_commas((long long)n)));
+    throw Error(fmt::format("{}: sweep budget '{}'{}: the trainable parameters differ by {:.1f} %, more than "
+                            "sweep.budget_tolerance ({:.1f} %): {}",
+                            base.source, key.first, key.second.empty() ? "" : " (" + join(key.second, ", ") + ")",
+                            100 * spread, 100 * base.sweep.budget_tolerance, join(listed, "; ")));
+  }
+}
+
+// Trains one cell (a finished run is not trained again) and writes result.json: with the test
+// split's evaluation of its best checkpoint, except for a tuning cell, which reads validation only.
 nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
   const std::string run_dir = c.recipe.run_dir(), result_path = run_dir + "/result.json";
   auto t0 = std::chrono::steady_clock::now();
-  std::fprintf(stderr, "%s: training...\n", label.c_str());
+  std::fprintf(stderr, "%s: %s...\n", label.c_str(), c.tuning ? "training (tuning: validation only)" : "training");
   reset_peak_rss();  // cells run one after another in this process: measure each from here
   TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!verbose, 0});
   const double rss = peak_rss_mib();
-  LoadedRun run = load_run(run_dir, "best");
-  auto splits = load_data(run.recipe, run_dir);
-  EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double val_score = tr.lm ? -tr.best_val_loss : tr.best_val_accuracy;
   nlohmann::json j{{"cell", c.name},
                    {"seed", c.seed},
                    {"values", c.values},
-                   {"test_accuracy", ev.accuracy},
-                   {"test_loss", ev.loss},
-                   {"test_macro_f1", ev.macro_f1},
+                   {"tuned", c.tuned},
+                   {"phase", c.tuning ? "tune" : "test"},
                    {"best_val_accuracy", tr.best_val_accuracy},
+                   {"best_val_loss", tr.best_val_loss},
+                   {"val_score", val_score},
                    {"trainable_params", tr.trainable},
                    {"samples_per_second", tr.samples_per_second},
                    {"peak_rss_mib", rss},
-                   {"mean_gate", ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage())},
                    {"series", c.series},
-                   {"steps", tr.steps},
-                   {"seconds", seconds}};
+                   {"steps", tr.steps}};
+  if (!c.tuning) {
+    LoadedRun run = load_run(run_dir, "best");
+    auto splits = load_data(run.recipe, run_dir);
+    EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
+    j["test_accuracy"] = ev.accuracy;
+    j["test_loss"] = ev.loss;
+    j["test_macro_f1"] = ev.macro_f1;
+    j["mean_gate"] = ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  j["seconds"] = seconds;
   write_file_atomic(result_path, j.dump(2) + "\n");  // written last: marks the cell finished
-  std::fprintf(stderr, "%s: test acc %.4f  (%s)\n", label.c_str(), ev.accuracy, format_duration(seconds).c_str());
+  if (c.tuning)
+    std::fprintf(stderr, "%s: val score %.4f  (%s)\n", label.c_str(), val_score, format_duration(seconds).c_str());
+  else
+    std::fprintf(stderr, "%s: test acc %.4f  (%s)\n", label.c_str(), j["test_accuracy"].get<double>(),
+                 format_duration(seconds).c_str());
   return j;
 }
 
-// Runs the cells not finished before; the results of all, in cell order.
+// Runs the cells not finished before; the results of all, in cell order. A cell tuning finished
+// whose value was chosen is finished by reading its test split once (its training is not repeated).
 std::vector<nlohmann::json> run_cells(const std::vector<Cell>& cells, bool verbose, SweepResult& res) {
   std::vector<nlohmann::json> results;
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -208,12 +292,22 @@ std::vector<nlohmann::json> run_cells(const std::vector<Cell>& cells, bool verbo
     const std::string result_path = c.recipe.run_dir() + "/result.json";
     std::string label = fmt::format("[{}/{}] {}", i + 1, cells.size(), c.name);
     if (fs::exists(result_path)) {
-      std::ifstream in(result_path);
-      results.push_back(nlohmann::json::parse(in));
-      ++res.skipped;
-      std::fprintf(stderr, "%s: done before, skipped (test acc %.4f)\n", label.c_str(),
-                   results.back().value("test_accuracy", 0.0));
-      continue;
+      nlohmann::json done;
+      try {
+        done = nlohmann::json::parse(read_file(result_path, int64_t(1) << 20));
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(fmt::format("{}: unreadable ({}); remove it to run the cell again", result_path, e.what()));
+      }
+      if (c.tuning || done.contains("test_accuracy")) {
+        results.push_back(done);
+        ++res.skipped;
+        if (c.tuning)
+          std::fprintf(stderr, "%s: done before, skipped (val score %.4f)\n", label.c_str(), done.value("val_score", 0.0));
+        else
+          std::fprintf(stderr, "%s: done before, skipped (test acc %.4f)\n", label.c_str(),
+                       done.value("test_accuracy", 0.0));
+        continue;
+      }
     }
     results.push_back(run_cell(c, label, verbose));
     ++res.ran;
@@ -221,15 +315,50 @@ std::vector<nlohmann::json> run_cells(const std::vector<Cell>& cells, bool verbo
   return results;
 }
 
-// sweep.csv: one row per cell.
-std::string sweep_csv(const Dims& dims, const std::vector<nlohmann::json>& results) {
+// sweep.tune: each grid point's value with the best mean validation score over the tuning seeds
+// (the first such value on a tie); tune.csv lists every value's mean.
+std::vector<std::string> choose_tuned(const Recipe& base, const Dims& dims, size_t points,
+                                      const std::vector<Cell>& cells, const std::vector<nlohmann::json>& results,
+                                      const std::string& csv_path) {
+  const auto& values = base.sweep.tune.values;
+  const size_t per_value = cells.size() / (points * values.size());
+  std::string csv;
+  for (const auto& g : dims) csv += csv_field(g.first) + ",";
+  csv += csv_field(base.sweep.tune.key) + ",seeds,mean_val_score,chosen\n";
+  std::vector<std::string> chosen;
+  for (size_t p = 0; p < points; ++p) {
+    std::vector<double> means;
+    for (size_t v = 0; v < values.size(); ++v) {
+      std::vector<double> scores;
+      for (size_t s = 0; s < per_value; ++s)
+        scores.push_back(results[(p * values.size() + v) * per_value + s].value("val_score", std::nan("")));
+      means.push_back(mean(scores));
+    }
+    size_t best = 0;
+    for (size_t v = 1; v < means.size(); ++v)
+      if (means[v] > means[best] || !std::isfinite(means[best])) best = v;
+    chosen.push_back(values[best]);
+    const Cell& first = cells[p * values.size() * per_value];
+    for (size_t v = 0; v < values.size(); ++v) {
+      for (const auto& x : first.values) csv += csv_field(x) + ",";
+      csv += fmt::format("{},{},{},{}\n", csv_field(values[v]), per_value, means[v], v == best ? "yes" : "");
+    }
+  }
+  write_file_atomic(csv_path, csv);
+  return chosen;
+}
+
+// sweep.csv: one row per cell (with the tuned key's chosen value after the grid's, when tuned).
+std::string sweep_csv(const Dims& dims, const std::string& tuned_key, const std::vector<nlohmann::json>& results) {
   std::string csv = "cell";
   for (const auto& g : dims) csv += "," + csv_field(g.first);
+  if (!tuned_key.empty()) csv += "," + csv_field(tuned_key);
   csv += ",seed,test_accuracy,test_loss,test_macro_f1,best_val_accuracy,trainable_params,samples_per_second,"
          "peak_rss_mib,steps,seconds,mean_gate\n";
   for (const auto& j : results) {
     csv += csv_field(j["cell"].get<std::string>());
     for (const auto& v : j["values"]) csv += "," + csv_field(v.get<std::string>());
+    if (!tuned_key.empty()) csv += "," + csv_field(j.value("tuned", std::string()));
     csv += fmt::format(",{},{},{},{},{},{},{},{:.1f},{},{},{}\n", j["seed"].get<int64_t>(), j["test_accuracy"].get<double>(),
                        j["test_loss"].get<double>(), j["test_macro_f1"].get<double>(),
                        j["best_val_accuracy"].get<double>(), j["trainable_params"].get<int64_t>(),
@@ -251,7 +380,7 @@ std::vector<Group> group_by_grid_point(const std::vector<nlohmann::json>& result
     auto it = where.find(values);
     if (it == where.end()) {
       it = where.emplace(values, groups.size()).first;
-      groups.push_back({values, j.value("series", std::string()), {}, 0, 0, 0, {}});
+      groups.push_back({values, j.value("series", std::string()), j.value("tuned", std::string()), {}, 0, 0, 0, {}});
     }
     auto& g = groups[it->second];
     g.rss = std::max(g.rss, j.value("peak_rss_mib", 0.0));
@@ -265,17 +394,20 @@ std::vector<Group> group_by_grid_point(const std::vector<nlohmann::json>& result
 
 // The Markdown table of summary.md: mean ± the 95 % confidence interval's half-width (Student t
 // over the seeds, src/sweep/stats.h) and the standard deviation, for each grid point.
-std::string summary_table(const Dims& dims, const std::vector<Group>& groups) {
+// With tuning, the value each grid point chose follows its grid values.
+std::string summary_table(const Dims& dims, const std::string& tuned_key, const std::vector<Group>& groups) {
   std::string table = "|";
   for (const auto& g : dims) table += " " + g.first + " |";
+  if (!tuned_key.empty()) table += " " + tuned_key + " (tuned) |";
   const bool any_gate = std::any_of(groups.begin(), groups.end(), [](const Group& g) { return !g.gate.empty(); });
   table += " seeds | test accuracy (mean ± 95 % CI) | std | trainable params | samples/s | peak RSS MiB |";
   table += any_gate ? " mean gate |\n|" : "\n|";
-  for (size_t k = 0; k < dims.size() + 6 + (any_gate ? 1 : 0); ++k) table += "---|";
+  for (size_t k = 0; k < dims.size() + (tuned_key.empty() ? 0 : 1) + 6 + (any_gate ? 1 : 0); ++k) table += "---|";
   table += "\n";
   for (const auto& g : groups) {
     table += "|";
     for (const auto& v : g.values) table += " " + v + " |";
+    if (!tuned_key.empty()) table += " " + g.tuned + " |";
     const auto ci = stats::mean_ci(g.acc);
     const std::string acc = g.acc.size() < 2 ? fmt::format("{:.4f} (one seed)", ci.mean)
                                              : fmt::format("{:.4f} ± {:.4f}", ci.mean, ci.half());
@@ -377,6 +509,56 @@ std::vector<std::string> write_plots(const std::string& dir, const std::string& 
   return plots;
 }
 
+// sweep.compare: for each claim and each setting of the grid keys other than the variant, the
+// paired t-test of a's and b's test accuracies over the seeds both ran (same seed: same
+// initialisation and data order), and its verdict. Writes compare.csv; returns the Markdown table.
+std::string compare_claims(const Recipe& base, const Dims& dims, const std::vector<nlohmann::json>& results,
+                           const std::string& csv_path) {
+  // (variant, the other grid values) -> seed -> test accuracy
+  std::map<std::pair<std::string, std::vector<std::string>>, std::map<int64_t, double>> acc;
+  std::vector<std::vector<std::string>> settings;
+  for (const auto& j : results) {
+    auto values = j["values"].get<std::vector<std::string>>();
+    std::vector<std::string> setting;
+    for (size_t k = 1; k < dims.size(); ++k) setting.push_back(dims[k].first + "=" + values[k]);
+    if (std::find(settings.begin(), settings.end(), setting) == settings.end()) settings.push_back(setting);
+    acc[{values[0], setting}][j["seed"].get<int64_t>()] = j["test_accuracy"].get<double>();
+  }
+  std::string csv = "claim,a,b,setting,pairs,mean_a,mean_b,diff,diff_lo,diff_hi,p,margin,verdict\n";
+  std::string table =
+      "| claim | setting | seeds | A | B | A − B (95 % CI) | p | verdict |\n|---|---|---|---|---|---|---|---|\n";
+  for (const auto& claim : base.sweep.compare)
+    for (const auto& setting : settings) {
+      const auto& a = acc[{claim.a, setting}];
+      const auto& b = acc[{claim.b, setting}];
+      std::vector<double> xa, xb;
+      for (const auto& [seed, value] : a)
+        if (b.count(seed)) {
+          xa.push_back(value);
+          xb.push_back(b.at(seed));
+        }
+      const std::string where = setting.empty() ? "—" : join(setting, ", ");
+      if (xa.size() < 2) {
+        csv += fmt::format("{},{},{},{},{},,,,,,,{},inconclusive\n", csv_field(claim.claim), csv_field(claim.a),
+                           csv_field(claim.b), csv_field(where), xa.size(), claim.margin);
+        table += fmt::format("| {} | {} | {} | | | fewer than 2 paired seeds | | inconclusive |\n", claim.claim, where,
+                             xa.size());
+        continue;
+      }
+      const stats::PairedTest t = stats::paired_t_test(xa, xb);
+      const std::string verdict = stats::to_string(stats::verdict(t, claim.margin));
+      csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv_field(claim.claim), csv_field(claim.a),
+                         csv_field(claim.b), csv_field(where), xa.size(), mean(xa), mean(xb), t.diff.mean, t.diff.lo,
+                         t.diff.hi, t.p, claim.margin, verdict);
+      table += fmt::format("| {} | {} | {} | {} {:.4f} | {} {:.4f} | {:+.4f} [{:+.4f}, {:+.4f}] | {:.3g} | {} |\n",
+                           claim.claim + (claim.margin != 0 ? fmt::format(" (margin {})", claim.margin) : ""), where,
+                           xa.size(), claim.a, mean(xa), claim.b, mean(xb), t.diff.mean, t.diff.lo, t.diff.hi, t.p,
+                           verdict);
+    }
+  write_file_atomic(csv_path, csv);
+  return table;
+}
+
 }  // namespace
 
 SweepResult run_sweep(const SweepOptions& opt) {
@@ -389,19 +571,53 @@ SweepResult run_sweep(const SweepOptions& opt) {
   res.dir = (fs::path(opt.dir) / name).string();
   const std::string cells_dir = res.dir + "/cells";
 
-  std::vector<Cell> cells = make_cells(base, opt, dims, seeds, cells_dir);
-  res.cells = static_cast<int64_t>(cells.size());
+  // Every cell is parsed (and budgets checked on the built models) before anything trains.
+  const auto points = grid_points(dims);
+  const SweepTune& tune = base.sweep.tune;
+  const std::vector<int64_t> tune_seeds = !tune.seeds.empty() ? tune.seeds : std::vector<int64_t>{seeds[0]};
+  std::vector<Cell> tuning;
+  std::vector<std::string> chosen(points.size());
+  if (tune.on()) tuning = make_tuning_cells(base, opt, dims, points, tune_seeds, seeds, cells_dir);
+  // (Budgets are checked at the tuned key's first value: a learning rate does not change them.)
+  std::vector<Cell> cells =
+      make_cells(base, opt, dims, points,
+                 tune.on() ? std::vector<std::string>(points.size(), tune.values[0]) : chosen, seeds, cells_dir);
+  check_budgets(base, dims, points, cells, seeds.size());
   fs::create_directories(cells_dir);
+  std::string protocol;
+  if (tune.on()) {
+    std::fprintf(stderr, "sweep %s: tuning %s over %zu values x %zu seed(s) at %zu grid point(s) (validation only)\n",
+                 name.c_str(), tune.key.c_str(), tune.values.size(), tune_seeds.size(), points.size());
+    const auto tuned_results = run_cells(tuning, opt.verbose, res);
+    res.tune_csv = res.dir + "/tune.csv";
+    chosen = choose_tuned(base, dims, points.size(), tuning, tuned_results, res.tune_csv);
+    cells = make_cells(base, opt, dims, points, chosen, seeds, cells_dir);
+    protocol = fmt::format("{} tuned per grid point over {} on the validation split (seeds {}; tune.csv); the test "
+                           "split read once, at the value chosen.\n\n",
+                           tune.key, fmt::join(tune.values, ", "), fmt::join(tune_seeds, ", "));
+  }
+  res.cells = static_cast<int64_t>(cells.size() + tuning.size());
   std::vector<nlohmann::json> results = run_cells(cells, opt.verbose, res);
 
+  const std::string tuned_key = tune.on() ? tune.key : "";
   res.csv = res.dir + "/sweep.csv";
-  write_file_atomic(res.csv, sweep_csv(dims, results));
+  write_file_atomic(res.csv, sweep_csv(dims, tuned_key, results));
   const std::vector<Group> groups = group_by_grid_point(results);
-  res.table = summary_table(dims, groups);
+  res.table = summary_table(dims, tuned_key, groups);
+  std::string claims;
+  if (!base.sweep.compare.empty()) {
+    res.compare_csv = res.dir + "/compare.csv";
+    res.claims = compare_claims(base, dims, results, res.compare_csv);
+    claims = "\n## Claims\n\nPaired t-test over the seeds both variants ran (same seed: same initialisation and "
+             "data order); reproduced when the 95 % interval of A − B lies above the margin, not reproduced when it "
+             "lies below, else inconclusive (docs/experiments.md).\n\n" +
+             res.claims;
+  }
   res.summary = res.dir + "/summary.md";
   write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
-                                                 "(best validation checkpoint).\n\n{}",
-                                                 name, opt.recipe_path, fmt::join(seeds, ", "), res.table));
+                                                 "(best validation checkpoint).\n\n{}{}{}",
+                                                 name, opt.recipe_path, fmt::join(seeds, ", "), protocol, res.table,
+                                                 claims));
 
   std::string gnuplot = find_gnuplot();
   if (dims.empty()) return res;

@@ -1,6 +1,10 @@
 // `tunekit sweep`: runs a recipe over the cartesian product of a grid of recipe keys and a
 // list of seeds, one run directory per cell, skipping cells already finished; then writes
-// sweep.csv, summary.md (mean ± std over seeds) and, with gnuplot, PNG and SVG plots.
+// sweep.csv, summary.md (mean ± 95 % interval over seeds) and, with gnuplot, PNG and SVG plots.
+// The protocol of docs/experiments.md: sweep.tune picks each grid point's learning rate (or
+// another key) on the validation split first (tune.csv); variants with one sweep budget label
+// are checked to train equal parameter counts before anything trains; sweep.compare decides each
+// claim by a paired t-test over the seeds (compare.csv, and a table in summary.md).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,6 +27,8 @@ struct SweepResult {
   std::vector<std::string> plots;
   int64_t cells = 0, ran = 0, skipped = 0;
   std::string table;  // the Markdown summary table
+  std::string tune_csv, compare_csv;  // sweep.tune / sweep.compare's files ("" without them)
+  std::string claims;                 // sweep.compare's Markdown table
 };
 
 SweepResult run_sweep(const SweepOptions& options);
