@@ -9,7 +9,7 @@ DEB_PACKAGES := cmake make g++ libtorch-dev libopenblas0-pthread libyaml-cpp-dev
                 libgtest-dev libgloo-dev libcli11-dev zlib1g-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libicu-dev dataset-fashion-mnist \
                 python3-torch python3-numpy gnuplot-nox
 
-.PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-llm bench-tokenizer fuzz clean
+.PHONY: deps build npm data data-text demo demo-text demo-llm test bench bench-llm bench-dist bench-tokenizer fuzz clean
 
 # Installs only what is missing (idempotent; no apt-get at all when everything is there).
 deps:
@@ -65,6 +65,11 @@ bench: data
 # are at the top of bench/run_llm.sh, e.g. ROWS="qwen:lora qwen:dora").
 bench-llm: build
 	bash bench/run_llm.sh $(BUILD)
+
+# Data parallel on this machine: one recipe as 1 process x 2 threads and as 2 processes x 1 thread,
+# full fine-tuning and LoRA, with the gradient bytes each step allreduces (about 10 minutes).
+bench-dist: data-text
+	bash bench/run_dist.sh $(BUILD)
 
 # Tokenizer speed (MB/s on one core) beside the npm encoders on the SpamAssassin corpus (needs
 # node and npm; about 3 minutes).
