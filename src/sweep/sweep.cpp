@@ -339,6 +339,10 @@ std::vector<std::string> choose_tuned(const Recipe& base, const Dims& dims, size
       if (means[v] > means[best] || !std::isfinite(means[best])) best = v;
     chosen.push_back(values[best]);
     const Cell& first = cells[p * values.size() * per_value];
+    if (values.size() > 2 && (best == 0 || best + 1 == values.size()))
+      std::fprintf(stderr, "sweep: %s chose %s=%s, the %s value tried: the best may lie beyond the grid (widen sweep.tune.values)\n",
+                   join(first.values, " ").c_str(), base.sweep.tune.key.c_str(), values[best].c_str(),
+                   best == 0 ? "first" : "last");
     for (size_t v = 0; v < values.size(); ++v) {
       for (const auto& x : first.values) csv += csv_field(x) + ",";
       csv += fmt::format("{},{},{},{}\n", csv_field(values[v]), per_value, means[v], v == best ? "yes" : "");
