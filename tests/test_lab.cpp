@@ -82,6 +82,12 @@ TEST(Lab, LikelihoodMatchesHandComputedValues) {
     double g = sig(1.0 * 0.5 - 0.5 * -1.0 + 0.2);
     double p = (1 - g) * normal_pdf(1.2, 0.5 - 0.5, 0.8) + g * normal_pdf(1.2, -0.5 - 2.0 + 1.0, 0.5);
     EXPECT_NEAR(log_likelihood(m, x2, y).item<double>(), std::log(p), 1e-12);
+    // The paper's distinguishable setting: Laplace f0 (scale σ0) and tanh means for both experts.
+    m.frozen_density = Density::Laplace;
+    m.expert = ExpertFn::Tanh;
+    const double h0 = std::tanh(0.5 - 0.5), h = std::tanh(-0.5 - 2.0 + 1.0);
+    p = (1 - g) * std::exp(-std::abs(1.2 - h0) / 0.8) / (2 * 0.8) + g * normal_pdf(1.2, h, 0.5);
+    EXPECT_NEAR(log_likelihood(m, x2, y).item<double>(), std::log(p), 1e-12);
   }
   {  // multinomial: 2 experts, 3 classes
     MoE m;
@@ -127,6 +133,17 @@ TEST(Lab, GeneratorsReproduceTheirMoments) {
     auto idx0 = s.z.eq(0).nonzero().flatten();
     auto r0 = s.y.index_select(0, idx0) - (s.x.index_select(0, idx0).mv(m.a0) + m.c0);
     EXPECT_NEAR(r0.std().item<double>(), 0.8, 0.01);
+    // Laplace f0 with scale 0.8: mean |residual| = 0.8, standard deviation 0.8·√2; tanh means.
+    m.frozen_density = Density::Laplace;
+    m.expert = ExpertFn::Tanh;
+    Sample l = sample(m, n, 2);
+    auto i0 = l.z.eq(0).nonzero().flatten(), i1 = l.z.eq(1).nonzero().flatten();
+    auto e0 = l.y.index_select(0, i0) - torch::tanh(l.x.index_select(0, i0).mv(m.a0) + m.c0);
+    EXPECT_NEAR(e0.mean().item<double>(), 0.0, 0.01);
+    EXPECT_NEAR(e0.abs().mean().item<double>(), 0.8, 0.01);
+    EXPECT_NEAR(e0.std().item<double>(), 0.8 * std::sqrt(2.0), 0.02);
+    auto e1 = l.y.index_select(0, i1) - torch::tanh(l.x.index_select(0, i1).mv(m.a[0]) + m.c[0]);
+    EXPECT_NEAR(e1.std().item<double>(), 0.5, 0.01);
   }
   {
     MoE m = gaussian_truth();
@@ -161,6 +178,39 @@ TEST(Lab, MaximumLikelihoodRecoversTheTruthOnALargeSample) {
   EXPECT_LT(voronoi_loss(fc.model, c), 0.1);
   EXPECT_TRUE(torch::equal(fc.model.a0, c.a0));  // the frozen expert stays frozen
   EXPECT_THROW(fit(MoE{Family::Regression}, s.x, s.y, o, 0), Error);  // EM does not apply to regression
+}
+
+// The constant-weight model (2410.12258): β stays zero in every estimator, the weight σ(b) and the
+// prompt are recovered, and β does not count as a free parameter.
+TEST(Lab, ConstantWeightFitsKeepTheGateSlopeAtZero) {
+  MoE truth = contaminated_truth();
+  truth.beta = torch::zeros({1, 2}, torch::kDouble);
+  truth.constant_weight = true;
+  EXPECT_EQ(truth.num_parameters(), 1 + 2 + 1 + 1);  // b, a, c, σ
+  Sample s = sample(truth, 20000, 11);
+  for (FitMethod method : {FitMethod::EM, FitMethod::Gradient}) {
+    FitOptions o;
+    o.experts = 1;
+    o.method = method;
+    o.restarts = 2;
+    FitResult r = fit(truth, s.x, s.y, o, 5);
+    EXPECT_TRUE(r.model.constant_weight);
+    EXPECT_EQ(r.model.beta.abs().max().item<double>(), 0.0) << to_string(method);
+    EXPECT_NEAR(r.model.bias[0].item<double>(), 0.2, 0.05) << to_string(method);
+    EXPECT_NEAR(r.model.a[0][1].item<double>(), 2.0, 0.05) << to_string(method);
+  }
+  const std::string bad = testkit::error_of([] {
+    parse_recipe("lab: {family: contaminated, constant_weight: true, truth: {dim: 1, beta: [0.5], bias: [0], a: [2], "
+                 "c: [1], sigma: [0.5], frozen_a: [0.5]}}\n",
+                 "lab.yaml");
+  });
+  EXPECT_NE(bad.find("lab.truth.beta: must be zeros with lab.constant_weight"), std::string::npos) << bad;
+  EXPECT_NE(testkit::error_of([] {
+              parse_recipe("lab: {family: gaussian, constant_weight: true, truth: {experts: 1, dim: 1, beta: [0], "
+                           "bias: [0], a: [2], c: [1], sigma: [0.5]}}\n",
+                           "lab.yaml");
+            }).find("lab.constant_weight: applies to family contaminated"),
+            std::string::npos);
 }
 
 TEST(Lab, VoronoiLossIsZeroAtTheTruthAndIgnoresLabelsAndTranslation) {
@@ -273,6 +323,25 @@ TEST(Lab, LogLogSlopeAndRecipeChecks) {
   MoE at100 = truth_model(r.lab, 100), at400 = truth_model(r.lab, 400);
   EXPECT_NEAR(at100.a[0][0].item<double>(), 2.0, 1e-12);
   EXPECT_NEAR(at400.a[0][0].item<double>(), 0.5 + 1.5 * 0.5, 1e-12);  // half-way at n = 4 n0 with approach 1/2
+  // The frozen density and network experts in the contaminated family.
+  Recipe lap = parse_recipe("lab: {family: contaminated, expert: tanh, truth: {dim: 1, beta: [1], bias: [0], a: [2], "
+                            "c: [1], sigma: [0.5], frozen_a: [0.5], frozen_density: laplace}}\n",
+                            "lab.yaml");
+  EXPECT_EQ(lap.lab.truth.frozen_density, Density::Laplace);
+  EXPECT_EQ(truth_model(lap.lab, 100).frozen_density, Density::Laplace);
+  EXPECT_EQ(truth_model(lap.lab, 100).expert, ExpertFn::Tanh);
+  EXPECT_NE(testkit::error_of([] {
+              parse_recipe("lab: {family: gaussian, truth: {experts: 1, dim: 1, beta: [1], bias: [0], a: [2], c: [1], "
+                           "sigma: [0.5], frozen_density: laplace}}\n",
+                           "lab.yaml");
+            }).find("lab.truth.frozen_density: only applies to family contaminated"),
+            std::string::npos);
+  EXPECT_NE(testkit::error_of([] {
+              parse_recipe("lab: {family: contaminated, expert: tanh, fit: {method: em}, truth: {dim: 1, beta: [1], "
+                           "bias: [0], a: [2], c: [1], sigma: [0.5], frozen_a: [0.5], frozen_density: normal}}\n",
+                           "lab.yaml");
+            }).find("lab.truth.frozen_density: 'normal' is not one of: gaussian, laplace"),
+            std::string::npos);
 }
 
 TEST(Lab, FitCommandWritesResultsSummaryAndSelection) {

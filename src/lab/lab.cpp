@@ -88,6 +88,7 @@ MoE truth_model(const LabConfig& c, int64_t n) {
   m.gate = c.gate;
   m.expert = c.expert;
   m.classes = c.classes;
+  m.constant_weight = c.constant_weight;
   const int64_t k = t.experts, d = t.dim;
   m.beta = vec(t.beta, {k, d});
   m.bias = vec(t.bias, {k});
@@ -104,6 +105,7 @@ MoE truth_model(const LabConfig& c, int64_t n) {
     m.a0 = vec(t.frozen_a, {d});
     m.c0 = torch::tensor(t.frozen_c, torch::kDouble);
     m.sigma0 = torch::tensor(t.frozen_sigma, torch::kDouble);
+    m.frozen_density = t.frozen_density;
     if (t.approach > 0) {  // the prompt (a, c, σ) moves towards the frozen expert as n grows
       double s = std::pow(double(n) / t.approach_n0, -t.approach);
       m.a = m.a0.unsqueeze(0) + (m.a - m.a0.unsqueeze(0)) * s;

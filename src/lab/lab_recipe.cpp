@@ -46,6 +46,7 @@ void parse_truth(Section& l, LabConfig& c, bool present) {
     t.read(key, *v);
   t.read("frozen_c", q.frozen_c);
   t.read("frozen_sigma", q.frozen_sigma);
+  q.frozen_density = t.choice("frozen_density", q.frozen_density);
   t.read("approach", q.approach);
   t.read("approach_n0", q.approach_n0);
   const bool cont = c.family == Family::Contaminated;
@@ -54,7 +55,7 @@ void parse_truth(Section& l, LabConfig& c, bool present) {
   t.check_range("dim", q.dim, 1, 4096);
   if (c.family == Family::Multinomial && c.classes < 2) l.fail("classes", "multinomial needs at least 2 classes");
   if (present) check_truth_shapes(t, c);
-  for (const char* key : {"frozen_a", "frozen_c", "frozen_sigma", "approach", "approach_n0"})
+  for (const char* key : {"frozen_a", "frozen_c", "frozen_sigma", "frozen_density", "approach", "approach_n0"})
     if (t.has(key) && !cont) t.fail(key, "only applies to family contaminated");
   if (q.approach < 0) t.fail("approach", "must be >= 0 (0 = a fixed, distinguishable prompt)");
   if (!(q.approach_n0 > 0)) t.fail("approach_n0", "must be positive");
@@ -101,6 +102,13 @@ void check_lab(Section& l, const LabConfig& c) {
   l.check_range("max_experts", c.max_experts, 1, kMaxLabExperts);
   if (c.experiment == Experiment::Select && c.family == Family::Contaminated)
     l.fail("experiment", "select does not apply to contaminated");
+  if (c.constant_weight && c.family != Family::Contaminated)
+    l.fail("constant_weight", "applies to family contaminated (a prompt mixed with the frozen expert at a constant weight)");
+  if (c.constant_weight)
+    for (double b : c.truth.beta)
+      if (b != 0)
+        l.section("truth").fail("beta", fmt::format("must be zeros with lab.constant_weight (the weight σ(b) does not "
+                                                    "depend on x), got {}", b));
 }
 
 }  // namespace
@@ -112,14 +120,15 @@ LabConfig parse_lab(Section l, bool present) {
   c.family = l.choice("family", c.family);
   c.gate = l.choice("gate", c.gate);
   c.expert = l.choice("expert", c.expert);
-  if (c.expert != ExpertFn::Linear && c.family != Family::Gaussian && c.family != Family::Regression)
-    l.fail("expert", "network experts apply to family gaussian or regression");
+  if (c.expert != ExpertFn::Linear && c.family == Family::Multinomial)
+    l.fail("expert", "network experts apply to family gaussian, regression or contaminated");
   l.read("classes", c.classes);
   l.check_range("classes", c.classes, 0, 1000, " (0 = not multinomial)");
   l.read("n", c.n);
   l.read("replications", c.replications);
   l.read("theory_slope", c.theory_slope);
   l.read("max_experts", c.max_experts);
+  l.read("constant_weight", c.constant_weight);
   c.dendrogram = l.choice("dendrogram", c.dendrogram);
   if (l.has("dendrogram") && c.experiment != Experiment::Select)
     l.fail("dendrogram", "only applies to experiment select");

@@ -19,6 +19,7 @@ struct LabTruthConfig {
   std::vector<double> beta, bias, a, c, sigma;
   std::vector<double> frozen_a;  // contaminated: the pre-trained expert a0, c0, sigma0
   double frozen_c = 0, frozen_sigma = 1;
+  lab::Density frozen_density = lab::Density::Gaussian;  // f0; frozen_sigma is its scale
   double approach = 0;   // contaminated: prompt = frozen + (prompt - frozen) * (n / approach_n0)^-approach
   double approach_n0 = 1000;
 };
@@ -45,6 +46,9 @@ struct LabConfig {
   double theory_slope = -0.5;  // shown beside the fitted slope
   int64_t max_experts = 5;     // select: fits of 1..max_experts for AIC/BIC; the dendrogram fit uses it
   lab::DendrogramRule dendrogram = lab::DendrogramRule::Authors;  // select: the merge dissimilarity
+  // contaminated: the mixing weight does not depend on x (β = 0 in the truth and the fit), the
+  // constant-weight model of 2410.12258
+  bool constant_weight = false;
 };
 
 namespace lab {

@@ -19,6 +19,25 @@ torch::Tensor log_normal(const torch::Tensor& y, const torch::Tensor& mean, cons
 
 torch::Tensor gate_scores(const MoE& m, const torch::Tensor& x) { return x.mm(m.beta.t()) + m.bias; }
 
+torch::Tensor activate(ExpertFn fn, const torch::Tensor& z) {
+  switch (fn) {
+    case ExpertFn::Linear: return z;
+    case ExpertFn::Relu: return torch::relu(z);
+    case ExpertFn::Gelu: return torch::gelu(z);
+    case ExpertFn::Tanh: return torch::tanh(z);
+  }
+  return z;
+}
+
+// Contaminated: the frozen expert's mean h0(x) [n] and log f0(y | h0(x)) [n] (Gaussian with
+// standard deviation σ0, or Laplace with scale σ0: −|y − h0|/σ0 − log 2σ0).
+torch::Tensor frozen_mean(const MoE& m, const torch::Tensor& x) { return activate(m.expert, x.mv(m.a0) + m.c0); }
+torch::Tensor frozen_log_density(const MoE& m, const torch::Tensor& x, const torch::Tensor& y) {
+  if (m.frozen_density == Density::Laplace)
+    return -(y - frozen_mean(m, x)).abs() / m.sigma0 - torch::log(2 * m.sigma0);
+  return log_normal(y, frozen_mean(m, x), torch::log(m.sigma0));
+}
+
 // log g_i(x) of a mixture density: softmax, or sigmoid normalised over the experts.
 torch::Tensor log_gate(const MoE& m, const torch::Tensor& x) {
   auto s = gate_scores(m, x);
@@ -74,8 +93,8 @@ void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions
       torch::NoGradGuard g;
       if (m.family == Family::Contaminated) {
         auto s = x.mv(m.beta[0]) + m.bias[0];
-        auto l0 = torch::log_sigmoid(-s) + log_normal(y, x.mv(m.a0) + m.c0, torch::log(m.sigma0));
-        auto l1 = torch::log_sigmoid(s) + log_normal(y, x.mv(m.a[0]) + m.c[0], m.log_sigma[0]);
+        auto l0 = torch::log_sigmoid(-s) + frozen_log_density(m, x, y);
+        auto l1 = torch::log_sigmoid(s) + log_normal(y, x.mv(m.a[0]) + m.c[0], m.log_sigma[0]);  // EM: linear
         auto ll = torch::logaddexp(l0, l1);
         r = torch::exp(l1 - ll).unsqueeze(1);
         nll = -ll.mean().item<double>();
@@ -100,7 +119,7 @@ void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions
     // M-step, gate: maximise the expected complete log-likelihood of the gate (a few L-BFGS steps).
     if (m.family == Family::Contaminated) {
       auto rr = r.squeeze(1);
-      lbfgs({m.beta, m.bias}, [&] {
+      lbfgs(m.constant_weight ? std::vector<torch::Tensor>{m.bias} : std::vector<torch::Tensor>{m.beta, m.bias}, [&] {
         auto s = x.mv(m.beta[0]) + m.bias[0];
         return -(rr * torch::log_sigmoid(s) + (1 - rr) * torch::log_sigmoid(-s)).mean();
       }, 20, 1e-12);
@@ -114,16 +133,7 @@ void em(MoE& m, const torch::Tensor& x, const torch::Tensor& y, const FitOptions
 
 }  // namespace
 
-torch::Tensor expert_outputs(const MoE& m, const torch::Tensor& x) {
-  auto z = x.mm(m.a.t()) + m.c;
-  switch (m.expert) {
-    case ExpertFn::Linear: return z;
-    case ExpertFn::Relu: return torch::relu(z);
-    case ExpertFn::Gelu: return torch::gelu(z);
-    case ExpertFn::Tanh: return torch::tanh(z);
-  }
-  return z;
-}
+torch::Tensor expert_outputs(const MoE& m, const torch::Tensor& x) { return activate(m.expert, x.mm(m.a.t()) + m.c); }
 
 int64_t MoE::num_parameters() const {
   int64_t p = 0;
@@ -158,8 +168,8 @@ torch::Tensor log_likelihood(const MoE& m, const torch::Tensor& x, const torch::
     }
     case Family::Contaminated: {
       auto s = x.mv(m.beta[0]) + m.bias[0];
-      auto l0 = torch::log_sigmoid(-s) + log_normal(y, x.mv(m.a0) + m.c0, torch::log(m.sigma0));
-      auto l1 = torch::log_sigmoid(s) + log_normal(y, x.mv(m.a[0]) + m.c[0], m.log_sigma[0]);
+      auto l0 = torch::log_sigmoid(-s) + frozen_log_density(m, x, y);
+      auto l1 = torch::log_sigmoid(s) + log_normal(y, expert_outputs(m, x).select(1, 0), m.log_sigma[0]);
       return torch::logaddexp(l0, l1);
     }
   }
@@ -187,8 +197,13 @@ Sample sample(const MoE& t, int64_t n, uint64_t seed) {
     case Family::Contaminated: {
       auto g1 = torch::sigmoid(s.x.mv(t.beta[0]) + t.bias[0]);
       s.z = torch::bernoulli(g1, gen).to(torch::kLong);
-      auto y0 = s.x.mv(t.a0) + t.c0 + t.sigma0 * noise;
-      auto y1 = s.x.mv(t.a[0]) + t.c[0] + torch::exp(t.log_sigma[0]) * noise;
+      torch::Tensor e0 = noise;  // the frozen density's standard draw
+      if (t.frozen_density == Density::Laplace) {  // inverse CDF of Laplace(0, 1) from u ~ U(−½, ½)
+        auto u = torch::rand({n}, gen, opts) - 0.5;
+        e0 = -torch::sign(u) * torch::log1p(-2 * u.abs());
+      }
+      auto y0 = frozen_mean(t, s.x) + t.sigma0 * e0;
+      auto y1 = expert_outputs(t, s.x).select(1, 0) + torch::exp(t.log_sigma[0]) * noise;
       s.y = torch::where(s.z.eq(1), y1, y0);
       break;
     }
@@ -215,6 +230,10 @@ MoE random_init(Family family, GateFn gate, int64_t k, const torch::Tensor& x, c
   if (frozen) m.expert = frozen->expert;
   if (family == Family::Contaminated) k = 1;
   m.beta = leaf(torch::randn({k, d}, gen, opts));
+  if (frozen && frozen->constant_weight) {
+    m.constant_weight = true;
+    m.beta = torch::zeros({k, d}, opts);  // not a leaf: never fitted
+  }
   m.bias = leaf(torch::randn({k}, gen, opts) * 0.5);
   if (family == Family::Multinomial) {
     m.a = leaf(torch::randn({k, classes, d}, gen, opts));
@@ -232,6 +251,7 @@ MoE random_init(Family family, GateFn gate, int64_t k, const torch::Tensor& x, c
     m.a0 = frozen->a0.detach().clone();
     m.c0 = frozen->c0.detach().clone();
     m.sigma0 = frozen->sigma0.detach().clone();
+    m.frozen_density = frozen->frozen_density;
   }
   return m;
 }
@@ -257,14 +277,14 @@ FitResult fit(const MoE& shape, const torch::Tensor& x, const torch::Tensor& y, 
       auto view = [&] {
         MoE v = m;
         torch::Tensor* members[4] = {&v.beta, &v.bias, &v.a, &v.c};
-        for (size_t i = 0; i < 4; ++i) *members[i] = o.bound * torch::tanh(raw[i]);
+        for (size_t i = m.constant_weight ? 1 : 0; i < 4; ++i) *members[i] = o.bound * torch::tanh(raw[i]);
         return v;
       };
-      std::vector<torch::Tensor> params = raw;
+      std::vector<torch::Tensor> params(raw.begin() + (m.constant_weight ? 1 : 0), raw.end());
       params.push_back(m.log_sigma);
       lbfgs(params, [&] { return -log_likelihood(view(), x, y).mean(); }, o.iterations, o.tolerance);
       MoE v = view();
-      m.beta = leaf(v.beta);
+      if (!m.constant_weight) m.beta = leaf(v.beta);
       m.bias = leaf(v.bias);
       m.a = leaf(v.a);
       m.c = leaf(v.c);

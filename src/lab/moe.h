@@ -1,8 +1,9 @@
 // The estimation lab's model family (docs/methods.md §13–§15), in double precision:
 //   gaussian     p(y|x) = Σ_i g_i(x) N(y; a_iᵀx + c_i, σ_i²)            (Gaussian MoE regression)
 //   regression   y = Σ_i g_i(x) (a_iᵀx + c_i) + ε, ε ~ N(0, σ²)           (deterministic MoE, 2405.13997)
-//   contaminated p(y|x) = (1 − g(x)) N(y; a0ᵀx + c0, σ0²) + g(x) N(y; aᵀx + c, σ²),
-//                g(x) = σ(βᵀx + b); the first expert is frozen (known)   (2505.18455)
+//   contaminated p(y|x) = (1 − g(x)) f0(y; h0(x), σ0) + g(x) N(y; h(x), σ²), h0 = act(a0ᵀx + c0),
+//                h = act(aᵀx + c), g(x) = σ(βᵀx + b); f0 Gaussian N(h0, σ0²) or Laplace with
+//                scale σ0; the first expert is frozen (known)   (2505.18455)
 //   multinomial  p(y=m|x) = Σ_i g_i(x) softmax_m(A_i x + c_i)             (multinomial-logistic MoE)
 // Gates: softmax g = softmax(βx + b); sigmoid: g_i = σ(β_iᵀx + b_i), used as is in `regression`
 // (2405.13997) and normalised over experts where the model is a mixture density.
@@ -26,10 +27,16 @@ struct MoE {
   torch::Tensor beta, bias, a, c, log_sigma;
   // contaminated: the frozen expert a0 [d], c0 [], sigma0 [].
   torch::Tensor a0, c0, sigma0;
+  Density frozen_density = Density::Gaussian;
+  // contaminated: g = σ(b), β fixed at zero and not fitted (the constant-weight model, 2410.12258).
+  bool constant_weight = false;
 
   int64_t experts() const { return bias.size(0); }
   int64_t dim() const { return beta.size(1); }
-  std::vector<torch::Tensor> trainable() const { return {beta, bias, a, c, log_sigma}; }
+  std::vector<torch::Tensor> trainable() const {
+    if (constant_weight) return {bias, a, c, log_sigma};
+    return {beta, bias, a, c, log_sigma};
+  }
   int64_t num_parameters() const;  // free parameters (softmax gates: one gate's worth fewer)
   MoE clone() const;
 };
