@@ -260,10 +260,12 @@ double denominator(const EvalResult& r) { return r.lm ? double(r.tokens) : doubl
 
 }  // namespace
 
-std::pair<int64_t, int64_t> part_rows(int64_t n, int rank, int ranks) {
+data::LabelledDataset part_of(const data::LabelledDataset& data, int rank, int ranks) {
   if (ranks < 1 || rank < 0 || rank >= ranks)
     throw Error(fmt::format("evaluation part {} of {}: no such part", rank, ranks));
-  return {n * rank / ranks, n * (rank + 1) / ranks};
+  if (ranks == 1) return data;
+  const int64_t n = data.size();
+  return data.subset(torch::arange(n * rank / ranks, n * (rank + 1) / ranks, torch::kLong));
 }
 
 torch::Tensor eval_counts(const EvalResult& r) {

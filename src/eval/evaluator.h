@@ -6,7 +6,6 @@
 #include <torch/torch.h>
 
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -62,9 +61,9 @@ EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int
 // trained token is an error, as it is for a whole split.
 torch::Tensor eval_counts(const EvalResult& part);
 EvalResult eval_from_counts(const EvalResult& part, const torch::Tensor& counts);
-// Rows [begin, end) of `n` rows that part `rank` of `ranks` evaluates: contiguous, sizes differing by
-// at most one.
-std::pair<int64_t, int64_t> part_rows(int64_t n, int rank, int ranks);
+// The rows of `data` that part `rank` of `ranks` evaluates: contiguous, sizes differing by at most
+// one; one part is `data` itself.
+data::LabelledDataset part_of(const data::LabelledDataset& data, int rank, int ranks);
 
 // Causal LM on token chunks: mean next-token cross-entropy (pad targets ignored), perplexity.
 EvalResult evaluate_lm(models::Model& model, const data::LabelledDataset& data, int64_t batch_size, int64_t pad_id);

@@ -536,17 +536,20 @@ namespace {
 std::string rank_key(int rank) { return fmt::format("rank{}", rank); }
 }  // namespace
 
-bool Checkpoint::has_rng(int rank) const {
-  if (rank == 0) return has("rng.pt");
-  if (!has(kRankRngFile)) return false;
-  torch::serialize::InputArchive archive = archive_of(files_.at(kRankRngFile), join(dir_, kRankRngFile));
-  torch::Tensor state;
+std::optional<torch::Tensor> Checkpoint::rank_rng_state(int rank) const {
+  if (!has(kRankRngFile)) return std::nullopt;
+  const std::string file = join(dir_, kRankRngFile);
+  torch::serialize::InputArchive archive = archive_of(files_.at(kRankRngFile), file);
   try {
-    return archive.try_read(rank_key(rank), state, true);
+    torch::Tensor state;
+    if (!archive.try_read(rank_key(rank), state, true)) return std::nullopt;
+    return state;
   } catch (const c10::Error& e) {
-    throw Error(fmt::format("{}: unreadable RNG states ({})", join(dir_, kRankRngFile), e.what_without_backtrace()));
+    throw Error(fmt::format("{}: unreadable RNG state of rank {} ({})", file, rank, e.what_without_backtrace()));
   }
 }
+
+bool Checkpoint::has_rng(int rank) const { return rank == 0 ? has("rng.pt") : rank_rng_state(rank).has_value(); }
 
 bool Checkpoint::load_rng(int rank) const {
   if (rank == 0) {
@@ -554,18 +557,16 @@ bool Checkpoint::load_rng(int rank) const {
     load_rng();
     return true;
   }
-  if (!has(kRankRngFile)) return false;
-  const std::string file = join(dir_, kRankRngFile);
-  torch::serialize::InputArchive archive = archive_of(files_.at(kRankRngFile), file);
+  const auto state = rank_rng_state(rank);
+  if (!state) return false;
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
   try {
-    torch::Tensor state;
-    if (!archive.try_read(rank_key(rank), state, true)) return false;
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(state);
-    return true;
+    gen.set_state(*state);
   } catch (const c10::Error& e) {
-    throw Error(fmt::format("{}: unreadable RNG state of rank {} ({})", file, rank, e.what_without_backtrace()));
+    throw Error(fmt::format("{}: unusable RNG state of rank {} ({})", join(dir_, kRankRngFile), rank,
+                            e.what_without_backtrace()));
   }
+  return true;
 }
 
 // ---- the free functions ----

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,9 @@ class Checkpoint {
   bool has_rng(int rank) const;
 
  private:
+  // Rank `rank`'s saved generator state from rng_ranks.pt (ranks after 0), if it holds one.
+  std::optional<torch::Tensor> rank_rng_state(int rank) const;
+
   std::string dir_;
   std::map<std::string, std::string> files_;  // name -> bytes
   TrainState state_;

@@ -304,9 +304,7 @@ EvalResult ResponseObjective::evaluate_part(models::Model& model, const data::La
   EvalResult r;
   r.lm = true;
   r.response = true;
-  const auto [begin, end] = part_rows(data.size(), rank, ranks);
-  const data::LabelledDataset rows =
-      ranks == 1 ? data : data.subset(torch::arange(begin, end, torch::kLong));
+  const data::LabelledDataset rows = part_of(data, rank, ranks);
   r.n = rows.size();
   score_tokens(model, rows, batch_size, r, /*whole=*/ranks == 1);
   ExactMatchOptions options;

@@ -61,8 +61,7 @@ torch::Tensor Objective::batch_loss(models::Model& model, const data::LabelledDa
 
 EvalResult Objective::evaluate_part(models::Model& model, const data::LabelledDataset& data, int64_t batch_size,
                                     int rank, int ranks) const {
-  const auto [begin, end] = part_rows(data.size(), rank, ranks);
-  return evaluate(model, data.subset(torch::arange(begin, end, torch::kLong)), batch_size);
+  return evaluate(model, part_of(data, rank, ranks), batch_size);
 }
 
 int64_t Objective::loss_count(const data::LabelledDataset& /*split*/, const torch::Tensor& idx) const {

@@ -41,7 +41,7 @@ class Objective {
   virtual EvalResult evaluate(models::Model& model, const data::LabelledDataset& data, int64_t batch_size) const = 0;
   // Data parallel: part `rank` of `ranks` of evaluate(model, data, batch_size), such that the parts'
   // eval_counts summed and read back (eval_from_counts, src/eval/evaluator.h) are the whole split's
-  // evaluation. By default evaluate() on the part's rows (part_rows).
+  // evaluation. By default evaluate() on the part's rows (part_of).
   virtual EvalResult evaluate_part(models::Model& model, const data::LabelledDataset& data, int64_t batch_size,
                                    int rank, int ranks) const;
   // The validation score that picks the best checkpoint: higher is better. It is what

@@ -244,8 +244,6 @@ double gradient_norm(Run& run) {
   return norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
 }
 
-// Writes a checkpoint of the model (with the optimizer for `last`, to resume from), once its
-// trainable parameters are known to be finite.
 // Data parallel: every rank's RNG state (the default CPU generator's, uint8), [r] for rank r, through
 // one allreduce in which each rank fills its own row. Every rank must call it.
 std::vector<torch::Tensor> gather_rng_states(Run& run) {
@@ -258,6 +256,8 @@ std::vector<torch::Tensor> gather_rng_states(Run& run) {
   return states;
 }
 
+// Writes a checkpoint of the model (with the optimizer for `last`, to resume from), once its
+// trainable parameters are known to be finite.
 void save(Run& run, const std::string& dir, torch::optim::Optimizer* with_optimizer) {
   // Data parallel: a checkpoint to resume from holds every rank's dropout stream (a collective).
   const std::vector<torch::Tensor> rngs =
@@ -699,14 +699,13 @@ void validate(Run& run, int64_t epoch) {
   EvalResult ev;
   {
     models::ComputeScope compute(run.compute.dtype);
-    if (run.group) {  // data parallel: each rank its part of the rows, the parts' counts summed
-      ev = objective.evaluate_part(run.model(), validation_rows(run), run.recipe.data.eval_batch_size, run.rank,
-                                   run.world);
+    // Data parallel: each rank its part of the rows, the parts' counts summed (one part: the split).
+    ev = objective.evaluate_part(run.model(), validation_rows(run), run.recipe.data.eval_batch_size, run.rank,
+                                 run.world);
+    if (run.group) {
       torch::Tensor counts = eval_counts(ev);
       run.group->allreduce_sum(counts, fmt::format("allreduce of the epoch {} validation", epoch + 1));
       ev = eval_from_counts(ev, counts);
-    } else {
-      ev = objective.evaluate(run.model(), validation_rows(run), run.recipe.data.eval_batch_size);
     }
   }
   run.model().train();
