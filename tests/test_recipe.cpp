@@ -97,6 +97,7 @@ TEST(Recipe, EnumTablesRoundTrip) {
   expect_round_trip<TokenizerType>("TokenizerType");
   expect_round_trip<OptimizerKind>("OptimizerKind");
   expect_round_trip<ScheduleKind>("ScheduleKind");
+  expect_round_trip<DeviceKind>("DeviceKind");
   expect_round_trip<PlotX>("PlotX");
   expect_round_trip<lab::Experiment>("Experiment");
   expect_round_trip<lab::Family>("Family");
@@ -220,4 +221,28 @@ TEST(Recipe, EveryShippedRecipeAndSweepCellValidates) {
       }
     }
   EXPECT_GT(cells, 20);
+}
+
+TEST(Recipe, DeviceKeyFormsAndTheirErrors) {
+  const Recipe absent = parse_recipe("seed: 1\n", "r.yaml");
+  EXPECT_EQ(absent.device.kind, DeviceKind::Auto);
+  EXPECT_EQ(absent.device.index, -1);
+  EXPECT_EQ(absent.device.where, "");
+  const Recipe cuda1 = parse_recipe("seed: 1\ndevice: cuda:1\n", "r.yaml");
+  EXPECT_EQ(cuda1.device.kind, DeviceKind::Cuda);
+  EXPECT_EQ(cuda1.device.index, 1);
+  EXPECT_EQ(cuda1.device.text(), "cuda:1");
+  EXPECT_EQ(cuda1.device.where, "r.yaml:2:9");
+  EXPECT_EQ(parse_recipe("device: cpu\n", "r.yaml").device.kind, DeviceKind::Cpu);
+  EXPECT_EQ(parse_recipe("device: cuda\n", "r.yaml").device.text(), "cuda");
+  const Recipe over = parse_recipe("device: cpu\n", "r.yaml", {"device=cuda:0"});
+  EXPECT_EQ(over.device.text(), "cuda:0");
+  EXPECT_EQ(over.device.where, "override 'device=cuda:0'");
+
+  EXPECT_EQ(error_of("device: gpu\n"), "r.yaml:1:9: device: 'gpu' is not one of: auto, cpu, cuda, cuda:N (did you mean 'cpu'?)");
+  EXPECT_EQ(error_of("device: cpu:0\n"), "r.yaml:1:9: device: 'cpu:0': only cuda takes a device number (cuda:N)");
+  EXPECT_EQ(error_of("device: cuda:x\n"), "r.yaml:1:9: device: 'cuda:x': cuda:N needs a device number N in 0..9999");
+  EXPECT_EQ(error_of("device: 'cuda:'\n"), "r.yaml:1:9: device: 'cuda:': cuda:N needs a device number N in 0..9999");
+  EXPECT_EQ(error_of("device: cuda:-1\n"), "r.yaml:1:9: device: 'cuda:-1': cuda:N needs a device number N in 0..9999");
+  EXPECT_EQ(error_of("device: [cuda]\n"), "r.yaml:1:9: device: expected auto, cpu, cuda or cuda:N, got a list");
 }

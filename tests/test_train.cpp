@@ -6,6 +6,7 @@
 #include "src/io/checkpoint.h"
 #include "src/eval/evaluator.h"
 #include "src/recipe/recipe.h"
+#include "src/train/device.h"
 #include "src/train/objective.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
@@ -176,4 +177,39 @@ TEST(Checkpoint, InterruptedSwapFallsBackToBackup) {
   EXPECT_TRUE(io::checkpoint_exists(dir / "last"));
   EXPECT_EQ(io::load_train_state(dir / "last").step, 4);
   EXPECT_FALSE(fs::exists(dir / ".last.tmp"));
+}
+
+TEST(Device, AutoIsTheCpuAndCudaIsRefusedNamingTheKeyAndWhy) {
+  auto config = [](const std::string& yaml) { return parse_recipe(yaml, "r.yaml").device; };
+  const CudaPresence none{false, 0}, two{true, 2};
+  EXPECT_EQ(resolve_device(config("seed: 0\n"), "r.yaml", none).line, "device: cpu (auto: this LibTorch has no CUDA)");
+  EXPECT_TRUE(resolve_device(config("seed: 0\n"), "r.yaml", none).device.is_cpu());
+  EXPECT_EQ(resolve_device(config("device: cpu\n"), "r.yaml", two).line, "device: cpu");
+  const DeviceChoice auto_two = resolve_device(config("device: auto\n"), "r.yaml", two);
+  EXPECT_TRUE(auto_two.device.is_cpu());
+  EXPECT_NE(auto_two.line.find("sees 2 CUDA device(s)"), std::string::npos) << auto_two.line;
+
+  const std::string no_cuda = testkit::error_of([&] { resolve_device(config("seed: 0\ndevice: cuda\n"), "r.yaml", none); });
+  EXPECT_EQ(no_cuda.rfind("r.yaml:2:9: device: cuda: this LibTorch was built without CUDA", 0), 0u) << no_cuda;
+  EXPECT_NE(no_cuda.find("set device: cpu"), std::string::npos) << no_cuda;
+  const std::string out_of_range =
+      testkit::error_of([&] { resolve_device(config("device: cuda:2\n"), "r.yaml", two); });
+  EXPECT_EQ(out_of_range, "r.yaml:1:9: device: cuda:2: this machine has 2 CUDA device(s) (cuda:0..cuda:1)");
+  const std::string untried = testkit::error_of([&] { resolve_device(config("device: cuda:1\n"), "r.yaml", two); });
+  EXPECT_EQ(untried.rfind("r.yaml:1:9: device: cuda:1: tunekit trains on the CPU only so far", 0), 0u) << untried;
+  // An absent key's errors (not reachable: absent is auto) would name the recipe file.
+  DeviceConfig bare;
+  bare.kind = DeviceKind::Cuda;
+  EXPECT_EQ(testkit::error_of([&] { resolve_device(bare, "r.yaml", none); }).rfind("r.yaml: device: cuda:", 0), 0u);
+}
+
+TEST_F(TinyTraining, ADeviceThisMachineCannotTrainOnIsRefusedBeforeAnythingIsWritten) {
+  // On this machine's LibTorch (CPU-only, or CUDA that tunekit has not been run on) device: cuda is
+  // refused at once, naming the override, and leaves no run directory behind.
+  const Recipe r = recipe({"device=cuda", "output.name=on_gpu"});
+  const std::string error = testkit::error_of([&] { train(r, {false, true, 0}); });
+  EXPECT_EQ(error.rfind("override 'device=cuda': device: cuda: ", 0), 0u) << error;
+  EXPECT_FALSE(fs::exists(r.run_dir()));
+  // auto and cpu train here.
+  EXPECT_GT(train(recipe({"device=auto", "train.max_steps=2", "output.name=auto"}), {false, true, 0}).steps, 0);
 }

@@ -26,6 +26,7 @@
 #include "src/eval/evaluator.h"
 #include "src/train/chat_objective.h"
 #include "src/train/objective.h"
+#include "src/train/device.h"
 #include "src/export/export.h"
 #include "src/export/merge.h"
 #include "src/hf/config.h"
@@ -198,9 +199,11 @@ int cmd_validate(const std::string& recipe_path, const std::vector<std::string>&
     if (print) std::cout << "---\n" << recipe.resolved_yaml;
     return 0;
   }
+  const DeviceChoice device = resolve_device(recipe.device, recipe.source, CudaPresence::probe());
   RunModel rm = build_run_model(recipe, /*load_init=*/false);
-  std::cout << fmt::format("{}: OK\n  model: {}\n  adapter {}: {}\n  run dir: {}\n", recipe_path, rm.model->describe(),
-                           to_string(recipe.adapter.kind), rm.report.summary(), recipe.run_dir());
+  std::cout << fmt::format("{}: OK\n  model: {}\n  adapter {}: {}\n  {}\n  run dir: {}\n", recipe_path,
+                           rm.model->describe(), to_string(recipe.adapter.kind), rm.report.summary(), device.line,
+                           recipe.run_dir());
   if (!recipe.init_from.run.empty()) {
     std::string dir = recipe.init_from.run + "/checkpoints/" + to_string(recipe.init_from.checkpoint);
     std::cout << fmt::format("  init_from: {} ({})\n", dir, io::checkpoint_exists(dir) ? "present" : "not trained yet");
@@ -231,6 +234,7 @@ void print_other_choices() {
   print_choices<adapters::GateInput>("adapter.gate.input");
   print_choices<TextFormat>("data.format (text)");
   print_choices<TokenizerType>("data.tokenizer.type");
+  print_choices<DeviceKind>("device");
   print_choices<OptimizerKind>("optimizer.name");
   print_choices<ScheduleKind>("schedule.kind");
   print_choices<PlotX>("sweep.plot_x");

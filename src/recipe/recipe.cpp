@@ -24,6 +24,7 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
   top.read("seed", r.seed);
   top.check_range("seed", r.seed, 0, std::numeric_limits<int64_t>::max());
   r.threads = recipe::parse_threads(top);
+  r.device = recipe::parse_device(top);
   r.model = recipe::parse_model(top.section("model"));
   r.init_from = recipe::parse_init_from(top.section("init_from"));
   if (r.model.is_hf() && !r.init_from.run.empty())

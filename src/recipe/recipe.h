@@ -228,6 +228,26 @@ struct OptimizerConfig {
   bool fused = true;      // AdamW only: FusedAdamW (src/train/fused_adamw.h); false: torch::optim::AdamW
 };
 
+// `device:` where `tunekit train` runs the model: `auto` (the best device tunekit can train on
+// here), `cpu`, `cuda` or `cuda:N`. Resolved when training starts (src/train/device.h), not when
+// the recipe is read, so a run trained elsewhere can still be read, evaluated and exported here.
+enum class DeviceKind { Auto, Cpu, Cuda };
+inline constexpr EnumRow<DeviceKind> kDeviceKindRows[] = {
+    {"auto", DeviceKind::Auto, "the best device tunekit can train on here (the CPU with this build)"},
+    {"cpu", DeviceKind::Cpu, "the CPU, with the thread policy of `threads:`"},
+    {"cuda", DeviceKind::Cuda, "a CUDA GPU (`cuda:N` picks one); needs a CUDA LibTorch, refused otherwise"},
+};
+constexpr const auto& enum_rows(DeviceKind) { return kDeviceKindRows; }
+inline std::string to_string(DeviceKind k) { return enum_name(k); }
+
+struct DeviceConfig {
+  DeviceKind kind = DeviceKind::Auto;
+  int index = -1;     // cuda:N; -1 when none was given
+  std::string where;  // "file:line:col" (or the override) of the `device:` value; "" when absent
+  // As the recipe writes it: "auto", "cpu", "cuda", "cuda:1".
+  std::string text() const { return index >= 0 ? to_string(kind) + ":" + std::to_string(index) : to_string(kind); }
+};
+
 enum class ScheduleKind { Constant, Cosine, Linear };
 inline constexpr EnumRow<ScheduleKind> kScheduleKindRows[] = {
     {"constant", ScheduleKind::Constant, "the learning rate after warm-up stays at optimizer.lr"},
@@ -312,6 +332,7 @@ struct Recipe {
   std::string resolved_yaml;  // the recipe with overrides applied, as written to the run dir
   int64_t seed = 0;
   ThreadPolicy threads;
+  DeviceConfig device;
   ModelConfig model;
   InitFromConfig init_from;
   AdapterConfig adapter;

@@ -35,6 +35,8 @@ std::string run_name_problem(const std::string& name);
 
 // `threads:` is a number (BLAS threads, LibTorch at 1) or {torch: N, blas: N}; read from the top.
 ThreadPolicy parse_threads(Section& top);
+// `device:` (auto, cpu, cuda, cuda:N), read from the top; checked for form only (see DeviceConfig).
+DeviceConfig parse_device(Section& top);
 ModelConfig parse_model(Section model);        // recipe_model.cpp
 InitFromConfig parse_init_from(Section init);  // recipe_model.cpp
 // adapter.r is checked against the model's width (a rank above it adds nothing).

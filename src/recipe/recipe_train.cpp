@@ -93,6 +93,34 @@ ThreadPolicy parse_threads(Section& top) {
   return t;
 }
 
+DeviceConfig parse_device(Section& top) {
+  DeviceConfig d;
+  const YAML::Node n = top.take("device");
+  if (!top.has("device")) return d;
+  if (!n.IsScalar()) top.type_error(n, "device", "auto, cpu, cuda or cuda:N");
+  const std::string v = n.Scalar();
+  d.where = top.origin().where(n, "device");
+  const size_t colon = v.find(':');
+  const std::string name = v.substr(0, colon);
+  const auto kind = enum_from_name<DeviceKind>(name);
+  if (!kind) {
+    const auto names = enum_names<DeviceKind>();
+    top.fail("device", fmt::format("'{}' is not one of: auto, cpu, cuda, cuda:N{}", yaml::printable(v),
+                                   did_you_mean(name, names)));
+  }
+  d.kind = *kind;
+  if (colon == std::string::npos) return d;
+  if (d.kind != DeviceKind::Cuda)
+    top.fail("device", fmt::format("'{}': only cuda takes a device number (cuda:N)", yaml::printable(v)));
+  const std::string index = v.substr(colon + 1);
+  const bool digits = !index.empty() && index.size() <= 4 &&
+                      std::all_of(index.begin(), index.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits)
+    top.fail("device", fmt::format("'{}': cuda:N needs a device number N in 0..9999", yaml::printable(v)));
+  d.index = std::stoi(index);
+  return d;
+}
+
 OptimizerConfig parse_optimizer(Section o) {
   OptimizerConfig c;
   c.name = o.choice("name", c.name);

@@ -23,6 +23,7 @@
 #include "src/io/adapter_file.h"
 #include "src/io/checkpoint.h"
 #include "src/train/chat_objective.h"
+#include "src/train/device.h"
 #include "src/train/fused_adamw.h"
 #include "src/train/objective.h"
 #include "src/train/setup.h"
@@ -166,6 +167,7 @@ struct Run {
   bool finished_before = false;   // --resume of a run that had finished
   models::ComputeChoice compute;  // train.compute_dtype, resolved (models/precision.h)
   std::string precision_line;     // what set-up chose for compute, frozen storage and checkpointing
+  std::string device_line;        // recipe `device:` as resolved ("device: cpu (auto: ...)")
   nlohmann::json previous_summary;  // its summary line
   TrainResult result;
   // Data parallel (WORLD_SIZE > 1): this process's rank, the group and the gradient sync. Rank 0
@@ -464,7 +466,7 @@ void announce(const Run& run, const std::string& threads, const std::string& tok
                       s.train.size(), s.val.size(), s.test.size(),
                       run.objective->describe_samples(s.train, recipe.model.is_text()), run.batch_size, run.accum,
                       run.total_steps, threads));
-  run.say(run.precision_line);
+  run.say(run.device_line + "; " + run.precision_line);
   if (resuming)
     run.say(fmt::format("resuming from step {} (epoch {}, batch {})", run.state.step, run.state.epoch + 1,
                         run.state.batch_in_epoch));
@@ -791,6 +793,8 @@ TrainResult already_finished(Run& run) {
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options) {
   const auto wall0 = std::chrono::steady_clock::now();
+  // A device this machine cannot train on is refused before anything is joined, locked or written.
+  const std::string device_line = resolve_device(recipe.device, recipe.source, CudaPresence::probe()).line;
   // WORLD_SIZE > 1 (torchrun, tunekit launch): join the process group first; the ranks after 0
   // print nothing but errors and write nothing.
   const dist::DistEnv env = dist::dist_env_from_process();
@@ -807,6 +811,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& options) {
   run.rank = env.rank;
   run.world = env.world_size;
   run.group = group.get();
+  run.device_line = device_line;
   set_up(run);
   if (run.finished_before) return already_finished(run);
   run.model().train();
