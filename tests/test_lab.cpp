@@ -9,14 +9,18 @@
 #include "src/lab/dendrogram.h"
 #include "src/lab/lab.h"
 #include "src/lab/moe.h"
+#include "src/sweep/stats.h"
 #include "src/recipe/recipe.h"
 #include "util/error.h"
 #include "tests/helpers.h"
 
+#include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 
 using namespace tunekit;
 using namespace tunekit::lab;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -366,4 +370,41 @@ TEST(Lab, FitCommandWritesResultsSummaryAndSelection) {
                           "sel.yaml");
   LabRunResult res = run_lab(r, true);
   EXPECT_NE(res.table.find("| 3000 | 1/1 | 1/1 | 1/1 |"), std::string::npos) << res.table;
+}
+
+TEST(Lab, FitOverSeedsGivesEachSeedsSlopeAndTheirInterval) {
+  testkit::TempDir dir;
+  const std::string recipe = dir / "rate.yaml";
+  std::ofstream(recipe) << "seed: 0\nlab:\n  family: contaminated\n  truth: {dim: 1, beta: [1.0], bias: [0.0], "
+                           "a: [-1.0], c: [1.0], sigma: [0.5], frozen_a: [1.0]}\n  fit: {method: em}\n"
+                           "  n: [300, 1000, 3000]\n  replications: 2\n  theory_slope: -0.5\noutput: {dir: \"" + dir.path() + "\"}\n";
+  const LabSeedsResult res = run_lab_seeds(recipe, {}, {1, 2, 3}, true);
+  ASSERT_EQ(res.slopes.size(), 3u);
+  // Each seed's slope is the slope of a plain run of that seed.
+  const LabRunResult alone = run_lab(load_recipe(recipe, {"seed=2", "output.name=alone"}), true);
+  EXPECT_DOUBLE_EQ(res.slopes[1], alone.slope);
+  EXPECT_NE(res.slopes[0], res.slopes[1]);  // the seeds draw different samples
+  for (int s : {1, 2, 3}) EXPECT_TRUE(fs::exists(dir / fmt::format("rate_seed{}/results.csv", s))) << s;
+  const stats::Interval ci = stats::mean_ci(res.slopes);
+  EXPECT_NE(res.table.find(fmt::format("slope over 3 seeds: {:.3f} [{:.3f}, {:.3f}]", ci.mean, ci.lo, ci.hi)),
+            std::string::npos)
+      << res.table;
+  EXPECT_NE(res.table.find(ci.lo <= -0.5 && -0.5 <= ci.hi ? "inside the interval" : "outside the interval"),
+            std::string::npos);
+  EXPECT_EQ(res.csv, dir / "rate_seeds/seeds.csv");
+  int lines = 0;
+  std::ifstream csv(res.csv);
+  for (std::string l; std::getline(csv, l);) ++lines;
+  EXPECT_EQ(lines, 1 + 3);
+
+  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {}, {4}, true); }).find("at least 2 seeds"), std::string::npos);
+  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {}, {4, 4}, true); }).find("seed 4 is given twice"),
+            std::string::npos);
+  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {"lab.n=[300]"}, {1, 2}, true); }).find("one size"),
+            std::string::npos);
+  std::ofstream(dir / "sel.yaml") << "lab:\n  experiment: select\n  truth: {experts: 2, dim: 1, beta: [2, -2], bias: [0, 0], "
+                                     "a: [1, -1], c: [2, -2], sigma: [0.3, 0.3]}\n  max_experts: 3\n  n: [300, 1000]\n";
+  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(dir / "sel.yaml", {}, {1, 2}, true); })
+                .find("--seeds applies to lab.experiment rate (this recipe's is select"),
+            std::string::npos);
 }

@@ -501,6 +501,7 @@ Command add_fit(CLI::App& app) {
     std::string recipe;
     std::vector<std::string> overrides;
     bool quiet = false;
+    std::vector<int64_t> seeds;
   };
   auto a = std::make_shared<Args>();
   auto* fit_cmd = app.add_subcommand("fit", "Estimation lab: sample from a ground-truth MoE, fit by maximum likelihood, "
@@ -508,7 +509,16 @@ Command add_fit(CLI::App& app) {
   fit_cmd->add_option("recipe", a->recipe, "Lab recipe YAML file (with a lab: section)")->required();
   fit_cmd->add_option("overrides", a->overrides, "Overrides, e.g. lab.replications=4 lab.n=[1000,10000]");
   fit_cmd->add_flag("-q,--quiet", a->quiet, "No per-fit lines");
+  fit_cmd->add_option("--seeds", a->seeds,
+                      "Comma-separated seeds, e.g. 0,1,2,3,4: the rate experiment once per seed, then the slope's "
+                      "mean and 95 % interval over seeds")
+      ->delimiter(',');
   return {fit_cmd, [a] {
+            if (!a->seeds.empty()) {
+              lab::LabSeedsResult r = lab::run_lab_seeds(a->recipe, a->overrides, a->seeds, a->quiet);
+              std::cout << r.table << fmt::format("\nwrote {}\nwrote {}\n", r.csv, r.summary);
+              return 0;
+            }
             lab::LabRunResult r = lab::run_lab(load_recipe(a->recipe, a->overrides), a->quiet);
             std::cout << r.table << fmt::format("\nwrote {}\nwrote {}\n", r.csv, r.summary);
             for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";

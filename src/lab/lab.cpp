@@ -14,6 +14,7 @@
 
 #include "src/io/checkpoint.h"
 #include "src/lab/dendrogram.h"
+#include "src/sweep/stats.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/stats.h"
@@ -195,6 +196,8 @@ std::string rate_experiment(const LabContext& ctx, LabRunResult& res) {
   table += fmt::format("\nfitted slope of log(loss) on log(n): {:.3f} ± {:.3f} (standard error, {} fits); theory: {:.3f}\n",
                        slope, se, stats.xs.size(), c.theory_slope);
   res.table = table;
+  res.slope = slope;
+  res.slope_se = se;
   std::ofstream(res.dir + "/rate.dat") << dat;
   const double n0 = double(c.n.front()), y0 = mean(stats.by_n[c.n.front()]);
   res.plots = gnuplot(res.dir, "rate",
@@ -332,6 +335,55 @@ LabRunResult run_lab(const Recipe& recipe, bool quiet) {
                                                  "{:.0f} s.\n\n{}", recipe.output.name, recipe.source, recipe.seed,
                                                  to_string(c.experiment), to_string(c.family), to_string(c.gate), ctx.elapsed(), res.table));
   return res;
+}
+
+LabSeedsResult run_lab_seeds(const std::string& recipe_path, const std::vector<std::string>& overrides,
+                             const std::vector<int64_t>& seeds, bool quiet) {
+  const Recipe base = load_recipe(recipe_path, overrides);
+  if (!base.lab.present)
+    throw Error(fmt::format("{}: no lab: section (tunekit fit runs estimation-lab recipes)", recipe_path));
+  if (base.lab.experiment != Experiment::Rate)
+    throw Error(fmt::format("{}: --seeds applies to lab.experiment rate (this recipe's is {}; a select experiment's "
+                            "replications already draw a sample each)",
+                            recipe_path, to_string(base.lab.experiment)));
+  if (base.lab.n.size() < 2)
+    throw Error(fmt::format("{}: --seeds compares slopes over n, and lab.n has one size", recipe_path));
+  if (seeds.size() < 2) throw Error("--seeds needs at least 2 seeds (an interval over seeds)");
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    if (seeds[i] < 0) throw Error(fmt::format("--seeds: seed {} is negative", seeds[i]));
+    for (size_t j = 0; j < i; ++j)
+      if (seeds[j] == seeds[i]) throw Error(fmt::format("--seeds: seed {} is given twice", seeds[i]));
+  }
+  LabSeedsResult out;
+  const double theory = base.lab.theory_slope;
+  std::string csv = "seed,slope,slope_se,run_dir\n";
+  std::string rows;
+  for (int64_t seed : seeds) {
+    std::vector<std::string> o = overrides;
+    o.push_back(fmt::format("seed={}", seed));
+    o.push_back(fmt::format("output.name={}_seed{}", base.output.name, seed));
+    const LabRunResult r = run_lab(load_recipe(recipe_path, o), quiet);
+    if (!quiet) std::fprintf(stderr, "seed %lld: slope %.3f ± %.3f (%s)\n", static_cast<long long>(seed), r.slope, r.slope_se, r.dir.c_str());
+    out.slopes.push_back(r.slope);
+    csv += fmt::format("{},{:.6f},{:.6f},{}\n", seed, r.slope, r.slope_se, r.dir);
+    rows += fmt::format("| {} | {:.3f} ± {:.3f} |\n", seed, r.slope, r.slope_se);
+  }
+  const stats::Interval ci = stats::mean_ci(out.slopes);
+  const bool inside = ci.lo <= theory && theory <= ci.hi;
+  out.table = fmt::format("| seed | slope ± standard error (its own fits) |\n|---|---|\n{}\n"
+                          "slope over {} seeds: {:.3f} [{:.3f}, {:.3f}] (mean, 95 % interval, Student t; sd {:.3f}); "
+                          "theory {:.3f}: {} the interval\n",
+                          rows, seeds.size(), ci.mean, ci.lo, ci.hi, ci.sd, theory, inside ? "inside" : "outside");
+  out.dir = base.output.dir + "/" + base.output.name + "_seeds";
+  fs::create_directories(out.dir);
+  out.csv = out.dir + "/seeds.csv";
+  write_file_atomic(out.csv, csv);
+  out.summary = out.dir + "/summary.md";
+  write_file_atomic(out.summary, fmt::format("# Lab {} over seeds\n\nRecipe: `{}`; seeds {}; each seed a whole rate "
+                                             "experiment ({} sizes x {} replications).\n\n{}",
+                                             base.output.name, recipe_path, fmt::join(seeds, ", "), base.lab.n.size(),
+                                             base.lab.replications, out.table));
+  return out;
 }
 
 }  // namespace tunekit::lab
