@@ -137,7 +137,7 @@ void set_attention_kernel_enabled(bool enabled) { kernel_enabled = enabled; }
 bool attention_kernel_enabled() { return kernel_enabled; }
 
 bool attention_kernel_available(const torch::Tensor& t) {
-  if (!kernel_enabled) return false;
+  if (!kernel_enabled || !t.device().is_cpu()) return false;  // the kernel reads host memory
   return (t.scalar_type() == torch::kFloat && gemm<float>()) || (t.scalar_type() == torch::kDouble && gemm<double>());
 }
 

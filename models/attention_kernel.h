@@ -10,7 +10,7 @@
 
 namespace tunekit::models {
 
-// True when a CBLAS GEMM for t's dtype (float or double) was found in the loaded BLAS and the
+// True when t is on the CPU, a CBLAS GEMM for its dtype (float or double) was found in the loaded BLAS and the
 // kernel is enabled (set_attention_kernel_enabled).
 bool attention_kernel_available(const torch::Tensor& t);
 
