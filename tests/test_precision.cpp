@@ -370,7 +370,11 @@ TEST(ComputeScope, MatmulsRunInBf16Inside) {
   if (models::cpu_bf16_features().empty()) EXPECT_EQ(automatic.dtype, torch::kFloat) << automatic.why;
 }
 
-// A short LoRA training run in bf16 compute follows the float32 one within bf16's noise.
+// A short LoRA training run in bf16 compute follows the float32 one within bf16's noise. At a
+// learning rate of 1e-2 the two curves stay within 0.004 of each other over 25 steps while the
+// loss falls by 0.46 (measured on an avx512_bf16 CPU); at 3e-2, as this test first ran, AdamW on
+// a memorised random batch is chaotic enough that bf16 rounding moved the curve by 0.07 after 17
+// steps on that CPU (it passed on others), which says nothing about the bf16 path.
 TEST(ComputeScope, Bf16LossCurveFollowsFloat32) {
   std::vector<std::vector<double>> curves;
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
@@ -381,7 +385,7 @@ TEST(ComputeScope, Bf16LossCurveFollowsFloat32) {
     std::vector<torch::Tensor> params;
     for (auto& p : m->parameters())
       if (p.requires_grad()) params.push_back(p);
-    torch::optim::AdamW opt(params, torch::optim::AdamWOptions(3e-2));
+    torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2));
     torch::manual_seed(11);
     auto ids = torch::randint(0, 97, {4, 24}, torch::kLong);
     std::vector<double> curve;
@@ -401,7 +405,7 @@ TEST(ComputeScope, Bf16LossCurveFollowsFloat32) {
   for (size_t i = 0; i < curves[0].size(); ++i) both += fmt::format(" {:.3f}/{:.3f}", curves[0][i], curves[1][i]);
   EXPECT_LT(curves[0].back(), curves[0].front() - 0.15) << "the float32 run learns the batch:" << both;
   for (size_t i = 0; i < curves[0].size(); ++i)
-    EXPECT_NEAR(curves[1][i], curves[0][i], 0.01 * curves[0][i] + 0.02) << "step " << i;
+    EXPECT_NEAR(curves[1][i], curves[0][i], 0.005 * curves[0][i] + 0.01) << "step " << i << both;
 }
 
 TEST(DoraNorm, RowNormWithoutBA) {
