@@ -227,7 +227,8 @@ TEST(Sweep, TunesPerVariantOnValidationThenComparesPaired) {
   write("  budget_tolerance: 0.5\n");
   SweepResult res = run_sweep(o);
   EXPECT_EQ(res.cells, 2 * 2 + 2 * 2);  // tuning: 2 variants x 2 values x seed 3; then 2 variants x seeds 3, 4
-  EXPECT_EQ(res.ran, 4 + 4);             // the chosen value's seed-3 cell trains once, its test read after
+  EXPECT_EQ(res.ran, 4 + 2);             // the chosen value's seed-3 cell trains once, its test read after
+  EXPECT_EQ(res.tested_from_tuning, 2);  // (one per variant), counted apart
   const std::string tune = read(res.tune_csv);
   EXPECT_EQ(tune.rfind("variant,optimizer.lr,seeds,mean_val_score,chosen\n", 0), 0u) << tune;
   std::vector<std::string> chosen;

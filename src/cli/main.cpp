@@ -487,8 +487,12 @@ Command add_sweep(CLI::App& app) {
             SweepResult r = run_sweep(*sweep);
             std::cout << r.table;
             if (!r.claims.empty()) std::cout << "\n" << r.claims;
-            std::cout << fmt::format("\n{} cells ({} run, {} finished before)\nwrote {}\nwrote {}\n", r.cells, r.ran,
-                                     r.skipped, r.csv, r.summary);
+            const std::string from_tuning =
+                r.tested_from_tuning > 0
+                    ? fmt::format(", {} tested from their tuning run without training again", r.tested_from_tuning)
+                    : "";
+            std::cout << fmt::format("\n{} cells ({} trained{}, {} finished before)\nwrote {}\nwrote {}\n", r.cells,
+                                     r.ran, from_tuning, r.skipped, r.csv, r.summary);
             for (const auto& f : {r.tune_csv, r.compare_csv})
               if (!f.empty()) std::cout << "wrote " << f << "\n";
             for (const auto& p : r.plots) std::cout << "wrote " << p << "\n";

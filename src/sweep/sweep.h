@@ -26,6 +26,9 @@ struct SweepResult {
   std::string dir, csv, summary;
   std::vector<std::string> plots;
   int64_t cells = 0, ran = 0, skipped = 0;
+  // Test cells finished from their tuning cell (the same value and seed): its test split read,
+  // not trained again. Counted apart from `ran`.
+  int64_t tested_from_tuning = 0;
   std::string table;  // the Markdown summary table
   std::string tune_csv, compare_csv;  // sweep.tune / sweep.compare's files ("" without them)
   std::string claims;                 // sweep.compare's Markdown table
