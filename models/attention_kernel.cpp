@@ -136,10 +136,12 @@ std::atomic<bool> kernel_enabled{true};
 void set_attention_kernel_enabled(bool enabled) { kernel_enabled = enabled; }
 bool attention_kernel_enabled() { return kernel_enabled; }
 
-bool attention_kernel_available(const torch::Tensor& t) {
-  if (!kernel_enabled || !t.device().is_cpu()) return false;  // the kernel reads host memory
-  return (t.scalar_type() == torch::kFloat && gemm<float>()) || (t.scalar_type() == torch::kDouble && gemm<double>());
+bool attention_kernel_available(torch::ScalarType dtype, torch::Device device) {
+  if (!kernel_enabled || !device.is_cpu()) return false;  // the kernel reads host memory
+  return (dtype == torch::kFloat && gemm<float>()) || (dtype == torch::kDouble && gemm<double>());
 }
+
+bool attention_kernel_available(const torch::Tensor& t) { return attention_kernel_available(t.scalar_type(), t.device()); }
 
 namespace {
 void check_inputs(const char* op, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads) {

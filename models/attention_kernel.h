@@ -10,8 +10,10 @@
 
 namespace tunekit::models {
 
-// True when t is on the CPU, a CBLAS GEMM for its dtype (float or double) was found in the loaded BLAS and the
-// kernel is enabled (set_attention_kernel_enabled).
+// True when the device is the CPU, a CBLAS GEMM for the dtype (float or double) was found in the
+// loaded BLAS and the kernel is enabled (set_attention_kernel_enabled).
+bool attention_kernel_available(torch::ScalarType dtype, torch::Device device);
+// The same for t's dtype and device.
 bool attention_kernel_available(const torch::Tensor& t);
 
 // q, k, v: [B, N, heads * Dh], contiguous. Returns [B, N, heads * Dh]. Differentiable in q, k, v.

@@ -292,7 +292,7 @@ torch::Tensor HfAttentionBase::attend(const torch::Tensor& x, torch::Tensor q, t
   const bool widen = bf16_or_float(q) && bf16_or_float(k) && bf16_or_float(v) &&
                      (q.scalar_type() == torch::kBFloat16 || k.scalar_type() == torch::kBFloat16 ||
                       v.scalar_type() == torch::kBFloat16) &&
-                     attention_kernel_available(torch::empty({0}, q.options().dtype(torch::kFloat)));
+                     attention_kernel_available(torch::kFloat, q.device());
   const bool kernel = (alike && attention_kernel_available(q)) || widen;
   auto core_in = [&](const torch::Tensor& t, int64_t width) {
     auto r = t.reshape({B, N, width});
