@@ -10,8 +10,14 @@ namespace tunekit::adapters {
 torch::Tensor row_norm(const torch::Tensor& W);
 
 // h = W x + b + scale * B A drop(x); `dropped` is drop(x) (or x itself when dropout is off).
+// For a frozen W in float32/float64 compute (no bf16 scope) this is one hand-written autograd
+// node (lowrank.cpp, LowRankLinear); otherwise, or with set_fused_low_rank_enabled(false), the
+// composed ATen ops. Both give the same values and gradients.
 torch::Tensor low_rank_forward(const torch::Tensor& x, const torch::Tensor& dropped, const torch::Tensor& W,
                                const torch::Tensor& b, const torch::Tensor& A, const torch::Tensor& B, double scale);
+
+void set_fused_low_rank_enabled(bool enabled);
+bool fused_low_rank_enabled();
 
 // ‖W + scale·B A‖_c without building B A: ‖W‖² + 2·scale·rowsum((W Aᵀ) ⊙ B) + scale²·rowsum((B A Aᵀ) ⊙ B)
 // per row, computed in float32 or wider (outside any bf16 compute scope); differentiable in A and B.
