@@ -7,6 +7,7 @@
 //             [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
 //             [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]
+//             [--low-rank fused|aten]
 //   bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]
 //   bench_llm --print-core
 // Every mode first lets util/threads.h's select_blas_core pick OpenBLAS's kernels (on a CPU the
@@ -18,6 +19,10 @@
 // GEMM peak too (the bf16 rows' MFU is counted against it). --tiny: a 2-layer model of the shape's family.
 // --optimizer: the trainer's AdamW (fused: src/train/fused_adamw.h, gradients freed between steps;
 // the default) or torch::optim::AdamW (gradients zeroed in place, as before issue 17).
+// --low-rank: LoRA's and DoRA's branch as one hand-written autograd node (adapters/lowrank.h; the
+// default) or as the composed ATen ops.
+// The allocator policy is tunekit's (util/memory.h: freed memory kept for the next step);
+// TUNEKIT_MALLOC=system measures glibc's defaults.
 // --json: one JSON object per line on stdout (model, step, summary; sgemm), the same keys as
 // torch_llm.py; the human-readable lines go to stderr.
 // FLOPs: step_flops below (the same formula as torch_llm.py's; run_llm.sh prints it).
@@ -31,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/attach.h"
+#include "adapters/lowrank.h"
 #include "models/chunked_loss.h"
 #include "models/hf/common.h"
 #include "models/hf/families.h"
@@ -78,6 +84,7 @@ Shape shape_named(const std::string& name, bool tiny) {
 struct Args {
   bool sgemm = false, print_core = false, checkpointing = false, tiny = false, json = false;
   bool fused_adamw = true;  // --optimizer fused|torch
+  bool fused_low_rank = true;  // --low-rank fused|aten
   std::string shape = "gpt2", mode = "lora";
   int64_t steps = 2, warmup = 1, r = 16, fresh = 64, loss_chunk = 1024, seed = 0;
   double alpha = 32.0, sgemm_gflops = 0;
@@ -91,6 +98,7 @@ const char* kUsage =
     "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
     "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]\n"
+    "                 [--low-rank fused|aten]\n"
     "       bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]\n"
     "       bench_llm --print-core\n";
 
@@ -141,8 +149,11 @@ Args parse_args(int argc, char** argv) {
       const std::string v = value(i);
       if (v != "fused" && v != "torch") throw Error(fmt::format("--optimizer: '{}' is not one of fused, torch", v));
       a.fused_adamw = v == "fused";
-    }
-    else throw Error(fmt::format("unknown argument '{}'\n{}", f, kUsage));
+    } else if (f == "--low-rank") {
+      const auto v = value(i);
+      if (v != "fused" && v != "aten") throw Error(fmt::format("--low-rank: '{}' is not one of fused, aten", v));
+      a.fused_low_rank = v == "fused";
+    } else throw Error(fmt::format("unknown argument '{}'\n{}", f, kUsage));
   }
   if (a.mode != "full" && a.mode != "lora" && a.mode != "dora" && a.mode != "infer")
     throw Error(fmt::format("--mode: '{}' is not one of full, lora, dora, infer", a.mode));
@@ -326,7 +337,8 @@ Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, s
   t.seconds = median(times);
   t.extra = {{"steps", a.steps}, {"step_s_median", round_to(t.seconds, 4)},
              {"tokens_per_s", round_to(double(s.batch * s.seq) / t.seconds, 1)},
-             {"optimizer", a.fused_adamw ? "fused" : "torch"}, {"optimizer_s_median", round_to(median(opt_times), 4)}};
+             {"optimizer", a.fused_adamw ? "fused" : "torch"}, {"optimizer_s_median", round_to(median(opt_times), 4)},
+             {"low_rank", a.fused_low_rank ? "fused" : "aten"}};
   return t;
 }
 
@@ -427,7 +439,7 @@ int run_row(const Args& a, const Output& out) {
   json summary = {{"what", "summary"}, {"impl", "tunekit"}, {"shape", a.shape}, {"mode", a.mode},
                   {"compute", enum_name(a.compute)}, {"compute_dtype", std::string(c10::toString(choice.dtype))},
                   {"compute_why", choice.why}, {"frozen", enum_name(a.frozen)}, {"checkpointing", a.checkpointing},
-                  {"loss_chunk", a.loss_chunk}, {"threads", threads}, {"batch", s.batch}, {"seq", s.seq},
+                  {"loss_chunk", a.loss_chunk}, {"threads", threads}, {"allocator", allocator_policy()}, {"batch", s.batch}, {"seq", s.seq},
                   {"params_total", total}, {"params_trainable", n_trainable}, {"flops_step", flops},
                   {"peak_rss_mb", round_to(peak_rss_mib(), 1)}, {"gflops", round_to(flops / t.seconds / 1e9, 2)},
                   {"sgemm_gflops", a.sgemm_gflops}, {"blas_core", blas_core()}};
@@ -445,12 +457,14 @@ int run_row(const Args& a, const Output& out) {
 int main(int argc, char** argv) {
   try {
     select_blas_core(argv);
+    apply_allocator_policy();  // as tunekit's main (util/memory.h); TUNEKIT_MALLOC=system for glibc's
     const Args a = parse_args(argc, argv);
     const Output out(a.json);
     if (a.print_core) {
       std::cout << blas_core() << std::endl;
       return 0;
     }
+    adapters::set_fused_low_rank_enabled(a.fused_low_rank);
     return a.sgemm ? run_sgemm(a, out) : run_row(a, out);
   } catch (const Error& e) {
     std::cerr << "bench_llm: error: " << e.what() << "\n";

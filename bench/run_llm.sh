@@ -17,7 +17,9 @@
 #     tunekit chose); FROZEN (fp32 | bf16 | int8, tunekit only); CHECKPOINTING (0 | 1, tunekit only);
 #     LOSS_CHUNK (1024: tunekit's fused LM-head loss chunk, 0 = plain logits); NEW (64); TINY (0 | 1:
 #     a 2-layer model of each shape, to check the script); OPENBLAS_CORETYPE (default: the core
-#     bench_llm --print-core selects).
+#     bench_llm --print-core selects); TUNEKIT_MALLOC (keep | system: tunekit's allocator policy,
+#     util/memory.h); EAGER_MALLOC (system: eager as users run it, glibc's malloc defaults | keep:
+#     eager under the same thresholds as tunekit's policy, through GLIBC_TUNABLES).
 # The default full run takes about 10 minutes on an idle 2-core machine (20 under load).
 set -euo pipefail
 BUILD=${1:-build}
@@ -32,6 +34,12 @@ CHECKPOINTING=${CHECKPOINTING:-0}
 LOSS_CHUNK=${LOSS_CHUNK:-1024}
 NEW=${NEW:-64}
 TINY=${TINY:-0}
+EAGER_MALLOC=${EAGER_MALLOC:-system}
+case "$EAGER_MALLOC" in
+  system) EAGER_ENV=() ;;
+  keep) EAGER_ENV=(env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824) ;;
+  *) echo "run_llm.sh: EAGER_MALLOC: '$EAGER_MALLOC' is not one of system, keep" >&2; exit 1 ;;
+esac
 PY=/usr/bin/python3
 cd "$(dirname "$0")/.."
 [ -x "$BUILD/bench_llm" ] || { echo "run_llm.sh: $BUILD/bench_llm not found (cmake --build $BUILD --target bench_llm)" >&2; exit 1; }
@@ -88,7 +96,7 @@ for l in open(sys.argv[1]):
     if j.get("what") == "summary": print("bf16" if j["compute_dtype"] == "BFloat16" else "fp32")' "$tk" 2>/dev/null || true)
   [ -n "$eager_compute" ] || eager_compute=$([ "$COMPUTE" = bf16 ] && echo bf16 || echo fp32)
   echo "== $shape $mode: eager: $PY bench/torch_llm.py --shape $shape --mode $mode ${COMMON[*]} --compute $eager_compute --threads $TORCH_THREADS"
-  if ! $PY bench/torch_llm.py --shape "$shape" --mode "$mode" "${COMMON[@]}" --compute "$eager_compute" \
+  if ! "${EAGER_ENV[@]}" $PY bench/torch_llm.py --shape "$shape" --mode "$mode" "${COMMON[@]}" --compute "$eager_compute" \
        --threads "$TORCH_THREADS" > "$py" 2> "$py.err"; then
     echo "   eager failed: $(tail -1 "$py.err")"
   fi
@@ -99,11 +107,11 @@ echo "== load average after: $LOAD_AFTER"
 echo
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-$PY - "$WORK" "$CPU" "$LOAD_BEFORE" "$LOAD_AFTER" "$THREADS" "$TORCH_THREADS" "$STEPS" "$WARMUP" "$TINY" "${rows[@]}" <<'EOF'
+$PY - "$WORK" "$CPU" "$LOAD_BEFORE" "$LOAD_AFTER" "$THREADS" "$TORCH_THREADS" "$STEPS" "$WARMUP" "$TINY" "$EAGER_MALLOC" "${rows[@]}" <<'EOF'
 import json, os, sys
 
-work, cpu, load_before, load_after, threads, torch_threads, steps, warmup, tiny = sys.argv[1:10]
-rows = sys.argv[10:]
+work, cpu, load_before, load_after, threads, torch_threads, steps, warmup, tiny, eager_malloc = sys.argv[1:11]
+rows = sys.argv[11:]
 
 
 def read(path):
@@ -199,6 +207,11 @@ print(f"Machine: {cpu}; bf16 instructions: {sgemm.get('bf16_features') or 'none'
       f"threads: OpenBLAS {threads}, LibTorch/torch intra-op {torch_threads} (both sides); sgemm peak "
       f"{sgemm['gflops']:.1f} GFLOP/s (median of {', '.join(f'{k} {v:.1f}' for k, v in sgemm['shapes'].items())}); "
       f"{steps} timed steps after {warmup} warm-up, median; load average before {load_before}, after {load_after}.")
+tk_alloc = next((t["allocator"] for t, _ in res.values() if t and t.get("allocator")), "unknown")
+eager_alloc = ("glibc's malloc defaults" if eager_malloc == "system"
+               else "the same thresholds as tunekit (GLIBC_TUNABLES)")
+print()
+print(f"Allocator: tunekit {tk_alloc.removeprefix('memory: ')}; eager {eager_alloc}.")
 if sgemm.get("compute_dtype", "Float") != "Float":
     print()
     print(f"Compute {sgemm['compute_dtype']} ({sgemm['compute_why']}): MFU against the {sgemm['compute_dtype']} GEMM peak "

@@ -1,9 +1,46 @@
 #include "util/memory.h"
 
+#include <malloc.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
+#include "util/error.h"
+
 namespace tunekit {
+
+namespace {
+std::string chosen = "memory: glibc's malloc defaults (apply_allocator_policy not called)";
+}  // namespace
+
+std::string apply_allocator_policy() {
+  const char* env = std::getenv("TUNEKIT_MALLOC");
+  const std::string want = env ? env : "keep";
+  if (want != "keep" && want != "system")
+    throw Error("TUNEKIT_MALLOC: '" + want + "' is not one of keep, system");
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  const bool users_own = (tunables && std::string(tunables).find("glibc.malloc.") != std::string::npos) ||
+                         std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_");
+  if (want == "system") {
+    chosen = "memory: glibc's malloc defaults (TUNEKIT_MALLOC=system)";
+  } else if (users_own) {
+    chosen = "memory: glibc's malloc as the environment sets it (GLIBC_TUNABLES / MALLOC_*_)";
+  } else {
+#ifdef __GLIBC__
+    constexpr int kGiB = 1 << 30;
+    const bool ok = mallopt(M_MMAP_THRESHOLD, kGiB) == 1 && mallopt(M_TRIM_THRESHOLD, kGiB) == 1;
+    chosen = ok ? "memory: freed blocks kept for reuse (malloc's mmap and trim thresholds 1 GiB; "
+                  "TUNEKIT_MALLOC=system: glibc's defaults)"
+                : "memory: glibc's malloc defaults (this glibc refused the thresholds)";
+#else
+    chosen = "memory: the C library's malloc defaults (not glibc)";
+#endif
+  }
+  return chosen;
+}
+
+std::string allocator_policy() { return chosen; }
 
 double peak_rss_mib() {
   std::ifstream in("/proc/self/status");

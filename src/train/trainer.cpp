@@ -29,6 +29,7 @@
 #include "src/train/setup.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/memory.h"
 #include "util/progress.h"
 
 namespace fs = std::filesystem;
@@ -466,7 +467,7 @@ void announce(const Run& run, const std::string& threads, const std::string& tok
                       s.train.size(), s.val.size(), s.test.size(),
                       run.objective->describe_samples(s.train, recipe.model.is_text()), run.batch_size, run.accum,
                       run.total_steps, threads));
-  run.say(run.device_line + "; " + run.precision_line);
+  run.say(run.device_line + "; " + run.precision_line + "; " + allocator_policy());
   if (resuming)
     run.say(fmt::format("resuming from step {} (epoch {}, batch {})", run.state.step, run.state.epoch + 1,
                         run.state.batch_in_epoch));
