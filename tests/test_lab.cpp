@@ -398,7 +398,7 @@ TEST(Lab, FitOverSeedsGivesEachSeedsSlopeAndTheirInterval) {
   EXPECT_EQ(lines, 1 + 3);
 
   EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {}, {4}, true); }).find("at least 2 seeds"), std::string::npos);
-  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {}, {4, 4}, true); }).find("seed 4 is given twice"),
+  EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {}, {4, 4}, true); }).find("--seeds: seed 4 is listed twice"),
             std::string::npos);
   EXPECT_NE(testkit::error_of([&] { run_lab_seeds(recipe, {"lab.n=[300]"}, {1, 2}, true); }).find("one size"),
             std::string::npos);

@@ -70,6 +70,11 @@ TEST(Sweep, TwoTinyCellsWriteCsvAndTableAndAreSkippedWhenRerun) {
   EXPECT_EQ(more.cells, 2);
   EXPECT_EQ(more.skipped, 1);
   EXPECT_EQ(more.ran, 1);
+  // A seed given twice would name one cell directory twice: refused before anything runs.
+  o.seeds = {3, 4, 3};
+  EXPECT_EQ(testkit::error_of([&] { run_sweep(o); }), "--seeds: seed 3 is listed twice");
+  o.seeds = {-1};
+  EXPECT_EQ(testkit::error_of([&] { run_sweep(o); }).rfind("--seeds: seed -1 is negative", 0), 0u);
 }
 
 TEST(Sweep, VariantsAreNamedOverrideSets) {

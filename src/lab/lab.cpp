@@ -349,11 +349,7 @@ LabSeedsResult run_lab_seeds(const std::string& recipe_path, const std::vector<s
   if (base.lab.n.size() < 2)
     throw Error(fmt::format("{}: --seeds compares slopes over n, and lab.n has one size", recipe_path));
   if (seeds.size() < 2) throw Error("--seeds needs at least 2 seeds (an interval over seeds)");
-  for (size_t i = 0; i < seeds.size(); ++i) {
-    if (seeds[i] < 0) throw Error(fmt::format("--seeds: seed {} is negative", seeds[i]));
-    for (size_t j = 0; j < i; ++j)
-      if (seeds[j] == seeds[i]) throw Error(fmt::format("--seeds: seed {} is given twice", seeds[i]));
-  }
+  if (auto problem = seed_list_problem(seeds); !problem.empty()) throw Error("--seeds: " + problem);
   LabSeedsResult out;
   const double theory = base.lab.theory_slope;
   std::string csv = "seed,slope,slope_se,run_dir\n";

@@ -347,6 +347,11 @@ struct Recipe {
   std::string run_dir() const { return output.dir + "/" + output.name; }
 };
 
+// Why a list of seeds cannot be used ("seed 3 is listed twice", "seed -1 is negative ..."), or ""
+// when it can: each seed names a cell's run directory, so a repeated seed would overwrite one.
+// The recipe's seed lists and the --seeds of `sweep` and `fit` all check through it.
+std::string seed_list_problem(const std::vector<int64_t>& seeds);
+
 // Reads and validates a recipe file; overrides are "key.path=value" strings.
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same, from YAML text (`source` names it in error messages).

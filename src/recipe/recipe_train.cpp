@@ -197,12 +197,7 @@ OutputConfig parse_output(Section o, const std::string& source) {
 
 // A list of seeds: none negative, none twice.
 void check_seeds(const Section& w, const std::string& key, const std::vector<int64_t>& seeds) {
-  std::set<int64_t> seen;
-  for (int64_t s : seeds) {
-    if (s < 0)
-      w.fail(key, fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max()));
-    if (!seen.insert(s).second) w.fail(key, fmt::format("seed {} is listed twice", s));
-  }
+  if (auto problem = seed_list_problem(seeds); !problem.empty()) w.fail(key, problem);
 }
 
 // sweep.tune: {key, values, seeds}; `node` is the section's (what a message about a key it
@@ -298,3 +293,16 @@ SweepConfig parse_sweep(Section w) {
 }
 
 }  // namespace tunekit::recipe
+
+namespace tunekit {
+
+std::string seed_list_problem(const std::vector<int64_t>& seeds) {
+  std::set<int64_t> seen;
+  for (int64_t s : seeds) {
+    if (s < 0) return fmt::format("seed {} is negative (seeds are 0..{})", s, std::numeric_limits<int64_t>::max());
+    if (!seen.insert(s).second) return fmt::format("seed {} is listed twice", s);
+  }
+  return "";
+}
+
+}  // namespace tunekit

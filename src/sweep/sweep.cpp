@@ -568,6 +568,7 @@ std::string compare_claims(const Recipe& base, const Dims& dims, const std::vect
 }  // namespace
 
 SweepResult run_sweep(const SweepOptions& opt) {
+  if (auto problem = seed_list_problem(opt.seeds); !problem.empty()) throw Error("--seeds: " + problem);
   Recipe base = load_recipe(opt.recipe_path, opt.overrides);
   const Dims dims = sweep_dims(base, opt);
   std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
