@@ -97,4 +97,22 @@ double gradcheck(const std::function<torch::Tensor(const std::vector<torch::Tens
   return worst;
 }
 
+std::vector<double> lm_loss_curve(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                                  const std::vector<torch::Tensor>& params, int64_t vocab, int64_t batch,
+                                  int64_t tokens, int steps, double lr) {
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(lr));
+  torch::manual_seed(8);
+  auto ids = torch::randint(0, vocab, {batch, tokens + 1}, torch::kLong);
+  std::vector<double> losses;
+  for (int step = 0; step < steps; ++step) {
+    opt.zero_grad();
+    auto logits = forward(ids.slice(1, 0, tokens));
+    auto loss = torch::cross_entropy_loss(logits.reshape({-1, vocab}), ids.slice(1, 1).reshape(-1));
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item<double>());
+  }
+  return losses;
+}
+
 }  // namespace tunekit::testkit

@@ -39,4 +39,12 @@ std::string error_of(const std::function<void()>& f);
 double gradcheck(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,
                  std::vector<torch::Tensor> inputs, double eps = 1e-6);
 
+// The next-token losses of `steps` AdamW steps at `lr` over `params`, on one batch of random ids
+// ([batch, tokens + 1] below `vocab`, drawn after torch::manual_seed(8)); `forward` maps ids
+// [batch, tokens] to logits [batch, tokens, vocab]. For comparing a fast path's loss curve with
+// the plain path's.
+std::vector<double> lm_loss_curve(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                                  const std::vector<torch::Tensor>& params, int64_t vocab, int64_t batch,
+                                  int64_t tokens, int steps, double lr);
+
 }  // namespace tunekit::testkit

@@ -322,18 +322,8 @@ TEST(CausalAttentionKernel, TrainingLossCurveIsTheSameWithAndWithout) {
     auto m = fams[2].second;  // llama, grouped-query
     randomise(*m, 3);
     set_attention_kernel_enabled(kernel);
-    torch::optim::AdamW opt(m->parameters(), torch::optim::AdamWOptions(3e-3));
-    torch::manual_seed(8);
-    auto ids = torch::randint(0, 40, {2, 100}, torch::kLong);
-    std::vector<double> losses;
-    for (int step = 0; step < 8; ++step) {
-      opt.zero_grad();
-      auto logits = m->forward(ids.slice(1, 0, 99));
-      auto loss = torch::cross_entropy_loss(logits.reshape({-1, 40}), ids.slice(1, 1).reshape(-1));
-      loss.backward();
-      opt.step();
-      losses.push_back(loss.item<double>());
-    }
+    auto losses = testkit::lm_loss_curve([&](const torch::Tensor& ids) { return m->forward(ids); }, m->parameters(),
+                                         40, 2, 99, 8, 3e-3);
     set_attention_kernel_enabled(true);
     return losses;
   };

@@ -180,19 +180,9 @@ TEST(FusedLowRank, LoraTrainingCurveIsTheSameWithAndWithout) {
     std::vector<torch::Tensor> params;
     for (auto& p : m->parameters())
       if (p.requires_grad()) params.push_back(p);
-    torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2));
     adapters::set_fused_low_rank_enabled(fused);
-    torch::manual_seed(8);
-    auto ids = torch::randint(0, 40, {2, 33}, torch::kLong);
-    std::vector<double> losses;
-    for (int step = 0; step < 10; ++step) {
-      opt.zero_grad();
-      auto logits = m->forward(ids.slice(1, 0, 32));
-      auto loss = torch::cross_entropy_loss(logits.reshape({-1, 40}), ids.slice(1, 1).reshape(-1));
-      loss.backward();
-      opt.step();
-      losses.push_back(loss.item<double>());
-    }
+    auto losses = testkit::lm_loss_curve([&](const torch::Tensor& ids) { return m->forward(ids); }, params, 40, 2,
+                                         32, 10, 1e-2);
     adapters::set_fused_low_rank_enabled(true);
     return losses;
   };
