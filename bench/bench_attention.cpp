@@ -18,6 +18,7 @@
 #include "models/attention.h"
 #include "models/attention_kernel.h"
 #include "models/hf/common.h"
+#include "util/startup.h"
 #include "util/threads.h"
 
 using namespace tunekit;
@@ -62,7 +63,7 @@ void bench_causal(int iters, const std::vector<int64_t>& lengths) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  select_blas_core(argv);
+  if (!start_up(argv, "bench_attention")) return 2;  // as tunekit's main (util/startup.h)
   int iters = 30;
   bool causal_only = false;
   std::vector<int64_t> lengths{256, 1024, 2048};

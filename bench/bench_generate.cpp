@@ -25,6 +25,8 @@
 #include "models/lm.h"
 #include "src/eval/generate.h"
 #include "util/error.h"
+#include "util/memory.h"
+#include "util/startup.h"
 #include "util/text.h"
 #include "util/threads.h"
 
@@ -143,6 +145,7 @@ double time_single_steps(models::CausalLm& lm, const std::vector<int64_t>& ids, 
 }  // namespace
 
 int main(int argc, char** argv) try {
+  if (!start_up(argv, "bench_generate")) return 2;  // as tunekit's main (util/startup.h)
   const Args a = parse_args(argc, argv);
   ThreadPolicy policy;
   if (a.torch_threads > 0) policy.torch = a.torch_threads;
@@ -163,7 +166,7 @@ int main(int argc, char** argv) try {
   torch::manual_seed(a.seed);
   auto prompt_t = torch::randint(0, a.vocab, {a.prompt}, torch::kLong);
   std::vector<int64_t> prompt(prompt_t.data_ptr<int64_t>(), prompt_t.data_ptr<int64_t>() + a.prompt);
-  std::cerr << model->describe() << "\n" << "threads: " << threads << "\n";
+  std::cerr << model->describe() << "\n" << "threads: " << threads << "\n" << allocator_policy() << "\n";
 
   time_generation(*model, tok, prompt, 8, true, 1);  // warm-up
   nlohmann::json lengths = nlohmann::json::array();
@@ -189,7 +192,7 @@ int main(int argc, char** argv) try {
   const auto& r = cached_full.result;
   nlohmann::json out{{"what", "summary"},
                      {"model", model->describe()},
-                     {"threads", threads},
+                     {"threads", threads}, {"allocator", allocator_policy()},
                      {"prompt_tokens", a.prompt},
                      {"new_tokens", a.new_tokens},
                      {"cache_s", cached_full.seconds},

@@ -17,7 +17,6 @@
 // backward of the base is about one forward (input gradients only), and "mfu_executed" counts
 // what runs: 2x the forward, plus one more attention core (its backward has two products per
 // forward product, none of them weights), plus 3x the LoRA products.
-#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -35,6 +34,7 @@
 #include "src/hf/load.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "util/startup.h"
 #include "util/text.h"
 #include "util/threads.h"
 
@@ -133,9 +133,8 @@ double sgemm_peak_gflops(int n = 1024, int reps = 20, int tries = 3) {
 // installed OpenBLAS knows gets the SSE3 "Prescott" kernels, several times slower; the
 // environment's OPENBLAS_CORETYPE (read when the library loads) overrides the choice.
 std::string blas_core() {
-  using CoreFn = char* (*)();
-  auto corename = reinterpret_cast<CoreFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  return corename ? std::string(corename()) : "-";
+  const std::string core = openblas_core();  // util/threads.h
+  return core.empty() ? "-" : core;
 }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -225,6 +224,7 @@ int run(const Args& a) {
   const double peak_gflops = sgemm_peak_gflops();
   const std::string blas = blas_core();
   out.say(fmt::format("threads: {}; OpenBLAS core {}; sgemm peak (1024^3): {:.1f} GFLOP/s", threads, blas, peak_gflops));
+  out.say(allocator_policy());
 
   // 3. LoRA as a recipe attaches it, AdamW on the trainable parameters.
   torch::manual_seed(a.seed);
@@ -288,7 +288,7 @@ int run(const Args& a) {
                       "{:.1f}% MFU, executed {:.1f} GFLOP/s = {:.1f}%; process peak RSS {:.0f} MiB",
                       med, times.size(), tokens_per_s, flops_conv / med / 1e9, 100 * mfu, flops_exec / med / 1e9,
                       100 * mfu_exec, peak_train));
-  out.emit({{"what", "summary"}, {"impl", "tunekit"}, {"threads", threads}, {"torch_threads", torch::get_num_threads()},
+  out.emit({{"what", "summary"}, {"impl", "tunekit"}, {"threads", threads}, {"allocator", allocator_policy()}, {"torch_threads", torch::get_num_threads()},
             {"batch", a.batch}, {"seq", a.seq}, {"steps", times.size()}, {"step_s_median", round_to(med, 4)},
             {"tokens_per_s", round_to(tokens_per_s, 1)}, {"peak_rss_mb", round_to(peak_train, 1)},
             {"params_total", report.total}, {"params_trainable", report.trainable},
@@ -319,6 +319,7 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!start_up(argv, "bench_hf")) return 2;  // as tunekit's main (util/startup.h)
   try {
     return run(parse_args(argc, argv));
   } catch (const Error& e) {

@@ -26,7 +26,6 @@
 // --json: one JSON object per line on stdout (model, step, summary; sgemm), the same keys as
 // torch_llm.py; the human-readable lines go to stderr.
 // FLOPs: step_flops below (the same formula as torch_llm.py's; run_llm.sh prints it).
-#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -46,6 +45,7 @@
 #include "src/train/fused_adamw.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "util/startup.h"
 #include "util/text.h"
 #include "util/threads.h"
 
@@ -206,9 +206,8 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // The kernel set OpenBLAS chose at start-up ("SkylakeX", "Haswell", ...).
 std::string blas_core() {
-  using CoreFn = char* (*)();
-  auto corename = reinterpret_cast<CoreFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  return corename ? std::string(corename()) : "-";
+  const std::string core = openblas_core();  // util/threads.h
+  return core.empty() ? "-" : core;
 }
 
 class Output {
@@ -455,9 +454,8 @@ int run_row(const Args& a, const Output& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!start_up(argv, "bench_llm")) return 2;  // as tunekit's main (util/startup.h); TUNEKIT_MALLOC=system for glibc's
   try {
-    select_blas_core(argv);
-    apply_allocator_policy();  // as tunekit's main (util/memory.h); TUNEKIT_MALLOC=system for glibc's
     const Args a = parse_args(argc, argv);
     const Output out(a.json);
     if (a.print_core) {

@@ -17,6 +17,7 @@
 
 #include "data/tokenizer.h"
 #include "util/error.h"
+#include "util/startup.h"
 
 using namespace tunekit;
 using Clock = std::chrono::steady_clock;
@@ -137,6 +138,7 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!start_up(argv, "bench_tokenizer")) return 2;  // as tunekit's main (util/startup.h)
   try {
     return run(parse_args(argc, argv));
   } catch (const std::exception& e) {

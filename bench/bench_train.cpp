@@ -14,6 +14,7 @@
 #include "src/train/trainer.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "util/startup.h"
 
 using namespace tunekit;
 
@@ -27,6 +28,7 @@ static double sgemm_peak_gflops(int n = 1024, int reps = 20) {
 }
 
 int main(int argc, char** argv) {
+  if (!start_up(argv, "bench_train")) return 2;  // as tunekit's main (util/startup.h)
   int64_t steps = 400;
   std::vector<std::string> recipes;
   for (int i = 1; i < argc; ++i) {
@@ -46,7 +48,8 @@ int main(int argc, char** argv) {
       if (threads.empty()) {
         threads = apply_thread_policy(r.threads);
         double peak = sgemm_peak_gflops();
-        std::cout << fmt::format("threads: {}; sgemm peak (1024^3): {:.1f} GFLOP/s\n", threads, peak);
+        std::cout << fmt::format("threads: {}; sgemm peak (1024^3): {:.1f} GFLOP/s\n{}\n", threads, peak,
+                                 allocator_policy());
         std::cout << fmt::format("{:<28} {:>7} {:>10} {:>10} {:>12} {:>8} {:>12} {:>14}\n", "recipe", "steps", "samples/s",
                                  "tokens/s", "GFLOP/s", "MFU", "peak RSS", "trainable");
         std::cout.flush();

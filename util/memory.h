@@ -15,7 +15,8 @@ namespace tunekit {
 // freed memory in the process for the next step (mmap threshold 1 GiB, trim threshold 1 GiB);
 // peak RSS grows by the heap's fragmentation (2-6 % measured). TUNEKIT_MALLOC=system keeps glibc's
 // defaults, as does a malloc setting of the user's own (GLIBC_TUNABLES glibc.malloc.*,
-// MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_). Call first thing in main(); returns what was
+// MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_). Called first thing in main() by start_up
+// (util/startup.h); returns what was
 // chosen ("memory: freed blocks kept for reuse (...)"), also available later from
 // allocator_policy(). A TUNEKIT_MALLOC other than keep or system throws tunekit::Error.
 std::string apply_allocator_policy();

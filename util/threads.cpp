@@ -23,12 +23,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string openblas_core() {
-  using NameFn = char* (*)();
-  auto name = reinterpret_cast<NameFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  return name && name() ? std::string(name()) : "";
-}
-
 // The OpenBLAS core this CPU supports best among the ones tunekit picks, "" when none applies.
 std::string supported_core() {
   __builtin_cpu_init();
@@ -52,6 +46,12 @@ bool weaker_core(const std::string& current, const std::string& target) {
 }
 
 }  // namespace
+
+std::string openblas_core() {
+  using NameFn = char* (*)();
+  auto name = reinterpret_cast<NameFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return name && name() ? std::string(name()) : "";
+}
 
 void select_blas_core(char** argv) {
   if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("TUNEKIT_BLAS_CORE_FROM")) return;

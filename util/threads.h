@@ -18,11 +18,14 @@ int hardware_cores();
 
 // OpenBLAS picks its kernels for the CPU when it loads; a build that does not know the CPU (Debian's
 // OpenBLAS 0.3.21 on Sapphire Rapids, for one) falls back to its generic SSE3 "Prescott" kernels,
-// 4-6x slower than the CPU allows. Call first thing in main(): when that happened and
+// 4-6x slower than the CPU allows. Called first thing in main() by start_up (util/startup.h): when that happened and
 // OPENBLAS_CORETYPE is unset, re-executes the program with OPENBLAS_CORETYPE set to the core the
 // CPU supports (SkylakeX with AVX-512, Haswell with AVX2 + FMA), OpenBLAS's documented override.
 // TUNEKIT_BLAS_CORE=keep leaves OpenBLAS's own choice. Returns only when no re-exec happens.
 void select_blas_core(char** argv);
+// The kernel set OpenBLAS runs ("SkylakeX", "Haswell", "Prescott" for its generic fallback);
+// "" for another BLAS.
+std::string openblas_core();
 // OpenBLAS's core in use ("SkylakeX"), with a note when select_blas_core chose it; "" for
 // another BLAS.
 std::string blas_core_description();

@@ -36,7 +36,7 @@
 #include "src/train/trainer.h"
 #include "util/error.h"
 #include "util/file.h"
-#include "util/memory.h"
+#include "util/startup.h"
 #include "util/text.h"
 
 namespace fs = std::filesystem;
@@ -618,13 +618,7 @@ int run_reporting_errors(const std::string& name, const std::function<int()>& ru
 }  // namespace
 
 int main(int argc, char** argv) {
-  tunekit::select_blas_core(argv);
-  try {
-    tunekit::apply_allocator_policy();  // util/memory.h: freed memory kept for the next step
-  } catch (const tunekit::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 2;
-  }
+  if (!tunekit::start_up(argv)) return 2;  // util/startup.h: OpenBLAS's kernels, the allocator policy
   // A file-size limit (ulimit -f) then fails the write with EFBIG, reported as one error line,
   // instead of killing the process mid-write.
   std::signal(SIGXFSZ, SIG_IGN);
