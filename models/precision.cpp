@@ -79,6 +79,15 @@ ComputeScope::~ComputeScope() {
   at::autocast::set_autocast_cpu_dtype(previous_dtype_);
 }
 
+torch::Tensor narrow_frozen(const torch::Tensor& W, FrozenDtype dtype) {
+  switch (dtype) {
+    case FrozenDtype::Bf16: return W.to(torch::kBFloat16);
+    case FrozenDtype::Int8: return pack_int8_rows(W.to(torch::kFloat));
+    case FrozenDtype::Fp32: break;
+  }
+  return W.to(torch::kFloat);
+}
+
 int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype) {
   if (dtype == FrozenDtype::Fp32) return 0;
   int64_t saved = 0;
@@ -88,8 +97,19 @@ int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype) {
     if (!lin || lin->weight.requires_grad() || lin->weight.scalar_type() != torch::kFloat) continue;
     const int64_t before = lin->weight.numel() * lin->weight.element_size();
     // set_data keeps the registered parameter and the member the same tensor object.
-    lin->weight.set_data(dtype == FrozenDtype::Int8 ? pack_int8_rows(lin->weight) : lin->weight.to(torch::kBFloat16));
+    lin->weight.set_data(narrow_frozen(lin->weight, dtype));
     saved += before - lin->weight.numel() * lin->weight.element_size();
+  }
+  return saved;
+}
+
+int64_t frozen_bytes_saved(torch::nn::Module& module) {
+  int64_t saved = 0;
+  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
+    auto* lin = dynamic_cast<LinearImpl*>(item.value().get());
+    if (!lin || !lin->weight.defined() || !narrow_weight(lin->weight)) continue;
+    saved += lin->options.out_features() * lin->options.in_features() * int64_t(sizeof(float)) -
+             lin->weight.numel() * lin->weight.element_size();
   }
   return saved;
 }

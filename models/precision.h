@@ -36,9 +36,18 @@ class ComputeScope {
   torch::ScalarType previous_dtype_ = torch::kBFloat16;
 };
 
-// Stores every frozen (requires_grad false) float32 models::Linear weight of `module` in `dtype`:
-// bf16, or int8 rows packed with their scales (models/linear.h); trainable ones are left as they
-// are. Returns the bytes saved.
+// A float [out, in] weight W as `dtype` stores it: bf16 [out, in], or int8 rows packed with their
+// scales, [out, in + 4] (models/linear.h pack_int8_rows); float32 for Fp32. Row by row: a block
+// of W's rows narrows to the same rows of the whole (the loader narrows while it reads, in blocks).
+torch::Tensor narrow_frozen(const torch::Tensor& W, FrozenDtype dtype);
+
+// Stores every frozen (requires_grad false) float32 models::Linear weight of `module` in `dtype`
+// (narrow_frozen); trainable ones, and ones stored narrow already, are left as they are. Returns
+// the bytes saved.
 int64_t store_frozen_weights(torch::nn::Module& module, FrozenDtype dtype);
+
+// The bytes the narrow models::Linear weights of `module` save against float32, however they came
+// to be narrow (stored by store_frozen_weights, or as the Hugging Face loader read them).
+int64_t frozen_bytes_saved(torch::nn::Module& module);
 
 }  // namespace tunekit::models

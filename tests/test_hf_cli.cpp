@@ -13,7 +13,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "adapters/lowrank.h"
 #include "data/tokenizer.h"
+#include "models/linear.h"
+#include "models/precision.h"
 #include "src/io/safetensors.h"
 #include "src/recipe/recipe.h"
 #include "src/train/setup.h"
@@ -145,6 +148,64 @@ TEST(HfCli, LlamaLoraTrainEvalGenerateExportMergeAndPeftApply) {
       << testkit::read_file(d / "export.log");
   auto script = torch::jit::load(d / "llama.pt");
   EXPECT_LT(max_diff(script.forward({input}).toTensor(), ours), 1e-4);
+}
+
+// model.frozen_dtype while training: the frozen base is stored narrow as the checkpoint is read
+// (src/hf/load.h), and the model is the one narrowing after the load gives: every Linear weight
+// the same bytes, adapter.modules_to_save (the untied lm_head here) float32 and trained, LoRA's
+// factors the same. DoRA's magnitude starts at the stored weight's row norms, so the adapted model
+// starts exactly at the stored base. Then `tunekit train` says what it did.
+TEST(HfCli, FrozenBaseStoredNarrowWhileLoading) {
+  testkit::TempDir d;
+  write_llama_and_corpus(d);
+  std::ofstream(d / "llama_lora.yaml") << llama_recipe(d);
+  for (const std::string kind : {"lora", "dora"})
+    for (const std::string dtype : {"bf16", "int8"}) {
+      const std::string what = kind + " " + dtype;
+      Recipe r = load_recipe(d / "llama_lora.yaml", {"adapter.kind=" + kind, "model.frozen_dtype=" + dtype,
+                                                     "adapter.modules_to_save=[lm_head]"});
+      torch::manual_seed(5);
+      RunModel at_load = build_run_model(r, /*load_init=*/true, /*store_frozen=*/true);
+      torch::manual_seed(5);
+      RunModel after = build_run_model(r, /*load_init=*/true, /*store_frozen=*/false);
+      models::store_frozen_weights(*after.model, r.model.frozen_dtype);
+      EXPECT_GT(at_load.narrowed_at_load, 0) << what;
+      EXPECT_EQ(at_load.narrowed_at_load, models::frozen_bytes_saved(*after.model)) << what;
+      EXPECT_EQ(after.narrowed_at_load, 0) << what;
+      auto after_modules = after.model->named_modules("", false);
+      std::map<std::string, torch::Tensor> stored;
+      for (const auto& item : at_load.model->named_modules("", false)) {
+        auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+        if (!lin) continue;
+        auto* ref = dynamic_cast<models::LinearImpl*>(after_modules[item.key()].get());
+        ASSERT_NE(ref, nullptr) << what << " " << item.key();
+        EXPECT_TRUE(torch::equal(lin->weight, ref->weight)) << what << " " << item.key();
+        const bool head = item.key() == "lm_head";
+        EXPECT_EQ(models::narrow_weight(lin->weight), !head) << what << " " << item.key();
+        EXPECT_EQ(lin->weight.requires_grad(), head) << what << " " << item.key();
+        stored[item.key()] = lin->weight;
+      }
+      auto ref_params = after.model->named_parameters();
+      int magnitudes = 0;
+      for (const auto& p : at_load.model->named_parameters()) {
+        const std::string tail = ".adapter.lora_magnitude_vector";
+        if (p.key().size() > tail.size() && p.key().compare(p.key().size() - tail.size(), tail.size(), tail) == 0) {
+          const auto& W = stored.at(p.key().substr(0, p.key().size() - tail.size()));
+          EXPECT_TRUE(torch::allclose(p.value(), adapters::row_norm(W), 1e-6, 0)) << what << " " << p.key();
+          ++magnitudes;
+        } else if (p.value().scalar_type() == torch::kFloat) {
+          EXPECT_TRUE(torch::equal(p.value(), ref_params[p.key()])) << what << " " << p.key();
+        }
+      }
+      EXPECT_EQ(magnitudes, kind == "dora" ? 4 : 0) << what;  // q_proj and v_proj of 2 layers
+    }
+  ASSERT_EQ(tunekit_cli("train " + (d / "llama_lora.yaml") + " model.frozen_dtype=int8 adapter.kind=dora",
+                        d / "train.log"),
+            0)
+      << testkit::read_file(d / "train.log");
+  const std::string log = testkit::read_file(d / "train.log");
+  EXPECT_NE(log.find("frozen base stored in int8 ("), std::string::npos) << log;
+  EXPECT_NE(log.find("converted as it was read"), std::string::npos) << log;
 }
 
 TEST(HfCli, PeftAdapterFromElsewhereMergesAndExports) {

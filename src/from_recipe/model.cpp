@@ -19,8 +19,13 @@ hf::HfLoadOptions hf_load_options(const ModelConfig& c) {
   return hf::HfLoadOptions().max_seq_len(c.is_hf_lm() ? c.max_seq_len : 0).build(build).exclude(c.exclude);
 }
 
-std::shared_ptr<models::Model> build_model(const ModelConfig& c) {
-  if (c.is_hf()) return hf::load_hf_model(c.from_hf, hf_load_options(c));
+std::shared_ptr<models::Model> build_model(
+    const ModelConfig& c, const std::function<std::vector<torch::Tensor>(torch::nn::Module&)>& frozen_select) {
+  if (c.is_hf()) {
+    auto options = hf_load_options(c);
+    if (frozen_select) options.frozen_dtype(c.frozen_dtype).frozen_select(frozen_select);
+    return hf::load_hf_model(c.from_hf, options);
+  }
   if (!c.from_config.empty())  // random initialisation, as transformers does (src/hf/scratch.h)
     return hf::build_from_config(hf::read_config_source(c.from_config, c.max_seq_len), hf_load_options(c).build());
   if (c.kind == ModelKind::Vit)

@@ -8,9 +8,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "models/hf/families.h"
 #include "models/init_guard.h"
+#include "models/precision.h"
 #include "src/io/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -181,6 +183,39 @@ void check_tied_head(const io::SafetensorsReader& r, const io::SafetensorsEntry&
                     r.path(), e.name));
 }
 
+// Row blocks for read_narrow: narrowing makes a few float32 temporaries of a block (int8: the
+// row maxima, the scaled and rounded values), all transient, kept small beside the narrow model.
+constexpr uint64_t kNarrowChunkBytes = 4ull << 20;
+
+// Reads a 2-D weight and stores it as `dtype` (models/precision.h narrow_frozen) in place of the
+// model's float32 tensor, which is never written: row blocks of at most chunk_bytes go from the
+// file through float32 into the narrow tensor. A transposed destination (GPT-2's Conv1D [in, out]
+// file layout) has no row blocks in the file, so it goes through one float32 copy of itself.
+// The model's float32 tensor, never written, goes to `untouched`: the caller frees those after the
+// last tensor, so while it reads, the allocator reuses the pages the narrowing temporaries already
+// touched instead of handing out untouched ones (freed mid-load, they kept the peak near float32's
+// for int8 at Qwen2.5-0.5B's shape). Returns the bytes saved against float32.
+int64_t read_narrow(const io::SafetensorsReader& reader, const io::SafetensorsEntry& entry, const HfTensor& t,
+                    models::FrozenDtype dtype, uint64_t chunk_bytes, std::vector<torch::Tensor>& untouched) {
+  torch::Tensor stored;
+  if (t.transposed) {
+    auto wide = torch::empty(t.tensor.sizes(), t.tensor.options());
+    reader.read_into(entry, wide.t(), chunk_bytes);
+    stored = models::narrow_frozen(wide, dtype);
+  } else {
+    reader.for_each_block(entry, chunk_bytes, [&](int64_t first, const torch::Tensor& block) {
+      auto rows = models::narrow_frozen(block.to(torch::kFloat), dtype);
+      if (!stored.defined()) stored = torch::empty({t.tensor.size(0), rows.size(1)}, rows.options());
+      stored.narrow(0, first, rows.size(0)).copy_(rows);
+    });
+  }
+  const int64_t saved = t.tensor.numel() * int64_t(sizeof(float)) - stored.numel() * stored.element_size();
+  untouched.push_back(t.tensor.detach());  // shares the float32 storage, keeping it to the end
+  t.tensor.set_requires_grad(false);      // a frozen weight (an int8 tensor cannot require grad)
+  t.tensor.set_data(stored);              // the parameter object stays
+  return saved;
+}
+
 }  // namespace
 
 HfWeightFiles find_hf_weights(const std::string& dir) {
@@ -272,12 +307,24 @@ HfLoadReport load_hf_weights(const HfConfig& config, models::hf::HfModel& model,
                             missing.size() > 1 ? fmt::format(" (and {} more)", missing.size() - 1) : ""));
 
   torch::NoGradGuard no_grad;
+  std::unordered_set<const c10::TensorImpl*> narrow;
+  if (options.narrow_dtype() != models::FrozenDtype::Fp32)
+    for (const auto& t : options.narrow())
+      if (t.defined() && t.dim() == 2) narrow.insert(t.unsafeGetTensorImpl());
+  std::vector<torch::Tensor> untouched;  // read_narrow: the float32 tensors replaced, freed at the end
   for (const auto& a : plan) {
     const HfTensor& t = tensors[a.model_index];
-    a.reader->read_into(*a.entry, t.transposed ? t.tensor.t() : t.tensor, options.chunk_bytes());
+    if (narrow.count(t.tensor.unsafeGetTensorImpl())) {
+      report.narrowed_saved += read_narrow(*a.reader, *a.entry, t, options.narrow_dtype(),
+                                           std::min<uint64_t>(options.chunk_bytes(), kNarrowChunkBytes), untouched);
+      ++report.narrowed;
+    } else {
+      a.reader->read_into(*a.entry, t.transposed ? t.tensor.t() : t.tensor, options.chunk_bytes());
+    }
     report.bytes += a.entry->bytes();
     ++report.tensors;
   }
+  untouched.clear();
   for (const auto& [reader, entry] : tied_heads) {
     auto it = by_name.find(embedding_name(family));
     if (it == by_name.end()) throw Error(fmt::format("{}: unexpected tensor '{}'", reader->path(), entry->name));
@@ -344,7 +391,10 @@ HfLoaded load_hf(const std::string& dir, const HfLoadOptions& options) {
     models::SkipInit skip;  // the checkpoint fills the weights: no random values first
     out.model = build_hf_model(out.config, options.build());
   }
-  out.report = load_hf_weights(out.config, *out.model, HfWeightsOptions().exclude(exclude));
+  auto weights = HfWeightsOptions().exclude(exclude);
+  if (options.frozen_dtype() != models::FrozenDtype::Fp32 && options.frozen_select())
+    weights.narrow(options.frozen_select()(*out.model)).narrow_dtype(options.frozen_dtype());
+  out.report = load_hf_weights(out.config, *out.model, weights);
   initialise_fresh(*out.model, out.report.fresh);
   return out;
 }

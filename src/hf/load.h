@@ -8,11 +8,13 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "models/hf/hf_model.h"
+#include "models/precision_kind.h"
 #include "src/hf/config.h"
 
 namespace tunekit::hf {
@@ -32,6 +34,11 @@ struct HfWeightsOptions {
   TORCH_ARG(std::vector<std::string>, exclude) = {};
   // Read buffer for conversions and transposed destinations (bytes).
   TORCH_ARG(uint64_t, chunk_bytes) = 16ull << 20;
+  // model.frozen_dtype applied while reading: these model tensors (2-D models::Linear weights,
+  // matched by identity) are stored in `narrow_dtype` as they are read (models/precision.h
+  // narrow_frozen), block of rows by block of rows, so no whole float32 copy of them exists.
+  TORCH_ARG(std::vector<torch::Tensor>, narrow) = {};
+  TORCH_ARG(models::FrozenDtype, narrow_dtype) = models::FrozenDtype::Fp32;
 };
 
 struct HfLoadReport {
@@ -41,6 +48,8 @@ struct HfLoadReport {
   std::vector<std::string> fresh;    // model tensors kept as initialised (excluded, or a head the file's class lacks)
   std::vector<std::string> skipped;  // file tensors not loaded: buffers, a ViTModel pooler, a tied lm_head, excluded
   std::vector<std::string> dtypes;   // the storage dtypes found ("BF16", ...)
+  int64_t narrowed = 0;              // tensors stored narrow as they were read (HfWeightsOptions::narrow)
+  int64_t narrowed_saved = 0;        // the bytes that saves against float32
 };
 
 // Loads the checkpoint of `config.dir` into `model` (built from `config`). Before reading any
@@ -70,6 +79,11 @@ struct HfLoadOptions {
   TORCH_ARG(int64_t, max_seq_len) = 0;  // the context used (read_hf_config's `context`)
   TORCH_ARG(HfBuildOptions, build) = {};
   TORCH_ARG(std::vector<std::string>, exclude) = {};
+  // Stores the tensors `frozen_select` picks from the built model in `frozen_dtype` as they are
+  // read (HfWeightsOptions::narrow): training with model.frozen_dtype, whose load then peaks near
+  // the narrow size instead of the float32 one. Unset or Fp32: everything read as float32.
+  TORCH_ARG(models::FrozenDtype, frozen_dtype) = models::FrozenDtype::Fp32;
+  TORCH_ARG(std::function<std::vector<torch::Tensor>(torch::nn::Module&)>, frozen_select) = nullptr;
 };
 
 struct HfLoaded {

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "models/linear.h"
+#include "models/precision.h"
 #include "src/from_recipe/adapters.h"
 #include "src/from_recipe/data.h"
 #include "src/from_recipe/model.h"
@@ -34,11 +35,38 @@ void check_rank_fits(torch::nn::Module& model, const Recipe& recipe, const adapt
   }
 }
 
+// The models::Linear weights attach_adapters will leave frozen: it freezes the whole model, then
+// unfreezes adapter.modules_to_save (matched as it matches them), so every Linear weight outside
+// those modules.
+std::vector<torch::Tensor> weights_to_freeze(torch::nn::Module& model, const AdapterConfig& adapter) {
+  const auto modules = model.named_modules("", /*include_self=*/false);
+  std::vector<std::string> names;
+  for (const auto& item : modules) names.push_back(item.key());
+  std::vector<std::string> kept;
+  for (const auto& pattern : adapter.modules_to_save)
+    for (size_t i : adapters::match_targets(pattern, names, "adapter.modules_to_save:", "module"))
+      kept.push_back(names[i] + ".");
+  std::vector<torch::Tensor> out;
+  for (const auto& item : modules) {
+    auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+    if (!lin) continue;
+    const std::string name = item.key() + ".";
+    if (std::none_of(kept.begin(), kept.end(), [&](const std::string& k) { return name.rfind(k, 0) == 0; }))
+      out.push_back(lin->weight);
+  }
+  return out;
+}
+
 }  // namespace
 
-RunModel build_run_model(const Recipe& recipe, bool load_init) {
+RunModel build_run_model(const Recipe& recipe, bool load_init, bool store_frozen) {
   RunModel r;
-  r.model = from_recipe::build_model(recipe.model);
+  const bool narrow = store_frozen && recipe.model.is_hf() && recipe.model.frozen_dtype != models::FrozenDtype::Fp32 &&
+                      recipe.adapter.kind != adapters::AdapterKind::None;
+  r.model = from_recipe::build_model(recipe.model,
+                                     narrow ? [&](torch::nn::Module& m) { return weights_to_freeze(m, recipe.adapter); }
+                                            : std::function<std::vector<torch::Tensor>(torch::nn::Module&)>());
+  if (narrow) r.narrowed_at_load = models::frozen_bytes_saved(*r.model);
   if (recipe.model.is_hf())
     r.init_message = fmt::format("weights of {} (Hugging Face {}{})", recipe.model.from_hf, to_string(recipe.model.kind),
                                  recipe.model.exclude.empty()
@@ -56,6 +84,12 @@ RunModel build_run_model(const Recipe& recipe, bool load_init) {
   }
   r.report = adapters::attach_adapters(*r.model, from_recipe::attach_options(recipe.adapter));
   check_rank_fits(*r.model, recipe, r.report);
+  if (r.narrowed_at_load > 0)  // what was stored narrow must have been frozen by the adapters
+    for (const auto& item : r.model->named_modules("", false))
+      if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+          lin && models::narrow_weight(lin->weight) && lin->weight.requires_grad())
+        throw Error(fmt::format("{}: model.frozen_dtype: {}'s weight was stored as {} for a frozen base, but it trains",
+                                recipe.source, item.key(), to_string(recipe.model.frozen_dtype)));
   if (load_init && !recipe.adapter.init_from.empty()) {
     int64_t n = io::load_adapter(recipe.adapter.init_from, *r.model, recipe.adapter);
     r.init_message += fmt::format("{}adapter: loaded {} tensors from {}", r.init_message.empty() ? "" : "; ", n,

@@ -16,11 +16,16 @@ struct RunModel {
   std::shared_ptr<models::Model> model;
   adapters::AttachReport report;
   std::string init_message;  // what init_from loaded, for the log
+  int64_t narrowed_at_load = 0;  // frozen weights stored as model.frozen_dtype while read
 };
 
 // Model + adapters. With `load_init`, init_from's weights are loaded before the adapters are
-// attached (so adapters start at their documented initialisation).
-RunModel build_run_model(const Recipe& recipe, bool load_init);
+// attached (so adapters start at their documented initialisation). With `store_frozen` (training),
+// a model.from_hf base with model.frozen_dtype bf16 or int8 has the weights the adapters will
+// freeze (every models::Linear weight outside adapter.modules_to_save) stored narrow as they are
+// read, so the load never holds them in float32; the adapters then start from the stored base
+// (DoRA's magnitude is the stored weight's row norm). Without it the base is read in float32.
+RunModel build_run_model(const Recipe& recipe, bool load_init, bool store_frozen = false);
 
 // Loads a run directory's recipe (recipe.yaml) and a checkpoint ("best" or "last") into a model.
 struct LoadedRun {

@@ -443,10 +443,11 @@ void set_up_precision(Run& run) {
     torch::set_num_threads(cores);
     line += fmt::format(" (LibTorch threads raised from 1 to {}: bf16 GEMMs run on its pool)", cores);
   }
-  const int64_t saved = models::store_frozen_weights(run.model(), recipe.model.frozen_dtype);
+  models::store_frozen_weights(run.model(), recipe.model.frozen_dtype);  // those the load left float32
   if (recipe.model.frozen_dtype != models::FrozenDtype::Fp32)
-    line += fmt::format("; frozen base stored in {} ({:.1f} MiB saved)", to_string(recipe.model.frozen_dtype),
-                        double(saved) / (1 << 20));
+    line += fmt::format("; frozen base stored in {} ({:.1f} MiB saved{})", to_string(recipe.model.frozen_dtype),
+                        double(models::frozen_bytes_saved(run.model())) / (1 << 20),
+                        run.rm.narrowed_at_load > 0 ? ", converted as it was read" : "");
   if (recipe.train.activation_checkpointing) {
     run.model().set_activation_checkpointing(true);
     line += "; activation checkpointing on";
@@ -495,7 +496,7 @@ bool set_up_model_and_data(Run& run, std::string* tokenizer_message) {
   const Recipe& recipe = run.recipe;
   bool resuming = run.writer() && open_run_dir(run);
   if (run.group) resuming = run.group->from_rank0(resuming ? 1 : 0, "broadcast of the resume decision") != 0;
-  run.rm = build_run_model(recipe, /*load_init=*/!resuming);
+  run.rm = build_run_model(recipe, /*load_init=*/!resuming, /*store_frozen=*/true);
   if (run.writer()) run.splits = load_training_data(run, resuming, tokenizer_message);
   if (run.group) run.group->barrier("waiting for rank 0's data and tokenizer");
   if (!run.writer()) run.splits = load_rank_data(run);
