@@ -64,13 +64,10 @@ void attach_targets(torch::nn::Module& model, const AttachOptions& o, AttachRepo
 
 void unfreeze_modules_to_save(torch::nn::Module& model, const AttachOptions& o, AttachReport& report) {
   auto modules = model.named_modules("", /*include_self=*/false);
-  std::vector<std::string> names;
-  for (const auto& item : modules) names.push_back(item.key());
-  for (const auto& pattern : o.modules_to_save())
-    for (size_t i : match_targets(pattern, names, "adapter.modules_to_save:", "module")) {
-      set_trainable(*modules[i].value(), true);
-      report.saved.push_back(names[i]);
-    }
+  for (const auto& name : match_modules_to_save(model, o.modules_to_save())) {
+    set_trainable(*modules[name], true);
+    report.saved.push_back(name);
+  }
 }
 }  // namespace
 
@@ -110,6 +107,14 @@ std::vector<size_t> match_targets(const std::string& pattern, const std::vector<
     throw Error(fmt::format("{} '{}' matches no {}{}{}", label, pattern, what,
                             is_regex(pattern) ? "" : did_you_mean(pattern, suggestions(pattern, names)), hint));
   return hits;
+}
+
+std::vector<std::string> match_modules_to_save(torch::nn::Module& model, const std::vector<std::string>& patterns) {
+  std::vector<std::string> names, out;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) names.push_back(item.key());
+  for (const auto& pattern : patterns)
+    for (size_t i : match_targets(pattern, names, "adapter.modules_to_save:", "module")) out.push_back(names[i]);
+  return out;
 }
 
 std::vector<std::string> adaptable_modules(torch::nn::Module& model) {

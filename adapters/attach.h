@@ -60,6 +60,10 @@ std::vector<size_t> find_targets(const std::string& pattern, const std::vector<s
 std::vector<size_t> match_targets(const std::string& pattern, const std::vector<std::string>& names,
                                   const std::string& label, const std::string& what, const std::string& hint = "");
 
+// The names of the modules the adapter.modules_to_save patterns select, pattern by pattern, as
+// attach_adapters unfreezes them (match_targets: a pattern matching no module throws).
+std::vector<std::string> match_modules_to_save(torch::nn::Module& model, const std::vector<std::string>& patterns);
+
 struct AttachReport {
   std::vector<std::string> adapted;   // module names that got an adapter
   std::vector<std::string> saved;     // modules_to_save that matched

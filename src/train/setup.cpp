@@ -39,15 +39,10 @@ void check_rank_fits(torch::nn::Module& model, const Recipe& recipe, const adapt
 // unfreezes adapter.modules_to_save (matched as it matches them), so every Linear weight outside
 // those modules.
 std::vector<torch::Tensor> weights_to_freeze(torch::nn::Module& model, const AdapterConfig& adapter) {
-  const auto modules = model.named_modules("", /*include_self=*/false);
-  std::vector<std::string> names;
-  for (const auto& item : modules) names.push_back(item.key());
-  std::vector<std::string> kept;
-  for (const auto& pattern : adapter.modules_to_save)
-    for (size_t i : adapters::match_targets(pattern, names, "adapter.modules_to_save:", "module"))
-      kept.push_back(names[i] + ".");
+  std::vector<std::string> kept = adapters::match_modules_to_save(model, adapter.modules_to_save);
+  for (auto& k : kept) k += ".";
   std::vector<torch::Tensor> out;
-  for (const auto& item : modules) {
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
     if (!lin) continue;
     const std::string name = item.key() + ".";
