@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -163,6 +164,50 @@ TEST(DistGroup, TwoRanksAllreduceGradientsInBucketsAndBroadcast) {
     sync.reduce(0.5, 1);
     EXPECT_TRUE(torch::allclose(a.grad(), ga * 1.5, 1e-6, 1e-6));
     EXPECT_TRUE(torch::allclose(b.grad(), gb * 1.5, 1e-6, 1e-6));
+    group.barrier("barrier");
+  });
+}
+
+// broadcast_tensors (and so GradSync::broadcast_model): every rank ends with rank 0's bits in each
+// tensor's own dtype, int8 and 16-bit types in their own width on the wire (a frozen base stored
+// in int8 or bf16 is not widened), non-contiguous tensors included.
+TEST(DistGroup, BroadcastKeepsEachTensorsDtypeAndWidth) {
+  two_ranks([](dist::ProcessGroup& group) {
+    const int r = group.rank();
+    auto gen = at::detail::createCPUGenerator(7 + r);  // each rank its own values
+    auto f = torch::randn({4, 6}, gen);
+    std::vector<std::pair<std::string, torch::Tensor>> ts{
+        {"f32", f.clone()},
+        {"f64", torch::randn({5}, gen).to(torch::kDouble)},
+        {"i64", torch::randint(-1000, 1000, {7}, gen)},
+        {"i8", torch::randint(-128, 128, {3, 9}, gen).to(torch::kChar)},
+        {"u8", torch::randint(0, 256, {11}, gen).to(torch::kByte)},
+        {"bf16", (torch::randn({8, 3}, gen) * 1e3).to(torch::kBFloat16)},
+        {"f16", torch::randn({6}, gen).to(torch::kHalf)},
+        {"bool", torch::randn({9}, gen).gt(0)},
+        {"f32_t", torch::randn({6, 4}, gen).t()},        // not contiguous
+        {"bf16_t", torch::randn({3, 5}, gen).to(torch::kBFloat16).t()},
+        {"empty", torch::empty({0, 3})}};
+    ts[5].second[0][0] = std::numeric_limits<float>::quiet_NaN();  // bit patterns, not values, travel
+    std::vector<torch::Tensor> mine;
+    for (const auto& [n, t] : ts) mine.push_back(t.clone());
+    // rank 0's tensors, sent to rank 1 by a second, plain float64 path for the reference
+    std::vector<torch::Tensor> rank0;
+    for (auto& t : mine) {
+      auto wide = t.to(torch::kDouble).contiguous();
+      group.broadcast(wide, 0, "reference");
+      rank0.push_back(wide);
+    }
+    const int64_t bytes = dist::broadcast_tensors(group, ts);
+    EXPECT_EQ(bytes, 24 * 4 + 5 * 8 + 7 * 8 + 27 + 11 + 24 * 2 + 6 * 2 + 9 + 24 * 4 + 15 * 2);
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const auto& [name, t] = ts[i];
+      EXPECT_EQ(t.scalar_type(), mine[i].scalar_type()) << name;
+      EXPECT_EQ(t.sizes(), mine[i].sizes()) << name;
+      const auto got = t.to(torch::kDouble), want = rank0[i];
+      EXPECT_TRUE(torch::equal(got.isnan(), want.isnan())) << name;
+      EXPECT_TRUE(torch::equal(got.nan_to_num(0), want.nan_to_num(0))) << name << " on rank " << r;
+    }
     group.barrier("barrier");
   });
 }

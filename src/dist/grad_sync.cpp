@@ -139,19 +139,28 @@ void GradSync::launch(size_t bucket) {
   launched_ = bucket + 1;
 }
 
-void GradSync::broadcast_model(models::Model& model) {
+int64_t broadcast_tensors(ProcessGroup& group, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
   torch::NoGradGuard no_grad;
+  int64_t bytes = 0;
+  for (const auto& [name, t] : tensors) {
+    if (t.numel() == 0) continue;
+    torch::Tensor wire = t.is_contiguous() ? t : t.contiguous();
+    // Gloo has no bfloat16 or bool: the same bytes travel as float16 and uint8 (a broadcast
+    // copies bytes and computes nothing, so any bit pattern arrives as it was sent).
+    if (wire.scalar_type() == torch::kBFloat16) wire = wire.view(torch::kHalf);
+    else if (wire.scalar_type() == torch::kBool) wire = wire.view(torch::kByte);
+    group.broadcast(wire, 0, fmt::format("broadcast of {} from rank 0", name));
+    bytes += wire.numel() * int64_t(wire.element_size());
+    if (!t.is_contiguous()) t.copy_(wire.view(t.scalar_type()));
+  }
+  return bytes;
+}
+
+void GradSync::broadcast_model(models::Model& model) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : model.named_parameters()) tensors.emplace_back(p.key(), p.value());
   for (const auto& b : model.named_buffers()) tensors.emplace_back(b.key(), b.value());
-  for (auto& [name, t] : tensors) {
-    if (t.numel() == 0) continue;
-    const bool as_is = (t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble ||
-                        t.scalar_type() == torch::kLong || t.scalar_type() == torch::kInt) && t.is_contiguous();
-    torch::Tensor wire = as_is ? t : t.to(t.is_floating_point() ? torch::kFloat : torch::kLong).contiguous();
-    group_.broadcast(wire, 0, fmt::format("broadcast of {} from rank 0", name));
-    if (!as_is) t.copy_(wire);
-  }
+  broadcast_tensors(group_, tensors);
 }
 
 void GradSync::reduce(double scale, int64_t step) {

@@ -42,6 +42,12 @@ void unflatten_grads(const torch::Tensor& flat, double scale, const std::vector<
 // else is a one-line error naming the variable).
 bool overlap_from_env(const char* value);
 
+// Makes every rank's tensors rank 0's, in place, one broadcast per tensor, each in its own width
+// on the wire: float32/64, int64/32, int8 and uint8 as they are, bfloat16 and float16 as their
+// 16-bit patterns, bool as bytes (a non-contiguous tensor through a contiguous copy). `names`
+// name each tensor in an error. Returns the bytes broadcast.
+int64_t broadcast_tensors(ProcessGroup& group, const std::vector<std::pair<std::string, torch::Tensor>>& tensors);
+
 class GradSync {
  public:
   // `overlap`: a gradient hook on every trainable parameter starts its bucket's allreduce during
@@ -58,8 +64,8 @@ class GradSync {
   void arm();
   bool overlap() const { return overlap_; }
 
-  // Makes every rank's model rank 0's: parameters and buffers, in their own dtypes (half types
-  // travel as float32).
+  // Makes every rank's model rank 0's: parameters and buffers, in their own dtypes and widths
+  // (broadcast_tensors).
   void broadcast_model(models::Model& model);
   // Sums the trainable gradients over ranks and multiplies them by `scale`; `step` names the
   // step in an error. After backward: starts the buckets not started yet (a parameter this rank's
