@@ -279,3 +279,57 @@ TEST(Sweep, TunesPerVariantOnValidationThenComparesPaired) {
   EXPECT_EQ(read(again.csv), csv);
   EXPECT_EQ(read(again.tune_csv), tune);
 }
+
+// Lanes over variants (`--grid variant=a,b`): each lane runs only its variants' cells, named as in
+// the whole sweep and leaving out the claims it cannot decide; the last run over every variant
+// trains nothing and decides them.
+TEST(Sweep, VariantLanesShareTheSweepAndTheLastRunComparesThem) {
+  testkit::TempDir data, runs;
+  testkit::write_synthetic_fmnist(data.path(), 10, 4);
+  std::string recipe = runs / "tiny.yaml";
+  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
+      data.path(), runs.path(),
+      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+      "sweep:\n  seeds: [3, 4]\n"
+      "  variants:\n"
+      "    - {name: lora, adapter.kind: lora, adapter.r: 1}\n"
+      "    - {name: lora2, adapter.kind: lora, adapter.r: 2}\n"
+      "    - {name: dora, adapter.kind: dora, adapter.r: 1}\n"
+      "  tune: {values: [1e-3, 1e-2]}\n"
+      "  compare: [{a: dora, b: lora, claim: \"DoRA beats LoRA\"}, {a: lora2, b: lora, claim: \"r 2 beats r 1\"}]\n");
+  SweepOptions o;
+  o.recipe_path = recipe;
+  o.overrides = {"train.epochs=1"};
+  o.dir = runs / "sweeps";
+
+  o.grid = {"variant=lora,nope"};
+  const std::string unknown = testkit::error_of([&] { run_sweep(o); });
+  EXPECT_NE(unknown.find("--grid 'variant=lora,nope': no variant 'nope' in "), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("(variants: lora, lora2, dora)"), std::string::npos) << unknown;
+  EXPECT_FALSE(fs::exists(runs / "sweeps/tiny/cells"));
+
+  o.grid = {"variant=dora,lora"};  // the recipe's order, whatever the lane's
+  SweepResult lane1 = run_sweep(o);
+  EXPECT_EQ(lane1.cells, 2 * (2 + 2));
+  EXPECT_EQ(lane1.ran + lane1.tested_from_tuning, lane1.cells);
+  EXPECT_EQ(lane1.tested_from_tuning, 2);
+  EXPECT_NE(lane1.claims.find("| DoRA beats LoRA |"), std::string::npos) << lane1.claims;
+  EXPECT_EQ(lane1.claims.find("r 2 beats r 1"), std::string::npos) << lane1.claims;
+  EXPECT_EQ(read(lane1.csv).find("\nlora2"), std::string::npos);
+
+  o.grid = {"variant=lora2"};
+  SweepResult lane2 = run_sweep(o);
+  EXPECT_EQ(lane2.cells, 2 + 2);
+  EXPECT_EQ(lane2.skipped, 0);  // no cell of the other lane is touched
+  EXPECT_TRUE(lane2.claims.empty()) << lane2.claims;
+
+  o.grid.clear();
+  SweepResult all = run_sweep(o);
+  EXPECT_EQ(all.ran + all.tested_from_tuning, 0);
+  EXPECT_EQ(all.skipped, 3 * (2 + 2));
+  EXPECT_NE(all.claims.find("| DoRA beats LoRA |"), std::string::npos) << all.claims;
+  EXPECT_NE(all.claims.find("| r 2 beats r 1 |"), std::string::npos) << all.claims;
+  // The lanes' cells are the whole sweep's: the same test accuracy per cell.
+  const std::string csv = read(all.csv);
+  for (const std::string& v : {"lora", "lora2", "dora"}) EXPECT_NE(csv.find("\n" + v + "__"), std::string::npos) << csv;
+}

@@ -479,7 +479,7 @@ Command add_sweep(CLI::App& app) {
   auto* sweep_cmd = app.add_subcommand("sweep", "Run a recipe over a grid of key values and seeds; CSV, table, plots");
   sweep_cmd->add_option("recipe", sweep->recipe_path, "Recipe YAML file (its sweep: section gives a default grid)")->required();
   sweep_cmd->add_option("overrides", sweep->overrides, "Overrides applied to every cell");
-  sweep_cmd->add_option("--grid", sweep->grid, "key.path=v1,v2,... (repeatable)");
+  sweep_cmd->add_option("--grid", sweep->grid, "key.path=v1,v2,... (repeatable); variant=a,b runs only those variants (a lane)");
   sweep_cmd->add_option("--seeds", sweep->seeds, "Comma-separated seeds, e.g. 0,1,2")->delimiter(',');
   sweep_cmd->add_option("--name", sweep->name, "Sweep name (default: the recipe's file name)");
   sweep_cmd->add_option("--dir", sweep->dir, "Where sweeps live (default runs/sweeps)");

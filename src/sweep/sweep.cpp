@@ -101,12 +101,14 @@ using Dims = std::vector<std::pair<std::string, std::vector<std::string>>>;  // 
 
 // The dimensions: the variants (when given) as a first "variant" key, then the grid: the recipe's
 // sweep section, then --grid arguments (a key given again replaces it).
+// `--grid variant=a,b` (a lane of some variants) is not a recipe key: select_variants takes it.
 Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
   auto grid = base.sweep.grid;
   for (const auto& g : opt.grid) {
     auto eq = g.find('=');
     if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--grid '{}': expected key.path=v1,v2,...", g));
     std::string key = g.substr(0, eq);
+    if (key == "variant") continue;
     auto values = split_grid_values(g.substr(eq + 1));
     auto it = std::find_if(grid.begin(), grid.end(), [&](const auto& kv) { return kv.first == key; });
     if (it != grid.end()) it->second = values;
@@ -120,6 +122,36 @@ Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
     dims.insert(dims.begin(), {"variant", names});
   }
   return dims;
+}
+
+// `--grid variant=a,b,...`: only the named variants run (a lane, docs/experiments.md), in the
+// recipe's order; their cells are named as in the whole sweep, and the claims comparing a variant
+// left out are left out. Nothing to do without it.
+void select_variants(Recipe& base, const SweepOptions& opt) {
+  for (const auto& g : opt.grid) {
+    if (g.rfind("variant=", 0) != 0) continue;
+    if (base.sweep.variants.empty())
+      throw Error(fmt::format("--grid '{}': {} has no sweep.variants to choose from", g, opt.recipe_path));
+    const auto names = split_grid_values(g.substr(8));
+    std::vector<SweepVariant> kept;
+    for (const auto& v : base.sweep.variants)
+      if (std::find(names.begin(), names.end(), v.name) != names.end()) kept.push_back(v);
+    for (const auto& n : names)
+      if (std::none_of(kept.begin(), kept.end(), [&](const SweepVariant& v) { return v.name == n; })) {
+        std::vector<std::string> known;
+        for (const auto& v : base.sweep.variants) known.push_back(v.name);
+        throw Error(fmt::format("--grid '{}': no variant '{}' in {} (variants: {})", g, n, opt.recipe_path,
+                                join(known, ", ")));
+      }
+    base.sweep.variants = kept;
+    auto& claims = base.sweep.compare;
+    claims.erase(std::remove_if(claims.begin(), claims.end(),
+                                [&](const SweepClaim& c) {
+                                  return std::find(names.begin(), names.end(), c.a) == names.end() ||
+                                         std::find(names.begin(), names.end(), c.b) == names.end();
+                                }),
+                 claims.end());
+  }
 }
 
 // One cell: the values at grid point `idx` (and the tuned key at `tuned`, unless empty) and one
@@ -570,6 +602,7 @@ std::string compare_claims(const Recipe& base, const Dims& dims, const std::vect
 SweepResult run_sweep(const SweepOptions& opt) {
   if (auto problem = seed_list_problem(opt.seeds); !problem.empty()) throw Error("--seeds: " + problem);
   Recipe base = load_recipe(opt.recipe_path, opt.overrides);
+  select_variants(base, opt);
   const Dims dims = sweep_dims(base, opt);
   std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
                                                                                            : std::vector<int64_t>{base.seed};
