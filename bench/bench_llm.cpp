@@ -39,6 +39,7 @@
 #include "models/chunked_loss.h"
 #include "models/hf/common.h"
 #include "models/hf/families.h"
+#include "models/linear.h"
 #include "models/lm.h"
 #include "models/precision.h"
 #include "src/hf/scratch.h"
@@ -268,8 +269,12 @@ int run_sgemm(const Args& a, const Output& out) {
   return 0;
 }
 
-// The model of the shape, initialised as transformers initialises it (seeded).
-std::shared_ptr<models::hf::HfModel> build_model(const Shape& s, int64_t context, int64_t seed) {
+// The model of the shape, initialised as transformers initialises it (seeded). With a frozen base
+// stored narrow (`frozen`, every mode but full), every Linear weight is drawn straight into its
+// narrow storage (hf::NarrowBuild), as `tunekit train` reads a checkpoint's frozen base: the row's
+// peak RSS is then training's, not that of a float32 model narrowed after it was built.
+std::shared_ptr<models::hf::HfModel> build_model(const Shape& s, int64_t context, int64_t seed,
+                                                 models::FrozenDtype frozen = models::FrozenDtype::Fp32) {
   hf::HfConfig config;
   config.raw = json::object();  // initializer_range 0.02, no pad id: transformers' defaults
   config.context = context;
@@ -286,7 +291,15 @@ std::shared_ptr<models::hf::HfModel> build_model(const Shape& s, int64_t context
                        .tie_word_embeddings(true).max_seq_len(context);
   }
   torch::manual_seed(seed);
-  return hf::build_from_config(config);
+  hf::NarrowBuild narrow;
+  narrow.dtype = frozen;
+  narrow.select = [](torch::nn::Module& m) {
+    std::vector<torch::Tensor> weights;
+    for (const auto& item : m.named_modules("", /*include_self=*/false))
+      if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get())) weights.push_back(lin->weight);
+    return weights;
+  };
+  return hf::build_from_config(config, {}, narrow);
 }
 
 struct Timing {
@@ -403,7 +416,8 @@ std::vector<torch::Tensor> prepare(const Args& a, const Shape& s, models::hf::Hf
   } else if (a.mode == "infer") {
     for (auto& p : model.parameters()) p.set_requires_grad(false);
   }
-  const int64_t saved = models::store_frozen_weights(model, a.frozen);
+  models::store_frozen_weights(model, a.frozen);  // what the build left float32 (nothing, when it drew them narrow)
+  const int64_t saved = models::frozen_bytes_saved(model);
   info["frozen"] = enum_name(a.frozen);
   info["frozen_bytes_saved"] = saved;
   if (a.frozen != models::FrozenDtype::Fp32)
@@ -420,18 +434,20 @@ int run_row(const Args& a, const Output& out) {
   const Shape s = shape_named(a.shape, a.tiny);
   const auto choice = models::choose_compute_dtype(a.compute);
   out.say(fmt::format("compute: {}", choice.why));
-  auto model = build_model(s, s.seq + a.fresh, a.seed);
+  auto model = build_model(s, s.seq + a.fresh, a.seed, a.mode == "full" ? models::FrozenDtype::Fp32 : a.frozen);
   json info = {{"what", "model"}, {"impl", "tunekit"}, {"shape", a.shape}, {"mode", a.mode},
                {"describe", model->describe()}};
   auto trainable = prepare(a, s, *model, out, info);
+  info["peak_rss_mb_model"] = round_to(peak_rss_mib(), 1);  // the build (and a narrow base's draws) alone
   const int64_t total = models::hf::parameter_count(*model);  // packed int8 rows counted without their scales
   int64_t n_trainable = 0;
   for (const auto& p : trainable) n_trainable += p.numel();
   const double flops = step_flops(s, a.mode, a.r);
   info.update({{"params_total", total}, {"params_trainable", n_trainable}, {"flops_step", flops},
                {"batch", s.batch}, {"seq", s.seq}});
-  out.say(fmt::format("model: {}; {} parameters, {} trainable; {:.1f} GFLOP per step", model->describe(),
-                      with_commas(total), with_commas(n_trainable), flops / 1e9));
+  out.say(fmt::format("model: {}; {} parameters, {} trainable; {:.1f} GFLOP per step; peak RSS {:.0f} MiB when built",
+                      model->describe(), with_commas(total), with_commas(n_trainable), flops / 1e9,
+                      info["peak_rss_mb_model"].get<double>()));
   out.emit(info);
   Timing t = a.mode == "infer" ? run_inference(a, s, *model, choice.dtype, out)
                                : run_training(a, s, *model, trainable, choice.dtype, out);

@@ -13,6 +13,8 @@
 #include "data/md5.h"
 #include "data/spam_chat.h"
 #include "data/tokenizer.h"
+#include "models/linear.h"
+#include "models/precision.h"
 #include "src/from_recipe/model.h"
 #include "src/hf/load.h"
 #include "src/hf/scratch.h"
@@ -140,6 +142,67 @@ TEST(LlmScratch, FromConfigBuildsTheFamilysShapesWithTransformersInit) {
   int64_t params = 0;
   for (const auto& p : built.model->parameters()) params += p.numel();
   EXPECT_EQ(params, 4000 * 128 + 4 * (128 * 128 * 2 + 128 * 64 * 2 + 3 * 128 * 384 + 2 * 128) + 128);
+}
+
+// hf::NarrowBuild (bench_llm's frozen base): the picked weights drawn straight into bf16 or int8
+// storage, row block by row block, from transformers' normal (GPT-2's c_proj scaled), frozen; the
+// rest initialised as without it. down_proj and gate_proj here span two 4 MiB row blocks each.
+TEST(LlmScratch, NarrowBuildDrawsThePickedWeightsStraightIntoTheirNarrowStorage) {
+  testkit::TempDir d;
+  json big = llama_config(500);
+  big["hidden_size"] = 256;
+  big["intermediate_size"] = 8192;
+  big["num_hidden_layers"] = 1;
+  const hf::HfConfig llama = hf::read_config_source(write_config(d, "llama", big));
+  const hf::HfConfig gpt2 = hf::read_config_source(write_config(
+      d, "gpt2", {{"model_type", "gpt2"}, {"vocab_size", 300}, {"n_positions", 32}, {"n_embd", 64}, {"n_layer", 8}, {"n_head", 4}}));
+  hf::NarrowBuild narrow;
+  narrow.select = [](torch::nn::Module& m) {
+    std::vector<torch::Tensor> out;
+    for (const auto& item : m.named_modules("", false))
+      if (auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get())) out.push_back(lin->weight);
+    return out;
+  };
+  for (const auto dtype : {models::FrozenDtype::Bf16, models::FrozenDtype::Int8}) {
+    SCOPED_TRACE(static_cast<int>(dtype));
+    narrow.dtype = dtype;
+    torch::manual_seed(0);
+    auto model = hf::build_from_config(llama, {}, narrow);
+    int64_t linear_bytes = 0;
+    for (const auto& item : model->named_modules("", false)) {
+      auto* lin = dynamic_cast<models::LinearImpl*>(item.value().get());
+      if (!lin) continue;
+      EXPECT_TRUE(models::narrow_weight(lin->weight)) << item.key();
+      EXPECT_FALSE(lin->weight.requires_grad()) << item.key();
+      linear_bytes += lin->options.in_features() * lin->options.out_features() * 4;
+      const auto w = models::widen_weight(lin->weight, torch::kFloat);
+      EXPECT_EQ(w.sizes().vec(), (std::vector<int64_t>{lin->options.out_features(), lin->options.in_features()}));
+      // every row block drawn: each half of the rows has the init's spread
+      const int64_t half = w.size(0) / 2;
+      for (const auto& part : {w.slice(0, 0, half), w.slice(0, half)})
+        EXPECT_NEAR(part.std().item<double>(), 0.05, 0.05 * 0.06) << item.key();
+    }
+    const int64_t narrow_bytes = dtype == models::FrozenDtype::Bf16 ? linear_bytes / 2 : 0;
+    if (dtype == models::FrozenDtype::Bf16) EXPECT_EQ(models::frozen_bytes_saved(*model), linear_bytes - narrow_bytes);
+    else EXPECT_GT(models::frozen_bytes_saved(*model), linear_bytes * 7 / 10);  // int8 rows + a scale each
+    auto emb = tensor_named(*model, "model.embed_tokens.weight");
+    EXPECT_EQ(emb.scalar_type(), torch::kFloat);
+    EXPECT_EQ(emb[3].abs().max().item<double>(), 0.0);  // pad row
+    EXPECT_NEAR(emb.slice(0, 4).std().item<double>(), 0.05, 0.003);
+    EXPECT_TRUE(torch::equal(tensor_named(*model, "model.norm.weight"), torch::ones({256})));
+    // The model computes: a forward gives finite logits.
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::isfinite(model->forward(torch::randint(0, 500, {1, 8}))).all().item<bool>());
+
+    torch::manual_seed(0);
+    auto g = hf::build_from_config(gpt2, {}, narrow);
+    EXPECT_NEAR(models::widen_weight(tensor_named(*g, "transformer.h.3.mlp.c_proj.weight"), torch::kFloat).std().item<double>(),
+                0.02 / 4.0, 0.005 * 0.06);
+    EXPECT_NEAR(models::widen_weight(tensor_named(*g, "transformer.h.0.attn.c_attn.weight"), torch::kFloat).std().item<double>(),
+                0.02, 0.02 * 0.06);
+    EXPECT_EQ(tensor_named(*g, "transformer.h.0.attn.c_attn.bias").abs().max().item<double>(), 0.0);
+    EXPECT_EQ(tensor_named(*g, "transformer.wte.weight").scalar_type(), torch::kFloat);
+  }
 }
 
 TEST(LlmScratch, TrainMergeHfAndLoadBackWithIdenticalLogitsAndTokenizer) {

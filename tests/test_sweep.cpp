@@ -19,6 +19,12 @@ std::string read(const std::string& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
+// A tiny ViT recipe with an adapter on q (head trained) and the given `sweep:` section, at `path`.
+void write_adapter_sweep(const std::string& path, const std::string& data, const std::string& runs,
+                         const std::string& sweep) {
+  std::ofstream(path) << testkit::tiny_recipe_yaml(
+      data, runs, "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n" + sweep);
+}
 }  // namespace
 
 TEST(Sweep, SplitGridValues) {
@@ -101,9 +107,7 @@ TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
   testkit::TempDir data, runs;
   testkit::write_synthetic_fmnist(data.path(), 10, 4);
   std::string recipe = runs / "tiny.yaml";
-  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
-      data.path(), runs.path(),
-      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+  write_adapter_sweep(recipe, data.path(), runs.path(),
       "sweep:\n  plot_x: trainable_params\n  variants:\n"
       "    - {name: lora r=1, series: lora, adapter.kind: lora, adapter.r: 1}\n"
       "    - {name: dora r=1, series: dora, adapter.kind: dora, adapter.r: 1}\n"
@@ -122,9 +126,7 @@ TEST(Sweep, VariantCellsRecordRssAndPlotAgainstParameters) {
         << e.what();
   }
   EXPECT_FALSE(fs::exists(runs / "sweeps/tiny/cells"));
-  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
-      data.path(), runs.path(),
-      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+  write_adapter_sweep(recipe, data.path(), runs.path(),
       "sweep:\n  plot_x: trainable_params\n  variants:\n"
       "    - {name: lora r=1, series: lora, adapter.kind: lora, adapter.r: 1}\n"
       "    - {name: dora r=1, series: dora, adapter.kind: dora, adapter.r: 1}\n");
@@ -207,9 +209,7 @@ TEST(Sweep, TunesPerVariantOnValidationThenComparesPaired) {
   testkit::write_synthetic_fmnist(data.path(), 10, 4);
   std::string recipe = runs / "tiny.yaml";
   auto write = [&](const std::string& tolerance) {
-    std::ofstream(recipe) << testkit::tiny_recipe_yaml(
-        data.path(), runs.path(),
-        "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+    write_adapter_sweep(recipe, data.path(), runs.path(),
         "sweep:\n  seeds: [3, 4]\n" + tolerance +
             "  variants:\n"
             "    - {name: lora, budget: r1, adapter.kind: lora, adapter.r: 1}\n"
@@ -287,9 +287,7 @@ TEST(Sweep, VariantLanesShareTheSweepAndTheLastRunComparesThem) {
   testkit::TempDir data, runs;
   testkit::write_synthetic_fmnist(data.path(), 10, 4);
   std::string recipe = runs / "tiny.yaml";
-  std::ofstream(recipe) << testkit::tiny_recipe_yaml(
-      data.path(), runs.path(),
-      "adapter: {targets: [\"blocks.*.attn.q\"], modules_to_save: [head]}\n"
+  write_adapter_sweep(recipe, data.path(), runs.path(),
       "sweep:\n  seeds: [3, 4]\n"
       "  variants:\n"
       "    - {name: lora, adapter.kind: lora, adapter.r: 1}\n"

@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "models/init_guard.h"
+#include "models/precision.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -55,7 +57,30 @@ double initializer_range(const HfConfig& config) {
   return v.get<double>();
 }
 
-void init_weights_as_transformers(models::hf::HfModel& model, const HfConfig& config) {
+namespace {
+
+// Rows of float32 drawn at a time for a weight stored narrow (as the loader reads in row blocks).
+constexpr int64_t kNarrowDrawBytes = int64_t(4) << 20;
+
+// normal(0, std) values of `w`'s [out, in] shape, drawn kNarrowDrawBytes of rows at a time and
+// stored as `dtype` (models::narrow_frozen narrows row by row).
+torch::Tensor draw_narrow(const torch::Tensor& w, double std, models::FrozenDtype dtype) {
+  const int64_t out = w.size(0), in = w.size(1);
+  const int64_t rows = std::max<int64_t>(1, kNarrowDrawBytes / (in * int64_t(sizeof(float))));
+  torch::Tensor stored;
+  for (int64_t r = 0; r < out; r += rows) {
+    const int64_t n = std::min(rows, out - r);
+    auto block = models::narrow_frozen(torch::empty({n, in}).normal_(0, std), dtype);
+    if (!stored.defined()) stored = torch::empty({out, block.size(1)}, block.options());
+    stored.narrow(0, r, n).copy_(block);
+  }
+  return stored;
+}
+
+// init_weights_as_transformers; the 2-D tensors in `narrow` are drawn into `dtype`'s storage
+// instead, their float32 tensors (never written) kept in `untouched` for the caller to free last.
+void init_weights(models::hf::HfModel& model, const HfConfig& config, const std::set<const void*>& narrow,
+                  models::FrozenDtype dtype, std::vector<torch::Tensor>& untouched) {
   if (!models::hf::is_causal_lm(config.family))
     throw Error(fmt::format("{}: model.from_config builds the causal-LM families (gpt2, llama, mistral, qwen2), not {}",
                             config.config_path(), to_string(config.family)));
@@ -67,26 +92,44 @@ void init_weights_as_transformers(models::hf::HfModel& model, const HfConfig& co
   for (auto& t : model.hf_tensors()) {
     const bool norm = t.tensor.dim() == 1 && (t.name.find("norm") != std::string::npos ||
                                               t.name.find("ln_") != std::string::npos);
+    const double weight_std = gpt2 && ends_with(t.name, "c_proj.weight") ? c_proj_std : std;
+    if (narrow.count(t.tensor.unsafeGetTensorImpl()) && t.tensor.dim() == 2) {
+      auto stored = draw_narrow(t.tensor, weight_std, dtype);
+      untouched.push_back(t.tensor.detach());  // shares the float32 storage, keeping it to the end
+      t.tensor.set_requires_grad(false);       // a frozen weight (an int8 tensor cannot require grad)
+      t.tensor.set_data(stored);               // the parameter object stays
+      continue;
+    }
     if (ends_with(t.name, "bias")) {
       t.tensor.zero_();
     } else if (norm) {
       t.tensor.fill_(1.0);
-    } else if (gpt2 && ends_with(t.name, "c_proj.weight")) {
-      t.tensor.normal_(0, c_proj_std);
     } else {
-      t.tensor.normal_(0, std);
+      t.tensor.normal_(0, weight_std);
     }
     if (pad >= 0 && t.name == "model.embed_tokens.weight") t.tensor[pad].zero_();
   }
 }
 
-std::shared_ptr<models::hf::HfModel> build_from_config(const HfConfig& config, const HfBuildOptions& options) {
+}  // namespace
+
+void init_weights_as_transformers(models::hf::HfModel& model, const HfConfig& config) {
+  std::vector<torch::Tensor> untouched;
+  init_weights(model, config, {}, models::FrozenDtype::Fp32, untouched);
+}
+
+std::shared_ptr<models::hf::HfModel> build_from_config(const HfConfig& config, const HfBuildOptions& options,
+                                                       const NarrowBuild& narrow) {
   std::shared_ptr<models::hf::HfModel> model;
   {
     models::SkipInit skip;  // every Hugging Face tensor is initialised below, with the config's range
     model = build_hf_model(config, options);
   }
-  init_weights_as_transformers(*model, config);
+  std::set<const void*> picked;
+  if (narrow.dtype != models::FrozenDtype::Fp32 && narrow.select)
+    for (const auto& t : narrow.select(*model)) picked.insert(t.unsafeGetTensorImpl());
+  std::vector<torch::Tensor> untouched;  // freed after the last draw: the allocator reuses touched pages meanwhile
+  init_weights(*model, config, picked, narrow.dtype, untouched);
   return model;
 }
 

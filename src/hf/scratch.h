@@ -2,6 +2,7 @@
 // read with read_hf_config's rules, the model initialised at random as transformers initialises
 // it, and what a Hugging Face directory of such a model needs beyond its weights (its tokenizer).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,9 +30,21 @@ double initializer_range(const HfConfig& config);
 // parameters (gates, a learnable sigmoid bias) keep their own initialisation.
 void init_weights_as_transformers(models::hf::HfModel& model, const HfConfig& config);
 
+// Weights a random build stores narrow from the start (bench_llm's frozen base): the 2-D tensors
+// `select` picks from the built model, in `dtype`.
+struct NarrowBuild {
+  models::FrozenDtype dtype = models::FrozenDtype::Fp32;
+  std::function<std::vector<torch::Tensor>(torch::nn::Module&)> select;
+};
+
 // The model of `config`, initialised at random (init_weights_as_transformers); seeded by the
-// caller (torch::manual_seed).
-std::shared_ptr<models::hf::HfModel> build_from_config(const HfConfig& config, const HfBuildOptions& options = {});
+// caller (torch::manual_seed). With `narrow`, the weights it picks are drawn from the same
+// normal, 4 MiB of float32 rows at a time, straight into their narrow storage
+// (models::narrow_frozen) and frozen: their float32 tensors are never written, so the build peaks
+// near the narrow size, as a load with HfLoadOptions::frozen_dtype does. (Those draws, and the
+// ones after them, are not the float32 build's values.)
+std::shared_ptr<models::hf::HfModel> build_from_config(const HfConfig& config, const HfBuildOptions& options = {},
+                                                       const NarrowBuild& narrow = {});
 
 // The tokenizer's special ids written into config.json's bos_token_id / eos_token_id /
 // pad_token_id (null where the tokenizer has none).
