@@ -36,6 +36,7 @@
 #include "util/memory.h"
 #include "util/startup.h"
 #include "util/text.h"
+#include "bench/common.h"
 #include "util/threads.h"
 
 using namespace tunekit;
@@ -129,14 +130,6 @@ double sgemm_peak_gflops(int n = 1024, int reps = 20, int tries = 3) {
   return best;
 }
 
-// The kernel set OpenBLAS chose at start-up ("SkylakeX", "Haswell", ...): a CPU newer than the
-// installed OpenBLAS knows gets the SSE3 "Prescott" kernels, several times slower; the
-// environment's OPENBLAS_CORETYPE (read when the library loads) overrides the choice.
-std::string blas_core() {
-  const std::string core = openblas_core();  // util/threads.h
-  return core.empty() ? "-" : core;
-}
-
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // The comma-separated --targets as a recipe's adapter.targets list: PEFT's bare suffix names
@@ -222,7 +215,7 @@ int run(const Args& a) {
 
   // 2. The sgemm peak, under the same threads, after the load so it does not count in the load's peak.
   const double peak_gflops = sgemm_peak_gflops();
-  const std::string blas = blas_core();
+  const std::string blas = bench::blas_core_label();
   out.say(fmt::format("threads: {}; OpenBLAS core {}; sgemm peak (1024^3): {:.1f} GFLOP/s", threads, blas, peak_gflops));
   out.say(allocator_policy());
 

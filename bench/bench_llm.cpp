@@ -48,6 +48,7 @@
 #include "util/memory.h"
 #include "util/startup.h"
 #include "util/text.h"
+#include "bench/common.h"
 #include "util/threads.h"
 
 using namespace tunekit;
@@ -205,12 +206,6 @@ double median(std::vector<double> v) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The kernel set OpenBLAS chose at start-up ("SkylakeX", "Haswell", ...).
-std::string blas_core() {
-  const std::string core = openblas_core();  // util/threads.h
-  return core.empty() ? "-" : core;
-}
-
 class Output {
  public:
   explicit Output(bool json) : json_(json) {}
@@ -259,11 +254,11 @@ int run_sgemm(const Args& a, const Output& out) {
   const auto choice = models::choose_compute_dtype(a.compute);
   const double peak_compute = choice.dtype == torch::kFloat ? peak : gemm_peak(choice.dtype, per_compute);
   out.say(fmt::format("sgemm peak (median of the 3 shapes' best of 3): {:.1f} GFLOP/s; threads {}; OpenBLAS core {}",
-                      peak, threads, blas_core()));
+                      peak, threads, bench::blas_core_label()));
   if (choice.dtype != torch::kFloat)
     out.say(fmt::format("{} GEMM peak: {:.1f} GFLOP/s ({})", c10::toString(choice.dtype), peak_compute, choice.why));
   out.emit({{"what", "sgemm"}, {"gflops", round_to(peak, 1)}, {"shapes", per}, {"threads", threads},
-            {"blas_core", blas_core()}, {"blas_core_description", blas_core_description()},
+            {"blas_core", bench::blas_core_label()}, {"blas_core_description", blas_core_description()},
             {"bf16_features", models::cpu_bf16_features()}, {"compute_dtype", std::string(c10::toString(choice.dtype))},
             {"compute_why", choice.why}, {"gflops_compute", round_to(peak_compute, 1)}, {"shapes_compute", per_compute}});
   return 0;
@@ -457,7 +452,7 @@ int run_row(const Args& a, const Output& out) {
                   {"loss_chunk", a.loss_chunk}, {"threads", threads}, {"allocator", allocator_policy()}, {"batch", s.batch}, {"seq", s.seq},
                   {"params_total", total}, {"params_trainable", n_trainable}, {"flops_step", flops},
                   {"peak_rss_mb", round_to(peak_rss_mib(), 1)}, {"gflops", round_to(flops / t.seconds / 1e9, 2)},
-                  {"sgemm_gflops", a.sgemm_gflops}, {"blas_core", blas_core()}};
+                  {"sgemm_gflops", a.sgemm_gflops}, {"blas_core", bench::blas_core_label()}};
   summary["mfu"] = a.sgemm_gflops > 0 ? json(round_to(flops / t.seconds / 1e9 / a.sgemm_gflops, 4)) : json(nullptr);
   summary.update(t.extra);
   out.say(fmt::format("summary: {:.3f} s per {}; {} tokens/s; {:.1f} GFLOP/s; peak RSS {:.0f} MiB",
@@ -475,7 +470,7 @@ int main(int argc, char** argv) {
     const Args a = parse_args(argc, argv);
     const Output out(a.json);
     if (a.print_core) {
-      std::cout << blas_core() << std::endl;
+      std::cout << bench::blas_core_label() << std::endl;
       return 0;
     }
     adapters::set_fused_low_rank_enabled(a.fused_low_rank);

@@ -44,18 +44,15 @@ bool saved_by_kind(const std::string& name, const std::vector<std::string>& save
   return false;
 }
 
-// The modules cfg.modules_to_save selects (adapters::find_targets, as attach_adapters unfreezes
-// them), each once, in the model's order.
+// The modules cfg.modules_to_save selects (adapters::match_modules_to_save, as attach_adapters
+// unfreezes them), each once, in the model's order.
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> saved_modules(torch::nn::Module& model,
                                                                                       const AdapterConfig& cfg) {
-  auto modules = model.named_modules("", false);
-  std::vector<std::string> names;
-  for (const auto& m : modules) names.push_back(m.key());
-  std::set<size_t> hits;
-  for (const auto& pattern : cfg.modules_to_save)
-    for (size_t i : adapters::find_targets(pattern, names)) hits.insert(i);
+  const auto picked = adapters::match_modules_to_save(model, cfg.modules_to_save);
+  const std::set<std::string> names(picked.begin(), picked.end());
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> out;
-  for (size_t i : hits) out.emplace_back(names[i], modules[i].value());
+  for (const auto& m : model.named_modules("", false))
+    if (names.count(m.key())) out.emplace_back(m.key(), m.value());
   return out;
 }
 
