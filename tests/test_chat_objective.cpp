@@ -18,7 +18,10 @@
 #include "models/hf/families.h"
 #include "models/hf/llama.h"
 #include "models/lm.h"
+#include "src/sweep/sweep.h"
 #include "src/train/chat_objective.h"
+#include "src/train/objective.h"
+#include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "tests/eval_parts.h"
 #include "tests/helpers.h"
@@ -567,4 +570,55 @@ output: {{dir: "{1}", name: chat}}
   EXPECT_EQ(ev["exact_match_rows"], 30);
   EXPECT_GE(ev["exact_match"].get<double>(), 0.9) << ev.dump();
   EXPECT_LT(ev["loss"].get<double>(), 2.0) << ev.dump();
+}
+
+// A sweep over chat / instruction data scores its test cells by what chose their checkpoints: the
+// exact match of the generated answers (the token accuracy kept beside it), and says so.
+TEST(ChatObjective, SweepScoresInstructCellsByExactMatch) {
+  testkit::TempDir data, runs;
+  write_text(data / "train.jsonl", labelling_records(160, 1));
+  write_text(data / "val.jsonl", labelling_records(30, 2));
+  write_text(data / "test.jsonl", labelling_records(30, 3));
+  data::TokenizerTrainOptions t;
+  t.vocab_size = 400;
+  auto texts = testkit::synthetic_mails(200, 1).texts;
+  texts.push_back("Label the red mail. spam Label the blue mail. ham");
+  data::Tokenizer::train(texts, t, data / "tok.model");
+  const std::string recipe = runs / "chat.yaml";
+  write_text(recipe, fmt::format(R"(seed: 4
+threads: {{torch: 1, blas: 1}}
+model: {{kind: text, task: causal_lm, vocab_size: 400, max_seq_len: 64, dim: 32, depth: 2, heads: 2, mlp_ratio: 2.0}}
+data:
+  dataset: instruct
+  train_file: "{0}/train.jsonl"
+  val_file: "{0}/val.jsonl"
+  test_file: "{0}/test.jsonl"
+  template: plain
+  tokenizer: {{model: "{0}/tok.model"}}
+  batch_size: 16
+  eval_batch_size: 32
+optimizer: {{lr: 3.0e-3}}
+train: {{epochs: 2}}
+output: {{dir: "{1}"}}
+sweep: {{seeds: [4], grid: {{optimizer.lr: [3e-3]}}}}
+)",
+                                 data.path(), runs.path()));
+  SweepOptions o;
+  o.recipe_path = recipe;
+  o.dir = runs / "sweeps";
+  const SweepResult res = run_sweep(o);
+  const std::string cell = runs / "sweeps/chat/cells/optimizer.lr-3e-3__seed-4";
+  const auto j = nlohmann::json::parse(testkit::read_file(cell + "/result.json"));
+  EXPECT_EQ(j["test_metric"], "exact match of the generated answers");
+  ASSERT_TRUE(j.contains("test_token_accuracy"));
+  // the cell's best checkpoint evaluated again here
+  LoadedRun run = load_run(cell, "best");
+  const auto splits = load_data(run.recipe, cell);
+  const EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
+  ASSERT_GE(ev.exact_match, 0.0);
+  EXPECT_DOUBLE_EQ(j["test_accuracy"].get<double>(), ev.exact_match);
+  EXPECT_DOUBLE_EQ(j["test_token_accuracy"].get<double>(), ev.accuracy);
+  EXPECT_NE(testkit::read_file(res.summary).find("metric: exact match of the generated answers on the test split"),
+            std::string::npos)
+      << testkit::read_file(res.summary);
 }

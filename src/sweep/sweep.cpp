@@ -272,6 +272,11 @@ void check_budgets(const Recipe& base, const Dims& dims, const std::vector<std::
   }
 }
 
+// The sweep's metric, as result.json's test_metric and summary.md name it.
+std::string metric_name(bool exact_match) {
+  return exact_match ? "exact match of the generated answers" : "accuracy";
+}
+
 // Trains one cell (a finished run is not trained again) and writes result.json: with the test
 // split's evaluation of its best checkpoint, except for a tuning cell, which reads validation only.
 nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
@@ -299,7 +304,12 @@ nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
     LoadedRun run = load_run(run_dir, "best");
     auto splits = load_data(run.recipe, run_dir);
     EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
-    j["test_accuracy"] = ev.accuracy;
+    // The metric the run's best checkpoint was chosen by: for chat / instruction data whose
+    // answers could be generated, the exact match of the generated answers, not the token accuracy.
+    const bool exact = ev.response && ev.exact_match >= 0;
+    j["test_accuracy"] = exact ? ev.exact_match : ev.accuracy;
+    j["test_metric"] = metric_name(exact);
+    if (exact) j["test_token_accuracy"] = ev.accuracy;
     j["test_loss"] = ev.loss;
     j["test_macro_f1"] = ev.macro_f1;
     j["mean_gate"] = ev.prompt_usage.empty() ? nlohmann::json(nullptr) : nlohmann::json(ev.mean_prompt_usage());
@@ -654,10 +664,12 @@ SweepResult run_sweep(const SweepOptions& opt) {
              res.claims;
   }
   res.summary = res.dir + "/summary.md";
-  write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: test accuracy "
+  const std::string metric =
+      results.empty() ? metric_name(false) : results.front().value("test_metric", metric_name(false));
+  write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: {} on the test split "
                                                  "(best validation checkpoint).\n\n{}{}{}",
-                                                 name, opt.recipe_path, fmt::join(seeds, ", "), protocol, res.table,
-                                                 claims));
+                                                 name, opt.recipe_path, fmt::join(seeds, ", "), metric, protocol,
+                                                 res.table, claims));
 
   std::string gnuplot = find_gnuplot();
   if (dims.empty()) return res;
