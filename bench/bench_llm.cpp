@@ -433,14 +433,14 @@ int run_row(const Args& a, const Output& out) {
   json info = {{"what", "model"}, {"impl", "tunekit"}, {"shape", a.shape}, {"mode", a.mode},
                {"describe", model->describe()}};
   auto trainable = prepare(a, s, *model, out, info);
-  info["peak_rss_mb_model"] = round_to(peak_rss_mib(), 1);  // the build (and a narrow base's draws) alone
+  info["peak_rss_mb_model"] = round_to(peak_rss_mib(), 1);  // built and adapted, before any step
   const int64_t total = models::hf::parameter_count(*model);  // packed int8 rows counted without their scales
   int64_t n_trainable = 0;
   for (const auto& p : trainable) n_trainable += p.numel();
   const double flops = step_flops(s, a.mode, a.r);
   info.update({{"params_total", total}, {"params_trainable", n_trainable}, {"flops_step", flops},
                {"batch", s.batch}, {"seq", s.seq}});
-  out.say(fmt::format("model: {}; {} parameters, {} trainable; {:.1f} GFLOP per step; peak RSS {:.0f} MiB when built",
+  out.say(fmt::format("model: {}; {} parameters, {} trainable; {:.1f} GFLOP per step; peak RSS {:.0f} MiB before the first step",
                       model->describe(), with_commas(total), with_commas(n_trainable), flops / 1e9,
                       info["peak_rss_mb_model"].get<double>()));
   out.emit(info);

@@ -621,4 +621,17 @@ sweep: {{seeds: [4], grid: {{optimizer.lr: [3e-3]}}}}
   EXPECT_NE(testkit::read_file(res.summary).find("metric: exact match of the generated answers on the test split"),
             std::string::npos)
       << testkit::read_file(res.summary);
+
+  // A cell tested before the metric was named (token accuracy, no test_metric) is read again.
+  auto old = j;
+  old.erase("test_metric");
+  old.erase("test_token_accuracy");
+  old["test_accuracy"] = -1.0;
+  write_text(cell + "/result.json", old.dump(2));
+  const SweepResult again = run_sweep(o);
+  EXPECT_EQ(again.ran, 0);
+  EXPECT_EQ(again.tested_from_tuning, 1);
+  const auto j2 = nlohmann::json::parse(testkit::read_file(cell + "/result.json"));
+  EXPECT_EQ(j2["test_metric"], "exact match of the generated answers");
+  EXPECT_DOUBLE_EQ(j2["test_accuracy"].get<double>(), ev.exact_match);
 }

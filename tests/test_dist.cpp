@@ -169,8 +169,9 @@ TEST(DistGroup, TwoRanksAllreduceGradientsInBucketsAndBroadcast) {
 }
 
 // broadcast_tensors (and so GradSync::broadcast_model): every rank ends with rank 0's bits in each
-// tensor's own dtype, int8 and 16-bit types in their own width on the wire (a frozen base stored
-// in int8 or bf16 is not widened), non-contiguous tensors included.
+// tensor's own dtype, int8 and 16-bit float types in their own width on the wire (a frozen base
+// stored in int8 or bf16 is not widened), non-contiguous tensors included; a complex tensor is
+// refused by name.
 TEST(DistGroup, BroadcastKeepsEachTensorsDtypeAndWidth) {
   two_ranks([](dist::ProcessGroup& group) {
     const int r = group.rank();
@@ -187,7 +188,8 @@ TEST(DistGroup, BroadcastKeepsEachTensorsDtypeAndWidth) {
         {"bool", torch::randn({9}, gen).gt(0)},
         {"f32_t", torch::randn({6, 4}, gen).t()},        // not contiguous
         {"bf16_t", torch::randn({3, 5}, gen).to(torch::kBFloat16).t()},
-        {"empty", torch::empty({0, 3})}};
+        {"empty", torch::empty({0, 3})},
+        {"i16", torch::randint(-30000, 30000, {5}, gen).to(torch::kShort)}};  // Gloo lacks it: as int64
     ts[5].second[0][0] = std::numeric_limits<float>::quiet_NaN();  // bit patterns, not values, travel
     std::vector<torch::Tensor> mine;
     for (const auto& [n, t] : ts) mine.push_back(t.clone());
@@ -199,7 +201,7 @@ TEST(DistGroup, BroadcastKeepsEachTensorsDtypeAndWidth) {
       rank0.push_back(wide);
     }
     const int64_t bytes = dist::broadcast_tensors(group, ts);
-    EXPECT_EQ(bytes, 24 * 4 + 5 * 8 + 7 * 8 + 27 + 11 + 24 * 2 + 6 * 2 + 9 + 24 * 4 + 15 * 2);
+    EXPECT_EQ(bytes, 24 * 4 + 5 * 8 + 7 * 8 + 27 + 11 + 24 * 2 + 6 * 2 + 9 + 24 * 4 + 15 * 2 + 5 * 8);
     for (size_t i = 0; i < ts.size(); ++i) {
       const auto& [name, t] = ts[i];
       EXPECT_EQ(t.scalar_type(), mine[i].scalar_type()) << name;
@@ -208,6 +210,11 @@ TEST(DistGroup, BroadcastKeepsEachTensorsDtypeAndWidth) {
       EXPECT_TRUE(torch::equal(got.isnan(), want.isnan())) << name;
       EXPECT_TRUE(torch::equal(got.nan_to_num(0), want.nan_to_num(0))) << name << " on rank " << r;
     }
+    const std::string complex = testkit::error_of(
+        [&] { dist::broadcast_tensors(group, {{"rotary.freqs", torch::zeros({2}, torch::kComplexFloat)}}); });
+    EXPECT_NE(complex.find("broadcast of rotary.freqs from rank 0: its dtype ComplexFloat has no Gloo form here"),
+              std::string::npos)
+        << complex;
     group.barrier("barrier");
   });
 }

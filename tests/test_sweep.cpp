@@ -306,6 +306,24 @@ TEST(Sweep, VariantLanesShareTheSweepAndTheLastRunComparesThem) {
   EXPECT_NE(unknown.find("(variants: lora, lora2, dora)"), std::string::npos) << unknown;
   EXPECT_FALSE(fs::exists(runs / "sweeps/tiny/cells"));
 
+  o.grid = {"variant=lora", "variant=dora"};
+  const std::string twice = testkit::error_of([&] { run_sweep(o); });
+  EXPECT_NE(twice.find("--grid 'variant=dora': variant= given twice; give one list"), std::string::npos) << twice;
+
+  // A lane checks the whole grid's budgets: LoRA r 1 alone in its lane is still compared with
+  // its budget partner DoRA r 1 (32 parameters more), and refused before anything trains.
+  const std::string budgeted = runs / "budgeted.yaml";
+  write_adapter_sweep(budgeted, data.path(), runs.path(),
+      "sweep:\n  variants:\n"
+      "    - {name: lora, budget: r1, adapter.kind: lora, adapter.r: 1}\n"
+      "    - {name: dora, budget: r1, adapter.kind: dora, adapter.r: 1}\n");
+  SweepOptions ob = o;
+  ob.recipe_path = budgeted;
+  ob.grid = {"variant=lora"};
+  const std::string budget = testkit::error_of([&] { run_sweep(ob); });
+  EXPECT_NE(budget.find("sweep budget 'r1': the trainable parameters differ by "), std::string::npos) << budget;
+  EXPECT_FALSE(fs::exists(runs / "sweeps/budgeted"));
+
   o.grid = {"variant=dora,lora"};  // the recipe's order, whatever the lane's
   SweepResult lane1 = run_sweep(o);
   EXPECT_EQ(lane1.cells, 2 * (2 + 2));

@@ -145,13 +145,25 @@ int64_t broadcast_tensors(ProcessGroup& group, const std::vector<std::pair<std::
   for (const auto& [name, t] : tensors) {
     if (t.numel() == 0) continue;
     torch::Tensor wire = t.is_contiguous() ? t : t.contiguous();
-    // Gloo has no bfloat16 or bool: the same bytes travel as float16 and uint8 (a broadcast
-    // copies bytes and computes nothing, so any bit pattern arrives as it was sent).
-    if (wire.scalar_type() == torch::kBFloat16) wire = wire.view(torch::kHalf);
-    else if (wire.scalar_type() == torch::kBool) wire = wire.view(torch::kByte);
+    bool widened = false;
+    switch (wire.scalar_type()) {
+      // Gloo has no bfloat16 or bool: the same bytes travel as float16 and uint8 (a broadcast
+      // copies bytes and computes nothing, so any bit pattern arrives as it was sent).
+      case torch::kBFloat16: wire = wire.view(torch::kHalf); break;
+      case torch::kBool: wire = wire.view(torch::kByte); break;
+      case torch::kFloat: case torch::kDouble: case torch::kHalf: case torch::kLong: case torch::kInt:
+      case torch::kChar: case torch::kByte: break;
+      default:
+        if (at::isFloatingType(wire.scalar_type()) || at::isComplexType(wire.scalar_type()))
+          throw Error(fmt::format("broadcast of {} from rank 0: its dtype {} has no Gloo form here", name,
+                                  c10::toString(wire.scalar_type())));
+        wire = wire.to(torch::kLong);  // another integer type Gloo lacks (int16): an int64 copy
+        widened = true;
+    }
     group.broadcast(wire, 0, fmt::format("broadcast of {} from rank 0", name));
     bytes += wire.numel() * int64_t(wire.element_size());
-    if (!t.is_contiguous()) t.copy_(wire.view(t.scalar_type()));
+    if (widened) t.copy_(wire);
+    else if (!t.is_contiguous()) t.copy_(wire.view(t.scalar_type()));
   }
   return bytes;
 }

@@ -44,8 +44,9 @@ bool overlap_from_env(const char* value);
 
 // Makes every rank's tensors rank 0's, in place, one broadcast per tensor, each in its own width
 // on the wire: float32/64, int64/32, int8 and uint8 as they are, bfloat16 and float16 as their
-// 16-bit patterns, bool as bytes (a non-contiguous tensor through a contiguous copy). `names`
-// name each tensor in an error. Returns the bytes broadcast.
+// 16-bit patterns, bool as bytes, int16 as an int64 copy (a non-contiguous tensor through a
+// contiguous copy); another floating or complex type is an error. Each tensor's name is used in
+// an error. Returns the bytes broadcast.
 int64_t broadcast_tensors(ProcessGroup& group, const std::vector<std::pair<std::string, torch::Tensor>>& tensors);
 
 class GradSync {

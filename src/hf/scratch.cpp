@@ -93,7 +93,7 @@ void init_weights(models::hf::HfModel& model, const HfConfig& config, const std:
     const bool norm = t.tensor.dim() == 1 && (t.name.find("norm") != std::string::npos ||
                                               t.name.find("ln_") != std::string::npos);
     const double weight_std = gpt2 && ends_with(t.name, "c_proj.weight") ? c_proj_std : std;
-    if (narrow.count(t.tensor.unsafeGetTensorImpl()) && t.tensor.dim() == 2) {
+    if (narrow.count(t.tensor.unsafeGetTensorImpl()) && t.tensor.dim() == 2 && t.tensor.numel() > 0) {
       auto stored = draw_narrow(t.tensor, weight_std, dtype);
       untouched.push_back(t.tensor.detach());  // shares the float32 storage, keeping it to the end
       t.tensor.set_requires_grad(false);       // a frozen weight (an int8 tensor cannot require grad)

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "src/eval/evaluator.h"
 #include "src/train/objective.h"
@@ -126,10 +127,13 @@ Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
 
 // `--grid variant=a,b,...`: only the named variants run (a lane, docs/experiments.md), in the
 // recipe's order; their cells are named as in the whole sweep, and the claims comparing a variant
-// left out are left out. Nothing to do without it.
-void select_variants(Recipe& base, const SweepOptions& opt) {
+// left out are left out. Returns whether a selection was made (nothing to do without one).
+bool select_variants(Recipe& base, const SweepOptions& opt) {
+  bool selected = false;
   for (const auto& g : opt.grid) {
     if (g.rfind("variant=", 0) != 0) continue;
+    if (selected) throw Error(fmt::format("--grid '{}': variant= given twice; give one list", g));
+    selected = true;
     if (base.sweep.variants.empty())
       throw Error(fmt::format("--grid '{}': {} has no sweep.variants to choose from", g, opt.recipe_path));
     const auto names = split_grid_values(g.substr(8));
@@ -152,6 +156,7 @@ void select_variants(Recipe& base, const SweepOptions& opt) {
                                 }),
                  claims.end());
   }
+  return selected;
 }
 
 // One cell: the values at grid point `idx` (and the tuned key at `tuned`, unless empty) and one
@@ -304,8 +309,9 @@ nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
     LoadedRun run = load_run(run_dir, "best");
     auto splits = load_data(run.recipe, run_dir);
     EvalResult ev = evaluate(*run.run.model, splits.test, run.recipe);
-    // The metric the run's best checkpoint was chosen by: for chat / instruction data whose
-    // answers could be generated, the exact match of the generated answers, not the token accuracy.
+    // For chat / instruction data whose answers could be generated, the exact match of the
+    // generated answers (what a run's best checkpoint is chosen by when validation measured it),
+    // not the token accuracy, which is kept beside it.
     const bool exact = ev.response && ev.exact_match >= 0;
     j["test_accuracy"] = exact ? ev.exact_match : ev.accuracy;
     j["test_metric"] = metric_name(exact);
@@ -341,7 +347,11 @@ std::vector<nlohmann::json> run_cells(const std::vector<Cell>& cells, bool verbo
       } catch (const nlohmann::json::exception& e) {
         throw Error(fmt::format("{}: unreadable ({}); remove it to run the cell again", result_path, e.what()));
       }
-      if (c.tuning || done.contains("test_accuracy")) {
+      // A chat / instruction cell tested before test_metric existed was scored by token accuracy:
+      // its test split is read again, as the sweep now scores it.
+      const bool stale = !c.tuning && done.contains("test_accuracy") && !done.contains("test_metric") &&
+                         (c.recipe.data.dataset == DatasetKind::Chat || c.recipe.data.dataset == DatasetKind::Instruct);
+      if (c.tuning || (done.contains("test_accuracy") && !stale)) {
         results.push_back(done);
         ++res.skipped;
         if (c.tuning)
@@ -612,7 +622,8 @@ std::string compare_claims(const Recipe& base, const Dims& dims, const std::vect
 SweepResult run_sweep(const SweepOptions& opt) {
   if (auto problem = seed_list_problem(opt.seeds); !problem.empty()) throw Error("--seeds: " + problem);
   Recipe base = load_recipe(opt.recipe_path, opt.overrides);
-  select_variants(base, opt);
+  const Recipe whole = base;  // before a lane's selection of variants
+  const bool lane = select_variants(base, opt);
   const Dims dims = sweep_dims(base, opt);
   std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
                                                                                            : std::vector<int64_t>{base.seed};
@@ -632,7 +643,17 @@ SweepResult run_sweep(const SweepOptions& opt) {
   std::vector<Cell> cells =
       make_cells(base, opt, dims, points,
                  tune.on() ? std::vector<std::string>(points.size(), tune.values[0]) : chosen, seeds, cells_dir);
-  check_budgets(base, dims, points, cells, seeds.size());
+  if (lane) {  // a lane's partners in a budget may run in another lane: the whole grid's budgets
+    const Dims whole_dims = sweep_dims(whole, opt);
+    const auto whole_points = grid_points(whole_dims);
+    const std::string first = tune.on() ? tune.values[0] : "";
+    check_budgets(whole, whole_dims, whole_points,
+                  make_cells(whole, opt, whole_dims, whole_points, std::vector<std::string>(whole_points.size(), first),
+                             {seeds[0]}, cells_dir),
+                  1);
+  } else {
+    check_budgets(base, dims, points, cells, seeds.size());
+  }
   fs::create_directories(cells_dir);
   std::string protocol;
   if (tune.on()) {
@@ -664,8 +685,13 @@ SweepResult run_sweep(const SweepOptions& opt) {
              res.claims;
   }
   res.summary = res.dir + "/summary.md";
-  const std::string metric =
-      results.empty() ? metric_name(false) : results.front().value("test_metric", metric_name(false));
+  std::set<std::string> metrics;  // a cell tested before test_metric existed: accuracy
+  for (const auto& j : results) metrics.insert(j.value("test_metric", metric_name(false)));
+  if (metrics.size() > 1)
+    throw Error(fmt::format("sweep {}: its cells were tested by different metrics ({}); run them again with one "
+                            "tunekit (remove the odd cells' result.json)",
+                            name, join(std::vector<std::string>(metrics.begin(), metrics.end()), ", ")));
+  const std::string metric = metrics.empty() ? metric_name(false) : *metrics.begin();
   write_file_atomic(res.summary, fmt::format("# Sweep {}\n\nRecipe: `{}`; seeds: {}; metric: {} on the test split "
                                                  "(best validation checkpoint).\n\n{}{}{}",
                                                  name, opt.recipe_path, fmt::join(seeds, ", "), metric, protocol,
