@@ -508,10 +508,9 @@ void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
-}  // namespace
-
-TEST(ChatObjective, InstructRunTrainsOnResponsesAndEvalReportsExactMatch) {
-  testkit::TempDir data, runs;
+// The labelling task in `data` (train/val/test records and a tokenizer that knows their words),
+// and the head of a tiny instruct recipe on it; `rest` (train:, output:, ...) follows it.
+std::string labelling_recipe(const testkit::TempDir& data, const std::string& rest) {
   write_text(data / "train.jsonl", labelling_records(160, 1));
   write_text(data / "val.jsonl", labelling_records(30, 2));
   write_text(data / "test.jsonl", labelling_records(30, 3));
@@ -520,7 +519,7 @@ TEST(ChatObjective, InstructRunTrainsOnResponsesAndEvalReportsExactMatch) {
   auto texts = testkit::synthetic_mails(200, 1).texts;
   texts.push_back("Label the red mail. spam Label the blue mail. ham");
   data::Tokenizer::train(texts, t, data / "tok.model");
-  const std::string yaml = fmt::format(R"(seed: 4
+  return fmt::format(R"(seed: 4
 threads: {{torch: 1, blas: 1}}
 model: {{kind: text, task: causal_lm, vocab_size: 400, max_seq_len: 64, dim: 32, depth: 2, heads: 2, mlp_ratio: 2.0}}
 data:
@@ -533,11 +532,17 @@ data:
   batch_size: 16
   eval_batch_size: 32
 optimizer: {{lr: 3.0e-3}}
-schedule: {{kind: cosine, warmup_steps: 5}}
-train: {{epochs: 10, log_every: 5}}
-output: {{dir: "{1}", name: chat}}
-)",
-                                       data.path(), runs.path());
+)", data.path()) + rest;
+}
+
+}  // namespace
+
+TEST(ChatObjective, InstructRunTrainsOnResponsesAndEvalReportsExactMatch) {
+  testkit::TempDir data, runs;
+  const std::string yaml = labelling_recipe(data,
+                                            "schedule: {kind: cosine, warmup_steps: 5}\n"
+                                            "train: {epochs: 10, log_every: 5}\n"
+                                            "output: {dir: \"" + runs.path() + "\", name: chat}\n");
   const Recipe recipe = parse_recipe(yaml, "chat.yaml");
   TrainResult r = train(recipe, {false, true, 0});
   EXPECT_FALSE(r.lm);  // exact match picked the best checkpoint
@@ -576,33 +581,11 @@ output: {{dir: "{1}", name: chat}}
 // exact match of the generated answers (the token accuracy kept beside it), and says so.
 TEST(ChatObjective, SweepScoresInstructCellsByExactMatch) {
   testkit::TempDir data, runs;
-  write_text(data / "train.jsonl", labelling_records(160, 1));
-  write_text(data / "val.jsonl", labelling_records(30, 2));
-  write_text(data / "test.jsonl", labelling_records(30, 3));
-  data::TokenizerTrainOptions t;
-  t.vocab_size = 400;
-  auto texts = testkit::synthetic_mails(200, 1).texts;
-  texts.push_back("Label the red mail. spam Label the blue mail. ham");
-  data::Tokenizer::train(texts, t, data / "tok.model");
   const std::string recipe = runs / "chat.yaml";
-  write_text(recipe, fmt::format(R"(seed: 4
-threads: {{torch: 1, blas: 1}}
-model: {{kind: text, task: causal_lm, vocab_size: 400, max_seq_len: 64, dim: 32, depth: 2, heads: 2, mlp_ratio: 2.0}}
-data:
-  dataset: instruct
-  train_file: "{0}/train.jsonl"
-  val_file: "{0}/val.jsonl"
-  test_file: "{0}/test.jsonl"
-  template: plain
-  tokenizer: {{model: "{0}/tok.model"}}
-  batch_size: 16
-  eval_batch_size: 32
-optimizer: {{lr: 3.0e-3}}
-train: {{epochs: 2}}
-output: {{dir: "{1}"}}
-sweep: {{seeds: [4], grid: {{optimizer.lr: [3e-3]}}}}
-)",
-                                 data.path(), runs.path()));
+  write_text(recipe, labelling_recipe(data,
+                                      "train: {epochs: 2}\n"
+                                      "output: {dir: \"" + runs.path() + "\"}\n"
+                                      "sweep: {seeds: [4], grid: {optimizer.lr: [3e-3]}}\n"));
   SweepOptions o;
   o.recipe_path = recipe;
   o.dir = runs / "sweeps";

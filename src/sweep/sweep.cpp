@@ -127,8 +127,8 @@ Dims sweep_dims(const Recipe& base, const SweepOptions& opt) {
 
 // `--grid variant=a,b,...`: only the named variants run (a lane, docs/experiments.md), in the
 // recipe's order; their cells are named as in the whole sweep, and the claims comparing a variant
-// left out are left out. Returns whether a selection was made (nothing to do without one).
-bool select_variants(Recipe& base, const SweepOptions& opt) {
+// left out are left out. Nothing to do without it.
+void select_variants(Recipe& base, const SweepOptions& opt) {
   bool selected = false;
   for (const auto& g : opt.grid) {
     if (g.rfind("variant=", 0) != 0) continue;
@@ -156,7 +156,6 @@ bool select_variants(Recipe& base, const SweepOptions& opt) {
                                 }),
                  claims.end());
   }
-  return selected;
 }
 
 // One cell: the values at grid point `idx` (and the tuned key at `tuned`, unless empty) and one
@@ -623,7 +622,7 @@ SweepResult run_sweep(const SweepOptions& opt) {
   if (auto problem = seed_list_problem(opt.seeds); !problem.empty()) throw Error("--seeds: " + problem);
   Recipe base = load_recipe(opt.recipe_path, opt.overrides);
   const Recipe whole = base;  // before a lane's selection of variants
-  const bool lane = select_variants(base, opt);
+  select_variants(base, opt);
   const Dims dims = sweep_dims(base, opt);
   std::vector<int64_t> seeds = !opt.seeds.empty() ? opt.seeds : !base.sweep.seeds.empty() ? base.sweep.seeds
                                                                                            : std::vector<int64_t>{base.seed};
@@ -639,11 +638,11 @@ SweepResult run_sweep(const SweepOptions& opt) {
   std::vector<Cell> tuning;
   std::vector<std::string> chosen(points.size());
   if (tune.on()) tuning = make_tuning_cells(base, opt, dims, points, tune_seeds, seeds, cells_dir);
-  // (Budgets are checked at the tuned key's first value: a learning rate does not change them.)
-  std::vector<Cell> cells =
-      make_cells(base, opt, dims, points,
-                 tune.on() ? std::vector<std::string>(points.size(), tune.values[0]) : chosen, seeds, cells_dir);
-  if (lane) {  // a lane's partners in a budget may run in another lane: the whole grid's budgets
+  std::vector<Cell> cells;  // with tuning: made once the values are chosen
+  if (!tune.on()) cells = make_cells(base, opt, dims, points, chosen, seeds, cells_dir);
+  // Budgets over the whole grid, one cell a point (a lane's partners may run in another lane), at
+  // the tuned key's first value: a learning rate does not change them.
+  {
     const Dims whole_dims = sweep_dims(whole, opt);
     const auto whole_points = grid_points(whole_dims);
     const std::string first = tune.on() ? tune.values[0] : "";
@@ -651,8 +650,6 @@ SweepResult run_sweep(const SweepOptions& opt) {
                   make_cells(whole, opt, whole_dims, whole_points, std::vector<std::string>(whole_points.size(), first),
                              {seeds[0]}, cells_dir),
                   1);
-  } else {
-    check_budgets(base, dims, points, cells, seeds.size());
   }
   fs::create_directories(cells_dir);
   std::string protocol;
