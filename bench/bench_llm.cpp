@@ -33,6 +33,7 @@
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "adapters/attach.h"
 #include "adapters/lowrank.h"
@@ -315,9 +316,10 @@ Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, s
   models::LmInputs in;
   in.ids = ids;
   model.train();
-  std::vector<double> times, opt_times;
+  std::vector<double> times, opt_times, faults;
   for (int64_t step = 0; step < a.warmup + a.steps; ++step) {
     const auto t0 = Clock::now();
+    const int64_t f0 = minor_page_faults();
     torch::Tensor loss;
     {
       models::ComputeScope scope(compute);
@@ -329,22 +331,26 @@ Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, s
     opt->step();
     clear_gradients(*opt);
     const double opt_sec = seconds_since(t_opt), sec = seconds_since(t0);
+    const int64_t step_faults = minor_page_faults() - f0;
     const bool warm = step < a.warmup;
     if (!warm) {
       times.push_back(sec);
       opt_times.push_back(opt_sec);
+      faults.push_back(double(step_faults));
     }
     const double loss_value = loss.item<double>();
-    out.say(fmt::format("step {}{}: {:.3f} s (optimizer {:.3f} s), loss {:.5f}", step, warm ? " (warm-up)" : "", sec,
-                        opt_sec, loss_value));
+    out.say(fmt::format("step {}{}: {:.3f} s (optimizer {:.3f} s; {} page faults, {:.0f} MiB), loss {:.5f}", step,
+                        warm ? " (warm-up)" : "", sec, opt_sec, step_faults, double(step_faults) * double(sysconf(_SC_PAGESIZE)) / (1 << 20), loss_value));
     out.emit({{"what", "step"}, {"step", step}, {"warmup", warm}, {"seconds", round_to(sec, 4)},
-              {"optimizer_seconds", round_to(opt_sec, 4)}, {"loss", round_to(loss_value, 5)}});
+              {"optimizer_seconds", round_to(opt_sec, 4)}, {"minor_faults", step_faults},
+              {"loss", round_to(loss_value, 5)}});
   }
   Timing t;
   t.seconds = median(times);
   t.extra = {{"steps", a.steps}, {"step_s_median", round_to(t.seconds, 4)},
              {"tokens_per_s", round_to(double(s.batch * s.seq) / t.seconds, 1)},
              {"optimizer", a.fused_adamw ? "fused" : "torch"}, {"optimizer_s_median", round_to(median(opt_times), 4)},
+             {"minor_faults_median", median(faults)},
              {"low_rank", a.fused_low_rank ? "fused" : "aten"}};
   return t;
 }

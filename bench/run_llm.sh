@@ -37,7 +37,7 @@ TINY=${TINY:-0}
 EAGER_MALLOC=${EAGER_MALLOC:-system}
 case "$EAGER_MALLOC" in
   system) EAGER_ENV=() ;;
-  keep) EAGER_ENV=(env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824) ;;
+  keep) EAGER_ENV=(env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1099511627776) ;;  # 1 TiB: never trims
   *) echo "run_llm.sh: EAGER_MALLOC: '$EAGER_MALLOC' is not one of system, keep" >&2; exit 1 ;;
 esac
 PY=/usr/bin/python3

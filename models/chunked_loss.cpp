@@ -178,7 +178,11 @@ torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tens
   if (lm && chunk > 0) {
     LmHead head = lm->head();
     if (head.weight.defined()) {
-      auto hidden = lm->forward_hidden(in);
+      // The fused head gives its weight a dense gradient in this backward; a tied embedding can
+      // then hand over just its rows (LmInputs::tied_head_grad).
+      LmInputs fused = in;
+      fused.tied_head_grad = head.weight.requires_grad() && torch::GradMode::is_enabled();
+      auto hidden = lm->forward_hidden(fused);
       return chunked_lm_loss(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}), chunk);
     }
   }

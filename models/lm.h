@@ -39,6 +39,13 @@ struct LmInputs {
   // The logits of each row's last token only ([B, 1, vocab]): what generation reads, without
   // computing the head over the whole prompt.
   bool last_only = false;
+  // The caller's backward also gives the tied head (LmHead::weight, the token embedding) its
+  // dense [vocab, d] gradient, as models::causal_lm_loss's fused head does: the embedding lookup
+  // then returns its gradient sparse (only the rows of these ids), and autograd adds it into the
+  // head's in place, instead of building a zero-filled [vocab, d] gradient of its own and summing
+  // the two. Ignored by a model whose head is not tied. Set only with such a caller: alone, the
+  // weight's .grad would be a sparse tensor.
+  bool tied_head_grad = false;
 };
 
 // The output layer of a causal LM as a fused loss reads it (models/chunked_loss.h): logits =

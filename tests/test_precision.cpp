@@ -175,11 +175,17 @@ TEST(ChunkedLoss, NextTokenTargets) {
 }
 
 // The model-level path: fused (chunk > 0) and plain logits (chunk 0) give the same loss and the
-// same gradient for every trainable parameter, for a tied and an untied head, LoRA and full.
+// same gradient for every trainable parameter, for a tied and an untied head, LoRA and full, on
+// Llama and on GPT-2 (always tied). With a tied head trained, the fused path has the embedding
+// hand over a sparse gradient of its rows (LmInputs::tied_head_grad); the head's dense one
+// absorbs it, so every .grad is still dense.
 TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
+  for (bool gpt2 : {false, true})
   for (bool tied : {false, true})
     for (bool lora : {false, true}) {
-      auto m = tiny_llama(97, tied);
+      if (gpt2 && (!tied || lora)) continue;  // GPT-2 is tied; its full fine-tuning is the case
+      auto m = gpt2 ? models::hf::make_gpt2(models::hf::Gpt2Options().vocab_size(97).n_positions(32).n_embd(32).n_layer(2).n_head(4).dropout(0))
+                    : tiny_llama(97, tied);
       if (lora) attach_lora(*m);
       m->to(torch::kDouble);
       auto* lm = models::as_causal_lm(*m);
@@ -190,7 +196,7 @@ TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
       std::vector<std::vector<torch::Tensor>> grads;
       std::vector<double> losses;
       for (int64_t chunk : {0, 16}) {
-        m->zero_grad();
+        m->zero_grad(/*set_to_none=*/true);  // no .grad to add into: each layout is the backward's own
         models::LmInputs in;
         in.ids = ids;
         auto loss = models::causal_lm_loss(*m, in, targets, chunk);
@@ -198,13 +204,33 @@ TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
         losses.push_back(loss.item<double>());
         std::vector<torch::Tensor> g;
         for (auto& p : m->parameters())
-          if (p.requires_grad()) g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+          if (p.requires_grad()) {
+            if (p.grad().defined()) EXPECT_EQ(p.grad().layout(), torch::kStrided) << "gpt2 " << gpt2 << " tied " << tied;
+            g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+          }
         grads.push_back(g);
       }
-      EXPECT_NEAR(losses[0], losses[1], 1e-12 * losses[0]) << "tied " << tied << " lora " << lora;
+      const std::string what = fmt::format("gpt2 {} tied {} lora {}", gpt2, tied, lora);
+      EXPECT_NEAR(losses[0], losses[1], 1e-12 * losses[0]) << what;
       ASSERT_EQ(grads[0].size(), grads[1].size());
-      for (size_t i = 0; i < grads[0].size(); ++i)
-        EXPECT_LT(max_rel(grads[1][i], grads[0][i]), 1e-10) << "tied " << tied << " lora " << lora << " #" << i;
+      for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(max_rel(grads[1][i], grads[0][i]), 1e-10) << what << " #" << i;
+      // The flag itself: the embedding's own gradient is sparse where the head is tied to it and
+      // trains, dense where the head is a separate lm_head.
+      if (!lora) {
+        auto embed = m->named_parameters()[gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight"];
+        models::LmInputs in;
+        in.ids = torch::randint(0, 97, {2, 6}, torch::kLong);
+        std::vector<torch::Tensor> g;
+        for (bool flag : {true, false}) {
+          m->zero_grad(/*set_to_none=*/true);
+          in.tied_head_grad = flag;
+          models::as_causal_lm(*m)->forward_hidden(in).pow(2).sum().backward();
+          ASSERT_TRUE(embed.grad().defined()) << what;
+          EXPECT_EQ(embed.grad().is_sparse(), flag && tied) << what << " flag " << flag;
+          g.push_back(embed.grad().is_sparse() ? embed.grad().to_dense() : embed.grad().clone());
+        }
+        EXPECT_LT(max_rel(g[0], g[1]), 1e-12) << what;
+      }
     }
 }
 

@@ -1,6 +1,7 @@
 #include "util/memory.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -29,8 +30,11 @@ std::string apply_allocator_policy() {
   } else {
 #ifdef __GLIBC__
     constexpr int kGiB = 1 << 30;
-    const bool ok = mallopt(M_MMAP_THRESHOLD, kGiB) == 1 && mallopt(M_TRIM_THRESHOLD, kGiB) == 1;
-    chosen = ok ? "memory: freed blocks kept for reuse (malloc's mmap and trim thresholds 1 GiB; "
+    // A trim threshold of -1 never trims (mallopt(3)). Any finite one is passed by some model: a
+    // tied head's [vocab, d] gradients freed together at the heap's top (2 x 544 MiB at
+    // Qwen2.5-0.5B's shape) went back to the kernel every step at 1 GiB.
+    const bool ok = mallopt(M_MMAP_THRESHOLD, kGiB) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
+    chosen = ok ? "memory: freed blocks kept for reuse (malloc's mmap threshold 1 GiB, the heap never trimmed; "
                   "TUNEKIT_MALLOC=system: glibc's defaults)"
                 : "memory: glibc's malloc defaults (this glibc refused the thresholds)";
 #else
@@ -47,6 +51,17 @@ double peak_rss_mib() {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  123456 kB"
   return 0;
+}
+
+int64_t minor_page_faults() {
+  rusage u{};
+  return getrusage(RUSAGE_SELF, &u) == 0 ? static_cast<int64_t>(u.ru_minflt) : 0;
+}
+
+void release_free_memory() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 bool reset_peak_rss() {

@@ -3,6 +3,7 @@
 // policy: how freed memory goes back to the system.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tunekit {
@@ -12,7 +13,8 @@ namespace tunekit {
 // training step frees and re-allocates the same hundreds of MiB every step (gradients,
 // activations, logit chunks), so each step pays again for the kernel's zero-filled page faults:
 // measured, a third of a GPT-2-small full fine-tuning step (README "Speed"). The policy keeps
-// freed memory in the process for the next step (mmap threshold 1 GiB, trim threshold 1 GiB);
+// freed memory in the process for the next step (mmap threshold 1 GiB, the heap never trimmed:
+// release_free_memory() gives it back where a caller knows the next phase is smaller);
 // peak RSS grows by the heap's fragmentation (2-6 % measured). TUNEKIT_MALLOC=system keeps glibc's
 // defaults, as does a malloc setting of the user's own (GLIBC_TUNABLES glibc.malloc.*,
 // MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_). Called first thing in main() by start_up
@@ -22,8 +24,14 @@ namespace tunekit {
 std::string apply_allocator_policy();
 std::string allocator_policy();
 
+// Gives the heap's free memory back to the kernel (malloc_trim), e.g. between a sweep's cells.
+void release_free_memory();
+
 // Peak resident set size in MiB (0 when unavailable).
 double peak_rss_mib();
+// Minor page faults of this process so far (getrusage; 0 when unavailable). Each is a page the
+// kernel handed over zero-filled: a step that faults often is paying for memory given back.
+int64_t minor_page_faults();
 // Starts a new peak measurement from the current RSS; false when the kernel does not allow it.
 bool reset_peak_rss();
 

@@ -166,6 +166,9 @@ class HfAttentionBase : public torch::nn::Module {
 
 // An Embedding's options; inside a SkipInit (models/init_guard.h) its weight is allocated unfilled.
 torch::nn::EmbeddingOptions embedding_options(int64_t num, int64_t dim);
+// The token embedding's lookup, as embedding(ids); with `sparse_grad` its gradient is a sparse
+// tensor over the rows of ids (LmInputs::tied_head_grad: only where the head is tied to it).
+torch::Tensor embed_ids(torch::nn::Embedding& embedding, const torch::Tensor& ids, bool sparse_grad);
 // Hugging Face's initialisation: weights normal(0, std), biases zero.
 void init_linear(Linear& linear, double std);
 // The number of parameter values (adapters included), and as describe() prints it: "124,439,808".

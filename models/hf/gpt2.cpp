@@ -174,7 +174,7 @@ torch::Tensor Gpt2Impl::forward_hidden(const LmInputs& in) {
     if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
   LmCall call = prepare_lm_call(in, max_seq_len(), options.vocab_size(), h.size(), "gpt2");
   const int64_t N = in.ids.size(1);
-  auto x = wte(in.ids) + wpe(call.positions);  // [P, N, d] positions broadcast over the batch
+  auto x = embed_ids(wte, in.ids, in.tied_head_grad) + wpe(call.positions);  // [P, N, d] positions broadcast over the batch
   x = torch::dropout(x, options.dropout(), is_training());
   x = run_decoder_layers(*this, h, call.attention, checkpointing_applies(checkpointing_, *this, in.cache != nullptr), x,
                          [](Gpt2BlockImpl& block, const torch::Tensor& t, const LmAttention* a) {

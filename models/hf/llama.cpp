@@ -172,7 +172,7 @@ torch::Tensor LlamaImpl::forward_hidden(const LmInputs& in) {
     if (auto why = incremental_blocker(); !why.empty()) throw Error(why);
   LmCall call = prepare_lm_call(in, max_seq_len(), options.vocab_size(), layers.size(), fam);
   const int64_t N = in.ids.size(1);
-  auto h = embed_tokens(in.ids);
+  auto h = embed_ids(embed_tokens, in.ids, in.tied_head_grad && !lm_head);
   auto [cos, sin] = rotary_cos_sin_at(call.positions, head_dim(), options.rope_theta(), h.scalar_type());
   h = run_decoder_layers(*this, layers, call.attention, checkpointing_applies(checkpointing_, *this, in.cache != nullptr),
                          h, [cos = cos, sin = sin](LlamaDecoderLayerImpl& layer, const torch::Tensor& t, const LmAttention* a) {

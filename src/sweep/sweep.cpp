@@ -287,7 +287,8 @@ nlohmann::json run_cell(const Cell& c, const std::string& label, bool verbose) {
   const std::string run_dir = c.recipe.run_dir(), result_path = run_dir + "/result.json";
   auto t0 = std::chrono::steady_clock::now();
   std::fprintf(stderr, "%s: %s...\n", label.c_str(), c.tuning ? "training (tuning: validation only)" : "training");
-  reset_peak_rss();  // cells run one after another in this process: measure each from here
+  release_free_memory();  // cells run one after another in this process: the last one's heap goes back,
+  reset_peak_rss();       // and each is measured from here
   TrainResult tr = train(c.recipe, {/*resume=*/true, /*quiet=*/!verbose, 0});
   const double rss = peak_rss_mib();
   const double val_score = tr.lm ? -tr.best_val_loss : tr.best_val_accuracy;
