@@ -178,11 +178,7 @@ torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tens
   if (lm && chunk > 0) {
     LmHead head = lm->head();
     if (head.weight.defined()) {
-      // The fused head gives its weight a dense gradient in this backward; a tied embedding can
-      // then hand over just its rows (LmInputs::tied_head_grad).
-      LmInputs fused = in;
-      fused.tied_head_grad = head.weight.requires_grad() && torch::GradMode::is_enabled();
-      auto hidden = lm->forward_hidden(fused);
+      auto hidden = lm->forward_hidden(fused_lm_inputs(in, head));
       return chunked_lm_loss(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}), chunk);
     }
   }
@@ -193,6 +189,14 @@ torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tens
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
   const int64_t count = (flat != kIgnoreIndex).sum().item<int64_t>();
   return count > 0 ? sum / double(count) : sum * 0.0;  // no counted target: a zero loss, in the graph
+}
+
+LmInputs fused_lm_inputs(const LmInputs& in, const LmHead& head) {
+  // The fused head gives its weight a dense gradient in this backward (FusedLmLoss: need_w is the
+  // same condition); a tied embedding can then hand over just its rows.
+  LmInputs fused = in;
+  fused.tied_head_grad = head.weight.defined() && head.weight.requires_grad() && torch::GradMode::is_enabled();
+  return fused;
 }
 
 LmHead fused_eval_head(Model& model) {

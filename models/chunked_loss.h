@@ -46,5 +46,8 @@ torch::Tensor next_token_targets(const torch::Tensor& ids, int64_t pad_id);
 // head()) when chunk > 0 and the model offers a plain head, else cross-entropy on the logits of
 // forward_lm (or forward(ids) for a model that is not a CausalLm).
 torch::Tensor causal_lm_loss(Model& model, const LmInputs& in, const torch::Tensor& targets, int64_t chunk);
+// The inputs causal_lm_loss's fused path runs forward_hidden on: `in`, with tied_head_grad set
+// when the head's weight trains in this backward (the fused head then gives it a dense gradient).
+LmInputs fused_lm_inputs(const LmInputs& in, const LmHead& head);
 
 }  // namespace tunekit::models

@@ -214,6 +214,15 @@ TEST(ChunkedLoss, CausalLmLossMatchesPlainPath) {
       EXPECT_NEAR(losses[0], losses[1], 1e-12 * losses[0]) << what;
       ASSERT_EQ(grads[0].size(), grads[1].size());
       for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(max_rel(grads[1][i], grads[0][i]), 1e-10) << what << " #" << i;
+      // The fused path asks for the sparse rows exactly when the head trains in this backward.
+      {
+        models::LmInputs in;
+        in.ids = ids;
+        auto head = models::as_causal_lm(*m)->head();
+        EXPECT_EQ(models::fused_lm_inputs(in, head).tied_head_grad, !lora) << what;  // LoRA: the head is frozen
+        torch::NoGradGuard no_grad;
+        EXPECT_FALSE(models::fused_lm_inputs(in, head).tied_head_grad) << what << " (no grad mode)";
+      }
       // The flag itself: the embedding's own gradient is sparse where the head is tied to it and
       // trains, dense where the head is a separate lm_head.
       if (!lora) {

@@ -14,7 +14,9 @@ namespace tunekit {
 // activations, logit chunks), so each step pays again for the kernel's zero-filled page faults:
 // measured, a third of a GPT-2-small full fine-tuning step (README "Speed"). The policy keeps
 // freed memory in the process for the next step (mmap threshold 1 GiB, the heap never trimmed:
-// release_free_memory() gives it back where a caller knows the next phase is smaller);
+// release_free_memory() gives it back where a caller knows the next phase is smaller; one block
+// above 1 GiB, e.g. a float32 [vocab, d] gradient of a 3B-parameter model, is still mapped on its
+// own and returned when freed);
 // peak RSS grows by the heap's fragmentation (2-6 % measured). TUNEKIT_MALLOC=system keeps glibc's
 // defaults, as does a malloc setting of the user's own (GLIBC_TUNABLES glibc.malloc.*,
 // MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_). Called first thing in main() by start_up

@@ -413,9 +413,11 @@ void check_ids(const torch::Tensor& ids, int64_t max_seq_len, int64_t vocab_size
 
 torch::Tensor embed_ids(torch::nn::Embedding& embedding, const torch::Tensor& ids, bool sparse_grad) {
   const auto& w = embedding->weight;
-  if (!sparse_grad || !w.requires_grad() || !torch::GradMode::is_enabled()) return embedding(ids);
   const auto& o = embedding->options;
-  return torch::embedding(w, ids, o.padding_idx() ? *o.padding_idx() : -1, o.scale_grad_by_freq(), /*sparse=*/true);
+  // max_norm renormalises in forward, and scale_grad_by_freq has no sparse backward: the module's own path
+  if (!sparse_grad || !w.requires_grad() || !torch::GradMode::is_enabled() || o.max_norm() || o.scale_grad_by_freq())
+    return embedding(ids);
+  return torch::embedding(w, ids, o.padding_idx() ? *o.padding_idx() : -1, /*scale_grad_by_freq=*/false, /*sparse=*/true);
 }
 
 torch::jit::Module embedding_script(const ScriptUnit& unit, const torch::nn::Embedding& embedding) {
