@@ -551,12 +551,14 @@ std::vector<std::string> write_plots(const std::string& dir, const std::string& 
   for (const char* ext : {"png", "svg"}) {
     std::string out_path = fmt::format("{}/plot.{}", dir, ext);
     std::string script = fmt::format(
-        "set terminal {}\nset output '{}'\nset title 'sweep {}'\nset xlabel '{}'\nset ylabel 'test accuracy'\n"
+        "set terminal {}\nset output '{}'\nset title 'sweep {}'\nset xlabel '{}'\nset ylabel 'test accuracy (mean; bars: std over seeds)'\n"
         "set key bottom right\nset grid\n{}{}plot {}\n",
         std::string(ext) == "png" ? "pngcairo noenhanced size 900,600" : "svg noenhanced size 900,600", out_path, name, xlabel,
         numeric && hi >= 10 * lo && lo > 0 ? fmt::format("set logscale x\nset xrange [{}:{}]\n", lo / 1.5, hi * 1.5)
                                            : std::string(),
-        !numeric ? "set offsets 0.5, 0.5\n" : hi >= 10 * lo && lo > 0 ? "" : "set offsets graph 0.05, graph 0.05\n",
+        // Variant names slant, so that long ones ("activation dense-to-sparse") do not overlap.
+        !numeric ? "set offsets 0.5, 0.5\nset xtics rotate by 25 right\nset bmargin 7\n"
+                 : hi >= 10 * lo && lo > 0 ? "" : "set offsets graph 0.05, graph 0.05\n",
         plot_cmds);
     std::string script_path = fmt::format("{}/plot_{}.gp", dir, ext);
     std::ofstream(script_path) << script;
