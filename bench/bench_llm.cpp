@@ -7,7 +7,7 @@
 //             [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]
 //             [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]
 //             [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]
-//             [--low-rank fused|aten]
+//             [--low-rank fused|aten] [--profile FILE]
 //   bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]
 //   bench_llm --print-core
 // Every mode first lets util/threads.h's select_blas_core pick OpenBLAS's kernels (on a CPU the
@@ -21,6 +21,9 @@
 // the default) or torch::optim::AdamW (gradients zeroed in place, as before issue 17).
 // --low-rank: LoRA's and DoRA's branch as one hand-written autograd node (adapters/lowrank.h; the
 // default) or as the composed ATen ops.
+// --profile FILE: the last timed training step under LibTorch's profiler, written as a Chrome trace
+// (chrome://tracing, Perfetto); `/usr/bin/python3 bench/profile_top.py FILE` lists the ops by self
+// time. Custom kernels run outside any op appear as the gap between the step and the ops' sum.
 // The allocator policy is tunekit's (util/memory.h: freed memory kept for the next step);
 // TUNEKIT_MALLOC=system measures glibc's defaults.
 // --json: one JSON object per line on stdout (model, step, summary; sgemm), the same keys as
@@ -31,9 +34,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
+
+#include <optional>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "adapters/attach.h"
 #include "adapters/lowrank.h"
@@ -94,6 +101,7 @@ struct Args {
   models::ComputeDtype compute = models::ComputeDtype::Fp32;
   models::FrozenDtype frozen = models::FrozenDtype::Fp32;
   int torch_threads = 0, blas_threads = 0;  // 0: tunekit's default policy
+  std::string profile;  // --profile FILE: the last timed step as a Chrome trace
 };
 
 const char* kUsage =
@@ -101,7 +109,7 @@ const char* kUsage =
     "                 [--compute fp32|bf16|auto] [--frozen fp32|bf16|int8] [--checkpointing] [--loss-chunk 1024]\n"
     "                 [--r 16] [--alpha 32] [--new 64] [--torch-threads N] [--blas-threads N]\n"
     "                 [--sgemm-gflops G] [--seed 0] [--tiny] [--json] [--optimizer fused|torch]\n"
-    "                 [--low-rank fused|aten]\n"
+    "                 [--low-rank fused|aten] [--profile FILE]\n"
     "       bench_llm --sgemm [--compute fp32|bf16|auto] [--torch-threads N] [--blas-threads N] [--json]\n"
     "       bench_llm --print-core\n";
 
@@ -148,6 +156,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--seed") a.seed = int64_t(number(i, true));
     else if (f == "--tiny") a.tiny = true;
     else if (f == "--json") a.json = true;
+    else if (f == "--profile") a.profile = value(i);
     else if (f == "--optimizer") {
       const std::string v = value(i);
       if (v != "fused" && v != "torch") throw Error(fmt::format("--optimizer: '{}' is not one of fused, torch", v));
@@ -160,6 +169,8 @@ Args parse_args(int argc, char** argv) {
   }
   if (a.mode != "full" && a.mode != "lora" && a.mode != "dora" && a.mode != "infer")
     throw Error(fmt::format("--mode: '{}' is not one of full, lora, dora, infer", a.mode));
+  if (!a.profile.empty() && (a.mode == "infer" || a.sgemm))
+    throw Error("--profile: only with a training mode (--mode full, lora or dora)");
   if (a.steps < 1 || a.warmup < 0 || a.r < 1 || a.fresh < 1 || a.loss_chunk < 0 || a.sgemm_gflops < 0)
     throw Error("--steps, --r and --new must be at least 1; --warmup, --loss-chunk and --sgemm-gflops at least 0");
   return a;
@@ -321,16 +332,25 @@ Timing run_training(const Args& a, const Shape& s, models::hf::HfModel& model, s
     const auto t0 = Clock::now();
     const int64_t f0 = minor_page_faults();
     torch::Tensor loss;
+    std::optional<torch::autograd::profiler::RecordProfile> profiling;
+    if (!a.profile.empty() && step + 1 == a.warmup + a.steps) profiling.emplace(a.profile);
     {
       models::ComputeScope scope(compute);
       loss = models::causal_lm_loss(model, in, targets, a.loss_chunk);
       loss.backward();
     }
-    torch::nn::utils::clip_grad_norm_(trainable, 1.0);
+    clip_grad_norm(trainable, 1.0, opt.get());  // the trainer's clipping (src/train/fused_adamw.h)
     const auto t_opt = Clock::now();
     opt->step();
     clear_gradients(*opt);
     const double opt_sec = seconds_since(t_opt), sec = seconds_since(t0);
+    if (profiling) {
+      profiling.reset();  // writes the trace
+      std::ifstream written(a.profile);
+      if (!written || written.peek() == std::ifstream::traits_type::eof())
+        throw Error(fmt::format("--profile: could not write the trace to {}", a.profile));
+      out.say(fmt::format("profile of step {}: {} (bench/profile_top.py lists its ops)", step, a.profile));
+    }
     const int64_t step_faults = minor_page_faults() - f0;
     const bool warm = step < a.warmup;
     if (!warm) {

@@ -159,6 +159,55 @@ TEST(FusedAdamW, ParameterWithoutAGradientIsSteppedAsWithAZeroOneOnceItHasState)
   EXPECT_EQ(state_of(fused, f.emb), nullptr);
 }
 
+// clip_grad_norm against LibTorch's clip_grad_norm_: the same norm, and after the step the same
+// parameters bit for bit, whether the factor went to FusedAdamW's pass (float32) or scaled the
+// gradients in place (double; a subset of the optimizer's parameters; no optimizer).
+TEST(FusedAdamW, ClipGradNormHandsItsFactorToTheStep) {
+  const auto first = AdamWOptions(3e-2).weight_decay(0.01);
+  const auto second = AdamWOptions(1e-2).betas({0.8, 0.99}).weight_decay(0.03);
+  for (auto dtype : {torch::kFloat, torch::kDouble})
+    for (bool strided : {false, true}) {
+      SCOPED_TRACE(std::string(dtype == torch::kFloat ? "float" : "double") + (strided ? " strided" : ""));
+      Net f(dtype, strided, 7), r(dtype, strided, 7);
+      FusedAdamW fused(f.groups(second), first), ref(r.groups(second), first);
+      for (int step = 0; step < 12; ++step) {
+        set_grads(f.parameters(), step, false, nullptr);
+        set_grads(r.parameters(), step, false, nullptr);
+        const double max_norm = step % 3 == 2 ? 1e3 : 5.0;  // the gradients' norm is about 42
+        const torch::Tensor unscaled = f.head.grad().clone();
+        const double nf = clip_grad_norm(f.parameters(), max_norm, &fused);
+        const double nr = torch::nn::utils::clip_grad_norm_(r.parameters(), max_norm);
+        EXPECT_EQ(nf, nr) << "step " << step;
+        // float32: handed to the step, the gradient itself untouched; double: scaled in place.
+        EXPECT_EQ(torch::equal(f.head.grad(), unscaled), dtype == torch::kFloat || max_norm > nf) << "step " << step;
+        EXPECT_GT(nf, 30.0);
+        fused.step();
+        ref.step();
+        fused.zero_grad();
+        ref.zero_grad();
+        const auto fp = f.parameters(), rp = r.parameters();
+        for (size_t i = 0; i < fp.size(); ++i) EXPECT_TRUE(torch::equal(fp[i], rp[i])) << "step " << step << " #" << i;
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  // A subset of the optimizer's parameters, or no optimizer: the gradients are scaled in place.
+  for (bool with_optimizer : {true, false}) {
+    Net a(torch::kFloat, false, 9), b(torch::kFloat, false, 9);
+    FusedAdamW opt(a.parameters(), first);
+    set_grads(a.parameters(), 0, false, nullptr);
+    set_grads(b.parameters(), 0, false, nullptr);
+    const double na = clip_grad_norm({a.w, a.b}, 1.0, with_optimizer ? &opt : nullptr);
+    const double nb = torch::nn::utils::clip_grad_norm_(std::vector<torch::Tensor>{b.w, b.b}, 1.0);
+    EXPECT_EQ(na, nb);
+    const auto ap = a.parameters(), bp = b.parameters();
+    for (size_t i = 0; i < ap.size(); ++i) EXPECT_TRUE(torch::equal(ap[i].grad(), bp[i].grad())) << "#" << i;
+  }
+  // No gradients: 0, nothing handed over.
+  Net e(torch::kFloat, false, 1);
+  FusedAdamW none(e.parameters(), first);
+  EXPECT_EQ(clip_grad_norm(e.parameters(), 1.0, &none), 0.0);
+}
+
 TEST(FusedAdamW, ZeroGradFreesTheGradientsAndOtherOptimizersKeepZeroOnes) {
   Net f(torch::kFloat, false, 1);
   FusedAdamW fused(f.parameters(), AdamWOptions(1e-3));

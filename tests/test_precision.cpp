@@ -94,6 +94,42 @@ TEST(ChunkedLoss, MatchesPlainCrossEntropyInFloat) {
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_LT(max_rel(fused[i], plain[i]), 1e-5) << "#" << i;
 }
 
+// At a GPT-2-sized vocabulary (the row loop adds its exponentials in blocks of 512 into a double)
+// and with logits spread wide enough that most exponentials fall under float's range: the loss
+// against ATen's cross-entropy in double, the gradients against ATen's in float.
+TEST(ChunkedLoss, FusedRowsMatchAtenAtAFullVocabulary) {
+  auto c = head_case(24, 16, 50257, torch::kFloat, 7);
+  auto ref = c;
+  ref.h = c.h.detach().to(torch::kDouble).requires_grad_(true);
+  ref.W = c.W.detach().to(torch::kDouble).requires_grad_(true);
+  ref.b = c.b.detach().to(torch::kDouble).requires_grad_(true);
+  auto exact = plain_head(ref);
+  auto plain = plain_head(c), fused = fused_head(c, 10);  // 3 chunks
+  EXPECT_LT(max_rel(fused[0], exact[0]), 1e-6);
+  for (size_t i = 1; i < plain.size(); ++i) EXPECT_LT(max_rel(fused[i], plain[i]), 1e-5) << "#" << i;
+  // Logits 30x wider (a spread of several hundred): exp underflows for most of each row.
+  {
+    torch::NoGradGuard no_grad;
+    c.W.mul_(30);
+    ref.W.mul_(30);
+  }
+  exact = plain_head(ref);
+  plain = plain_head(c);
+  fused = fused_head(c, 1024);
+  EXPECT_LT(max_rel(fused[0], exact[0]), 1e-6);
+  for (size_t i = 1; i < plain.size(); ++i) EXPECT_LT(max_rel(fused[i], plain[i]), 1e-5) << "wide #" << i;
+}
+
+TEST(ChunkedLoss, RefusesTargetsOutsideTheVocabulary) {
+  auto c = head_case(8, 4, 9, torch::kFloat, 8);
+  auto t = c.t.clone();
+  t[1] = 9;
+  EXPECT_NE(testkit::error_of([&] { models::chunked_lm_loss(c.h, {c.W, {}}, t, 16); }).find("target 9 is outside the vocabulary [0, 9)"),
+            std::string::npos);
+  t[1] = -3;
+  EXPECT_NE(testkit::error_of([&] { models::chunked_lm_loss(c.h, {c.W, {}}, t, 16); }).find("target -3"), std::string::npos);
+}
+
 TEST(ChunkedLoss, GradientsPassFiniteDifferences) {
   auto c = head_case(20, 5, 11, torch::kDouble, 3);
   const auto t = c.t;

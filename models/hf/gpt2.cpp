@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/activation.h"
 #include "models/block.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
@@ -16,7 +17,7 @@ constexpr double kInitStd = 0.02;  // GPT2Config.initializer_range
 
 torch::Tensor activate(const torch::Tensor& x, Gpt2Activation a) {
   switch (a) {
-    case Gpt2Activation::GeluNew: return torch::gelu(x, "tanh");  // gelu_new: the tanh approximation
+    case Gpt2Activation::GeluNew: return gelu_tanh(x);  // gelu_new: the tanh approximation (models/activation.h)
     case Gpt2Activation::Gelu: return torch::gelu(x);
     case Gpt2Activation::Relu: return torch::relu(x);
   }

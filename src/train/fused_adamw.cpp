@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #pragma GCC optimize("fp-contract=off")
 
@@ -25,6 +26,7 @@ struct Coeffs {
   T bc2_sqrt{};       // sqrt(1 - beta2^step)
   T eps{};
   T neg_step_size{};  // -lr / (1 - beta1^step)
+  T grad_scale{1};    // the gradient is read as g * grad_scale (clip_grad_norm's factor; 1: as it is)
 };
 
 template <typename T>
@@ -56,19 +58,20 @@ Coeffs<T> coeffs_of(const AdamWOptions& o, int64_t step) {
 // contraction is off in this file and every fused multiply-add is written out.
 
 struct Vec8 {
-  __m256 keep, beta1, omb1, beta2, omb2, bc2_sqrt, eps, neg_step;
+  __m256 keep, beta1, omb1, beta2, omb2, bc2_sqrt, eps, neg_step, grad_scale;
 };
 
 __attribute__((target("avx2,fma"))) inline Vec8 broadcast(const Coeffs<float>& c) {
   return {_mm256_set1_ps(c.keep),  _mm256_set1_ps(c.beta1),    _mm256_set1_ps(c.one_minus_beta1),
           _mm256_set1_ps(c.beta2), _mm256_set1_ps(c.one_minus_beta2), _mm256_set1_ps(c.bc2_sqrt),
-          _mm256_set1_ps(c.eps),   _mm256_set1_ps(c.neg_step_size)};
+          _mm256_set1_ps(c.eps),   _mm256_set1_ps(c.neg_step_size),   _mm256_set1_ps(c.grad_scale)};
 }
 
 template <bool kGrad, bool kDecay, bool kAmsgrad>
 __attribute__((target("avx2,fma"), always_inline)) inline void update8(float* p, const float* g, float* m, float* v,
                                                                        float* vmax, const Vec8& c) {
-  const __m256 grad = kGrad ? _mm256_loadu_ps(g) : _mm256_setzero_ps();
+  // g * grad_scale rounded once, as clip_grad_norm_'s grad.mul_(coef) rounds it (x * 1 is x).
+  const __m256 grad = kGrad ? _mm256_mul_ps(_mm256_loadu_ps(g), c.grad_scale) : _mm256_setzero_ps();
   __m256 param = _mm256_loadu_ps(p);
   if (kDecay) param = _mm256_mul_ps(param, c.keep);
   const __m256 mean = _mm256_fmadd_ps(grad, c.omb1, _mm256_mul_ps(_mm256_loadu_ps(m), c.beta1));
@@ -114,7 +117,7 @@ __attribute__((target("avx2,fma"))) void adamw_avx2(float* p, const float* g, fl
 template <bool kGrad, bool kDecay, bool kAmsgrad>
 void adamw_scalar(float* p, const float* g, float* m, float* v, float* vmax, int64_t n, const Coeffs<float>& c) {
   for (int64_t i = 0; i < n; ++i) {
-    const float grad = kGrad ? g[i] : 0.0f;
+    const float grad = kGrad ? g[i] * c.grad_scale : 0.0f;
     float param = kDecay ? p[i] * c.keep : p[i];
     m[i] = m[i] * c.beta1 + c.one_minus_beta1 * grad;
     v[i] = v[i] * c.beta2 + c.one_minus_beta2 * grad * grad;  // without FMA, as LibTorch's default kernels
@@ -161,8 +164,10 @@ bool fits(const torch::Tensor& t, const torch::Tensor& p, bool maybe = false) {
 }
 
 // One pass over p, its gradient (none: a zero gradient) and its moments, in parallel chunks.
-void fused_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& s, const AdamWOptions& o) {
-  const Coeffs<float> c = coeffs_of<float>(o, s.step());
+void fused_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& s, const AdamWOptions& o,
+                  float grad_scale) {
+  Coeffs<float> c = coeffs_of<float>(o, s.step());
+  c.grad_scale = grad_scale;
   const Kernel kernel = pick(grad.defined(), c.decay, o.amsgrad());
   float* pp = p.data_ptr<float>();
   const float* gp = grad.defined() ? grad.data_ptr<float>() : nullptr;
@@ -177,7 +182,9 @@ void fused_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& 
 }
 
 // torch::optim::AdamW's own ATen calls (LibTorch 1.13), for what the kernel does not take.
-void aten_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& s, const AdamWOptions& o) {
+void aten_update(torch::Tensor& p, const torch::Tensor& grad_in, AdamWParamState& s, const AdamWOptions& o,
+                 float grad_scale) {
+  const torch::Tensor grad = grad_in.defined() && grad_scale != 1.0f ? grad_in * grad_scale : grad_in;
   const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
   const double bc1 = 1 - std::pow(beta1, s.step()), bc2 = 1 - std::pow(beta2, s.step());
   if (o.weight_decay() != 0) p.mul_(1 - o.lr() * o.weight_decay());
@@ -254,13 +261,16 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const bool fused = fits(p, p) && fits(grad, p, /*maybe=*/true) && fits(s.exp_avg(), p) &&
                          fits(s.exp_avg_sq(), p) && (!options.amsgrad() || fits(s.max_exp_avg_sq(), p));
       if (fused)
-        fused_update(p, grad, s, options);
+        fused_update(p, grad, s, options, grad_scale_);
       else
-        aten_update(p, grad, s, options);
+        aten_update(p, grad, s, options, grad_scale_);
     }
   }
+  grad_scale_ = 1.0f;
   return loss;
 }
+
+void FusedAdamW::scale_next_gradients(float scale) { grad_scale_ = scale; }
 
 void FusedAdamW::zero_grad() {
   for (auto& group : param_groups_)
@@ -273,6 +283,42 @@ void FusedAdamW::save(torch::serialize::OutputArchive& archive) const {
 
 void FusedAdamW::load(torch::serialize::InputArchive& archive) {
   torch::optim::serialize<AdamWParamState, AdamWOptions>(archive, *this);
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm, torch::optim::Optimizer* optimizer) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  std::unordered_set<const void*> clipped;
+  for (const auto& p : params)
+    if (p.grad().defined()) {
+      norms.push_back(p.grad().norm());
+      clipped.insert(p.unsafeGetTensorImpl());
+    }
+  if (norms.empty()) return 0.0;
+  // LibTorch 1.13's clip_grad_norm_ (norm_type 2), expression for expression: the same float32 norm
+  // and factor.
+  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm();
+  const torch::Tensor coef = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+  const double total_norm = total.item<double>();
+  auto* fused = dynamic_cast<FusedAdamW*>(optimizer);
+  bool hand_over = fused != nullptr && coef.scalar_type() == torch::kFloat && std::isfinite(total_norm);
+  if (hand_over) {  // only when the optimizer steps exactly the clipped gradients
+    size_t with_grad = 0;
+    for (const auto& group : fused->param_groups())
+      for (const auto& p : group.params())
+        if (p.grad().defined()) {
+          ++with_grad;
+          hand_over = hand_over && clipped.count(p.unsafeGetTensorImpl()) > 0;
+        }
+    hand_over = hand_over && with_grad == clipped.size();
+  }
+  if (hand_over) {
+    fused->scale_next_gradients(coef.item<float>());
+  } else {
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(coef);
+  }
+  return total_norm;
 }
 
 void clear_gradients(torch::optim::Optimizer& optimizer) {

@@ -236,10 +236,10 @@ void check_parameters(const Run& run, const std::string& when) {
 }
 
 // The global L2 norm of the gradients, clipped to train.clip_grad_norm when that is on (the norm
-// returned is the one before clipping).
+// returned is the one before clipping; under FusedAdamW the factor is applied inside its step).
 double gradient_norm(Run& run) {
   const double clip = run.recipe.train.clip_grad_norm;
-  if (clip > 0) return torch::nn::utils::clip_grad_norm_(run.params, clip);
+  if (clip > 0) return clip_grad_norm(run.params, clip, run.optimizer.get());  // src/train/fused_adamw.h
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> norms;
   for (const auto& p : run.params)

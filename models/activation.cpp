@@ -1,0 +1,93 @@
+#include "models/activation.h"
+
+#include <atomic>
+
+#include "models/row_math.h"
+
+namespace tunekit::models {
+
+namespace {
+
+std::atomic<bool> g_fused{true};
+
+constexpr double kSqrt2OverPi = 0.7978845608028654, kCubic = 0.044715;
+
+// For one element: s = sigmoid(2u) and q = s (1 - s), from e = exp(-|2u|) so the argument of the
+// exp is never positive (q = e / (1 + e)^2 for either sign of u, exact where 1 - s would round to 0).
+template <typename T>
+TUNEKIT_ROW_LOOP void sigmoid_2u(T v, T& s, T& q) {
+  const T z = T(2 * kSqrt2OverPi) * (v + T(kCubic) * v * v * v);
+  const T e = rowmath::exp_nonpositive(z > 0 ? -z : z), inv = T(1) / (T(1) + e);
+  s = z >= 0 ? inv : e * inv;
+  q = e * inv * inv;
+}
+
+template <typename T>
+TUNEKIT_ROW_LOOP void gelu_tanh_impl(const T* x, T* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    T s, q;
+    sigmoid_2u(x[j], s, q);
+    y[j] = x[j] * s;
+  }
+}
+
+// d/dx [x s] = s + x q 2u', u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+template <typename T>
+TUNEKIT_ROW_LOOP void gelu_tanh_grad_impl(const T* x, const T* g, T* dx, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = x[j];
+    T s, q;
+    sigmoid_2u(v, s, q);
+    const T du = T(2 * kSqrt2OverPi) * (T(1) + T(3 * kCubic) * v * v);
+    dx[j] = g[j] * (s + v * q * du);
+  }
+}
+
+TUNEKIT_ROW_CLONES void gelu_tanh_loop(const float* x, float* y, int64_t n) { gelu_tanh_impl(x, y, n); }
+TUNEKIT_ROW_CLONES void gelu_tanh_grad_loop(const float* x, const float* g, float* dx, int64_t n) {
+  gelu_tanh_grad_impl(x, g, dx, n);
+}
+void gelu_tanh_loop(const double* x, double* y, int64_t n) { gelu_tanh_impl(x, y, n); }
+void gelu_tanh_grad_loop(const double* x, const double* g, double* dx, int64_t n) { gelu_tanh_grad_impl(x, g, dx, n); }
+
+bool takes_loop(const torch::Tensor& x) {
+  return g_fused.load(std::memory_order_relaxed) && x.device().is_cpu() && x.layout() == torch::kStrided &&
+         (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+}
+
+struct GeluTanh : torch::autograd::Function<GeluTanh> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in) {
+    const auto x = x_in.contiguous();
+    ctx->save_for_backward({x});
+    auto y = torch::empty_like(x, at::MemoryFormat::Contiguous);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gelu_tanh",
+                               [&] { gelu_tanh_loop(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.numel()); });
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto x = ctx->get_saved_variables()[0];
+    const auto& go = grads[0];
+    // Building a graph of the backward (double backward): ATen's differentiable formula.
+    if (torch::GradMode::is_enabled()) return {at::gelu_backward(go, x, "tanh")};
+    const auto g = go.to(x.scalar_type()).contiguous();
+    auto dx = torch::empty_like(x, at::MemoryFormat::Contiguous);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gelu_tanh_backward", [&] {
+      gelu_tanh_grad_loop(x.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), x.numel());
+    });
+    return {dx};
+  }
+};
+
+}  // namespace
+
+torch::Tensor gelu_tanh(const torch::Tensor& x) {
+  if (!takes_loop(x) || x.numel() == 0) return torch::gelu(x, "tanh");
+  return GeluTanh::apply(x);
+}
+
+void set_fused_activation_enabled(bool enabled) { g_fused.store(enabled, std::memory_order_relaxed); }
+bool fused_activation_enabled() { return g_fused.load(std::memory_order_relaxed); }
+
+}  // namespace tunekit::models
