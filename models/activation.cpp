@@ -50,6 +50,44 @@ TUNEKIT_ROW_CLONES void gelu_tanh_grad_loop(const float* x, const float* g, floa
 void gelu_tanh_loop(const double* x, double* y, int64_t n) { gelu_tanh_impl(x, y, n); }
 void gelu_tanh_grad_loop(const double* x, const double* g, double* dx, int64_t n) { gelu_tanh_grad_impl(x, g, dx, n); }
 
+// silu(g) u, and its gradients dg = go u (s + g s (1 - s)), du = go g s, s = sigmoid(g) from
+// e = exp(-|g|) (s (1 - s) = e / (1 + e)^2).
+template <typename T>
+TUNEKIT_ROW_LOOP void sigmoid_of(T v, T& s, T& q) {
+  const T e = rowmath::exp_nonpositive(v > 0 ? -v : v), inv = T(1) / (T(1) + e);
+  s = v >= 0 ? inv : e * inv;
+  q = e * inv * inv;
+}
+
+template <typename T>
+TUNEKIT_ROW_LOOP void silu_mul_impl(const T* g, const T* u, T* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    T s, q;
+    sigmoid_of(g[j], s, q);
+    y[j] = g[j] * s * u[j];
+  }
+}
+
+template <typename T>
+TUNEKIT_ROW_LOOP void silu_mul_grad_impl(const T* g, const T* u, const T* go, T* dg, T* du, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    T s, q;
+    sigmoid_of(g[j], s, q);
+    dg[j] = go[j] * u[j] * (s + g[j] * q);
+    du[j] = go[j] * g[j] * s;
+  }
+}
+
+TUNEKIT_ROW_CLONES void silu_mul_loop(const float* g, const float* u, float* y, int64_t n) { silu_mul_impl(g, u, y, n); }
+TUNEKIT_ROW_CLONES void silu_mul_grad_loop(const float* g, const float* u, const float* go, float* dg, float* du,
+                                           int64_t n) {
+  silu_mul_grad_impl(g, u, go, dg, du, n);
+}
+void silu_mul_loop(const double* g, const double* u, double* y, int64_t n) { silu_mul_impl(g, u, y, n); }
+void silu_mul_grad_loop(const double* g, const double* u, const double* go, double* dg, double* du, int64_t n) {
+  silu_mul_grad_impl(g, u, go, dg, du, n);
+}
+
 bool takes_loop(const torch::Tensor& x) {
   return g_fused.load(std::memory_order_relaxed) && x.device().is_cpu() && x.layout() == torch::kStrided &&
          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
@@ -80,7 +118,45 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
   }
 };
 
+struct SiluMul : torch::autograd::Function<SiluMul> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate_in,
+                               const torch::Tensor& up_in) {
+    const auto gate = gate_in.contiguous(), up = up_in.contiguous();
+    ctx->save_for_backward({gate, up});
+    auto y = torch::empty_like(gate, at::MemoryFormat::Contiguous);
+    AT_DISPATCH_FLOATING_TYPES(gate.scalar_type(), "silu_mul", [&] {
+      silu_mul_loop(gate.data_ptr<scalar_t>(), up.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gate.numel());
+    });
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &gate = saved[0], &up = saved[1];
+    const auto& go = grads[0];
+    if (torch::GradMode::is_enabled()) {  // a graph of the backward: ATen's differentiable ops
+      const auto s = torch::sigmoid(gate);
+      return {go * up * (s * (1 + gate * (1 - s))), go * gate * s};
+    }
+    const auto g = go.to(gate.scalar_type()).contiguous();
+    auto dgate = torch::empty_like(gate, at::MemoryFormat::Contiguous), dup = torch::empty_like(up, at::MemoryFormat::Contiguous);
+    AT_DISPATCH_FLOATING_TYPES(gate.scalar_type(), "silu_mul_backward", [&] {
+      silu_mul_grad_loop(gate.data_ptr<scalar_t>(), up.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                         dgate.data_ptr<scalar_t>(), dup.data_ptr<scalar_t>(), gate.numel());
+    });
+    return {dgate, dup};
+  }
+};
+
 }  // namespace
+
+torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
+  if (!takes_loop(gate) || !takes_loop(up) || gate.scalar_type() != up.scalar_type() || gate.sizes() != up.sizes() ||
+      gate.device() != up.device() || gate.numel() == 0)
+    return torch::silu(gate) * up;
+  return SiluMul::apply(gate, up);
+}
 
 torch::Tensor gelu_tanh(const torch::Tensor& x) {
   if (!takes_loop(x) || x.numel() == 0) return torch::gelu(x, "tanh");

@@ -1,6 +1,10 @@
-// GELU with the tanh approximation (GPT-2's gelu_new), on tunekit's own row loop: one exp per
-// element, forward and backward, instead of ATen 1.13's tanh (its Sleef tanh took 9 % of a GPT-2-
-// small LoRA step). Used by models/hf/gpt2.cpp; the exported TorchScript keeps torch.gelu.
+// The MLP activations of the Hugging Face causal LMs on tunekit's own row loop (models/row_math.h),
+// one exp per element in forward and in backward:
+// - gelu_tanh: GPT-2's gelu_new, instead of ATen 1.13's tanh (its Sleef tanh took 9 % of a GPT-2-
+//   small LoRA step);
+// - silu_mul: Llama / Mistral / Qwen2's SwiGLU product silu(gate) * up as one op (ATen: silu, then
+//   the product; in backward silu_backward and two products; and it keeps silu(gate) as well).
+// Used by models/hf/gpt2.cpp and llama.cpp; the exported TorchScript keeps torch.gelu / torch.silu.
 #pragma once
 #include <torch/torch.h>
 
@@ -13,7 +17,12 @@ namespace tunekit::models {
 // torch::gelu(x, "tanh").
 torch::Tensor gelu_tanh(const torch::Tensor& x);
 
-// Switch the fused loop off (ATen's gelu) and on, for comparisons; on by default.
+// silu(gate) * up = gate sigmoid(gate) up. The fused loop takes float and double CPU tensors of one
+// dtype and one shape (saving gate and up for backward); anything else, a graph of the backward,
+// or the loop disabled: torch::silu(gate) * up.
+torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up);
+
+// Switch the fused loops off (ATen's ops) and on, for comparisons; on by default.
 void set_fused_activation_enabled(bool enabled);
 bool fused_activation_enabled();
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "models/activation.h"
 #include "models/block.h"
 #include "models/hf/families.h"
 #include "models/init_guard.h"
@@ -69,7 +70,8 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch
   const double p = options.dropout();
   auto h = x + torch::dropout(self_attn(input_layernorm(x), cos, sin, lm), p, is_training());
   auto n = post_attention_layernorm(h);
-  return h + torch::dropout(down_proj(torch::silu(gate_proj(n)) * up_proj(n)), p, is_training());
+  // silu(gate) * up as one op (models/activation.h)
+  return h + torch::dropout(down_proj(silu_mul(gate_proj(n), up_proj(n))), p, is_training());
 }
 
 torch::jit::Module LlamaDecoderLayerImpl::to_script(const ScriptUnit& unit) const {
