@@ -12,14 +12,19 @@ std::atomic<bool> g_fused{true};
 
 constexpr double kSqrt2OverPi = 0.7978845608028654, kCubic = 0.044715;
 
-// For one element: s = sigmoid(2u) and q = s (1 - s), from e = exp(-|2u|) so the argument of the
-// exp is never positive (q = e / (1 + e)^2 for either sign of u, exact where 1 - s would round to 0).
+// s = sigmoid(v) and q = s (1 - s) from e = exp(-|v|), so the argument of the exp is never
+// positive (q = e / (1 + e)^2 for either sign of v, exact where 1 - s would round to 0).
+template <typename T>
+TUNEKIT_ROW_LOOP void sigmoid_of(T v, T& s, T& q) {
+  const T e = rowmath::exp_nonpositive(v > 0 ? -v : v), inv = T(1) / (T(1) + e);
+  s = v >= 0 ? inv : e * inv;
+  q = e * inv * inv;
+}
+
+// gelu_new's sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).
 template <typename T>
 TUNEKIT_ROW_LOOP void sigmoid_2u(T v, T& s, T& q) {
-  const T z = T(2 * kSqrt2OverPi) * (v + T(kCubic) * v * v * v);
-  const T e = rowmath::exp_nonpositive(z > 0 ? -z : z), inv = T(1) / (T(1) + e);
-  s = z >= 0 ? inv : e * inv;
-  q = e * inv * inv;
+  sigmoid_of(T(2 * kSqrt2OverPi) * (v + T(kCubic) * v * v * v), s, q);
 }
 
 template <typename T>
@@ -50,15 +55,7 @@ TUNEKIT_ROW_CLONES void gelu_tanh_grad_loop(const float* x, const float* g, floa
 void gelu_tanh_loop(const double* x, double* y, int64_t n) { gelu_tanh_impl(x, y, n); }
 void gelu_tanh_grad_loop(const double* x, const double* g, double* dx, int64_t n) { gelu_tanh_grad_impl(x, g, dx, n); }
 
-// silu(g) u, and its gradients dg = go u (s + g s (1 - s)), du = go g s, s = sigmoid(g) from
-// e = exp(-|g|) (s (1 - s) = e / (1 + e)^2).
-template <typename T>
-TUNEKIT_ROW_LOOP void sigmoid_of(T v, T& s, T& q) {
-  const T e = rowmath::exp_nonpositive(v > 0 ? -v : v), inv = T(1) / (T(1) + e);
-  s = v >= 0 ? inv : e * inv;
-  q = e * inv * inv;
-}
-
+// silu(g) u, and its gradients dg = go u (s + g s (1 - s)), du = go g s, s = sigmoid(g).
 template <typename T>
 TUNEKIT_ROW_LOOP void silu_mul_impl(const T* g, const T* u, T* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
