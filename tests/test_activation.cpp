@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <iostream>
 
 #include "models/activation.h"
@@ -122,24 +123,6 @@ TEST(Activation, GeluTanhShapesAndFallbacks) {
   models::set_fused_activation_enabled(true);
 }
 
-// A tiny GPT-2 (gelu_new) trained 8 AdamW steps with the loop and with ATen's gelu: the same
-// loss curve.
-TEST(Activation, Gpt2LossCurveIsTheSameWithAndWithout) {
-  auto train = [](bool fused) {
-    torch::manual_seed(3);
-    auto m = models::hf::make_gpt2(models::hf::Gpt2Options().vocab_size(40).n_positions(64).n_embd(32).n_layer(2).n_head(4));
-    models::set_fused_activation_enabled(fused);
-    auto losses = testkit::lm_loss_curve([&](const torch::Tensor& ids) { return m->forward(ids); }, m->parameters(),
-                                         40, 2, 24, 8, 3e-3);
-    models::set_fused_activation_enabled(true);
-    return losses;
-  };
-  const auto fast = train(true), slow = train(false);
-  ASSERT_EQ(fast.size(), slow.size());
-  EXPECT_LT(fast.back(), fast.front() - 0.1);  // it learns
-  for (size_t i = 0; i < fast.size(); ++i) EXPECT_NEAR(fast[i], slow[i], 1e-5 * slow[i]) << "step " << i;
-}
-
 // silu(gate) * up (Llama / Mistral / Qwen2's SwiGLU) against the formula in double and ATen's ops.
 TEST(Activation, SiluMulFollowsTheFormulaAndAten) {
   torch::manual_seed(6);
@@ -196,19 +179,32 @@ TEST(Activation, SiluMulSecondDerivativeAndFallbacks) {
   EXPECT_LE(worst(models::silu_mul(t, x), torch::silu(t) * x, 1e-5, 1e-6), 1.0);
 }
 
-// A tiny Llama (SwiGLU) trained 8 AdamW steps with the loop and with ATen's ops: the same curve.
-TEST(Activation, LlamaLossCurveIsTheSameWithAndWithout) {
-  auto train = [](bool fused) {
-    torch::manual_seed(3);
-    auto m = models::hf::make_llama(testkit::tiny_llama_options(40, 32));
-    models::set_fused_activation_enabled(fused);
-    auto losses = testkit::lm_loss_curve([&](const torch::Tensor& ids) { return m->forward(ids); }, m->parameters(),
-                                         40, 2, 24, 8, 3e-3);
-    models::set_fused_activation_enabled(true);
-    return losses;
+// A tiny GPT-2 (gelu_new) and a tiny Llama (SwiGLU), each trained 8 AdamW steps with the loops and
+// with ATen's ops: the same loss curves.
+TEST(Activation, LossCurvesAreTheSameWithAndWithout) {
+  using Make = std::function<std::shared_ptr<models::hf::HfModel>()>;
+  const std::vector<std::pair<std::string, Make>> families = {
+      {"gpt2",
+       [] {
+         return models::hf::make_gpt2(
+             models::hf::Gpt2Options().vocab_size(40).n_positions(64).n_embd(32).n_layer(2).n_head(4));
+       }},
+      {"llama", [] { return models::hf::make_llama(testkit::tiny_llama_options(40, 32)); }},
   };
-  const auto fast = train(true), slow = train(false);
-  ASSERT_EQ(fast.size(), slow.size());
-  EXPECT_LT(fast.back(), fast.front() - 0.1);
-  for (size_t i = 0; i < fast.size(); ++i) EXPECT_NEAR(fast[i], slow[i], 1e-5 * slow[i]) << "step " << i;
+  for (const auto& [name, make] : families) {
+    SCOPED_TRACE(name);
+    auto train = [&make](bool fused) {
+      torch::manual_seed(3);
+      auto m = make();
+      models::set_fused_activation_enabled(fused);
+      auto losses = testkit::lm_loss_curve([&](const torch::Tensor& ids) { return m->forward(ids); }, m->parameters(),
+                                           40, 2, 24, 8, 3e-3);
+      models::set_fused_activation_enabled(true);
+      return losses;
+    };
+    const auto fast = train(true), slow = train(false);
+    ASSERT_EQ(fast.size(), slow.size());
+    EXPECT_LT(fast.back(), fast.front() - 0.1);  // it learns
+    for (size_t i = 0; i < fast.size(); ++i) EXPECT_NEAR(fast[i], slow[i], 1e-5 * slow[i]) << "step " << i;
+  }
 }
