@@ -37,10 +37,9 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
-
 #include <optional>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <unistd.h>
 
 #include "adapters/attach.h"
 #include "adapters/lowrank.h"

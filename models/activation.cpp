@@ -12,14 +12,7 @@ std::atomic<bool> g_fused{true};
 
 constexpr double kSqrt2OverPi = 0.7978845608028654, kCubic = 0.044715;
 
-// s = sigmoid(v) and q = s (1 - s) from e = exp(-|v|), so the argument of the exp is never
-// positive (q = e / (1 + e)^2 for either sign of v, exact where 1 - s would round to 0).
-template <typename T>
-TUNEKIT_ROW_LOOP void sigmoid_of(T v, T& s, T& q) {
-  const T e = rowmath::exp_nonpositive(v > 0 ? -v : v), inv = T(1) / (T(1) + e);
-  s = v >= 0 ? inv : e * inv;
-  q = e * inv * inv;
-}
+using rowmath::sigmoid_of;  // sigmoid and its slope s (1 - s)
 
 // gelu_new's sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).
 template <typename T>

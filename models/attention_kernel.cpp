@@ -176,6 +176,7 @@ using rowmath::exp_nonpositive;
 using rowmath::row_dot;
 using rowmath::row_max;
 using rowmath::row_sum;
+using rowmath::sigmoid_of;
 
 // Softmax of one row's visible scores in place: max, then exp, then the sum and the scale.
 template <typename T>
@@ -190,8 +191,9 @@ TUNEKIT_ROW_LOOP void softmax_row_impl(T* x, int64_t n) {
 template <typename T>
 TUNEKIT_ROW_LOOP void sigmoid_row_impl(T* x, int64_t n, T bias) {
   for (int64_t j = 0; j < n; ++j) {
-    const T y = x[j] + bias, e = exp_nonpositive(y > 0 ? -y : y), inv = T(1) / (T(1) + e);
-    x[j] = y >= 0 ? inv : e * inv;
+    T s, slope;
+    sigmoid_of(x[j] + bias, s, slope);
+    x[j] = s;
   }
 }
 

@@ -77,22 +77,12 @@ TUNEKIT_ROW_LOOP double cross_entropy_rows_impl(T* x, int64_t rows, int64_t n, c
     }
     const T m = row_max(row, n), xt = row[t];
     double s = 0;
+    T scratch[kBlock];  // without a gradient the row is left as it is
     for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
       const int64_t len = std::min(kBlock, n - j0);
-      T* b = row + j0;
-      if (grad) {
-        for (int64_t j = 0; j < len; ++j) b[j] = exp_nonpositive(b[j] - m);
-        s += double(row_sum(b, len));
-      } else {
-        T acc[8] = {};
-        int64_t j = 0;
-        for (; j + 8 <= len; j += 8)
-          for (int l = 0; l < 8; ++l) acc[l] += exp_nonpositive(b[j + l] - m);
-        for (; j < len; ++j) acc[0] += exp_nonpositive(b[j] - m);
-        T part = 0;
-        for (int l = 0; l < 8; ++l) part += acc[l];
-        s += double(part);
-      }
+      T* e = grad ? row + j0 : scratch;
+      for (int64_t j = 0; j < len; ++j) e[j] = exp_nonpositive(row[j0 + j] - m);
+      s += double(row_sum(e, len));
     }
     loss += double(m) + std::log(s) - double(xt);
     if (grad) {

@@ -39,6 +39,15 @@ TUNEKIT_ROW_LOOP float exp_nonpositive(float x) {
 }
 TUNEKIT_ROW_LOOP double exp_nonpositive(double x) { return std::exp(x); }
 
+// s = sigmoid(v) and q = s (1 - s) from e = exp(-|v|), so the argument of the exp is never
+// positive (q = e / (1 + e)^2 for either sign of v, exact where 1 - s would round to 0).
+template <typename T>
+TUNEKIT_ROW_LOOP void sigmoid_of(T v, T& s, T& q) {
+  const T e = exp_nonpositive(v > 0 ? -v : v), inv = T(1) / (T(1) + e);
+  s = v >= 0 ? inv : e * inv;
+  q = e * inv * inv;
+}
+
 // Row reductions with 8 independent partial results (the compiler vectorises them; a single
 // accumulator would serialise on the add latency).
 template <typename T>

@@ -285,19 +285,24 @@ void FusedAdamW::load(torch::serialize::InputArchive& archive) {
   torch::optim::serialize<AdamWParamState, AdamWOptions>(archive, *this);
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm, torch::optim::Optimizer* optimizer) {
+torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm());
+  if (norms.empty()) return {};
+  // LibTorch 1.13's clip_grad_norm_ (norm_type 2), expression for expression.
+  return norms.size() == 1 ? norms[0] : torch::stack(norms).norm();
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm, torch::optim::Optimizer* optimizer) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor total = global_grad_norm(params);
+  if (!total.defined()) return 0.0;
   std::unordered_set<const void*> clipped;
   for (const auto& p : params)
-    if (p.grad().defined()) {
-      norms.push_back(p.grad().norm());
-      clipped.insert(p.unsafeGetTensorImpl());
-    }
-  if (norms.empty()) return 0.0;
-  // LibTorch 1.13's clip_grad_norm_ (norm_type 2), expression for expression: the same float32 norm
-  // and factor.
-  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm();
+    if (p.grad().defined()) clipped.insert(p.unsafeGetTensorImpl());
+  // LibTorch's factor, from the same float32 norm.
   const torch::Tensor coef = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
   const double total_norm = total.item<double>();
   auto* fused = dynamic_cast<FusedAdamW*>(optimizer);

@@ -34,6 +34,10 @@ class FusedAdamW : public torch::optim::Optimizer {
   float grad_scale_ = 1.0f;
 };
 
+// The global L2 norm of `params`' gradients, computed as LibTorch 1.13's clip_grad_norm_ computes it
+// (float32 for float32 gradients); undefined when no parameter has a gradient.
+torch::Tensor global_grad_norm(const std::vector<torch::Tensor>& params);
+
 // train.clip_grad_norm: LibTorch's clip_grad_norm_(params, max_norm) with the same result (the
 // global L2 norm before clipping, float32 as LibTorch computes it) and the same clipped gradients,
 // min(1, max_norm / (norm + 1e-6)) times each. When `optimizer` is a FusedAdamW that steps exactly

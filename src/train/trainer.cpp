@@ -240,11 +240,8 @@ void check_parameters(const Run& run, const std::string& when) {
 double gradient_norm(Run& run) {
   const double clip = run.recipe.train.clip_grad_norm;
   if (clip > 0) return clip_grad_norm(run.params, clip, run.optimizer.get());  // src/train/fused_adamw.h
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
-  for (const auto& p : run.params)
-    if (p.grad().defined()) norms.push_back(p.grad().norm());
-  return norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+  const torch::Tensor norm = global_grad_norm(run.params);
+  return norm.defined() ? norm.item<double>() : 0.0;
 }
 
 // Data parallel: every rank's RNG state (the default CPU generator's, uint8), [r] for rank r, through
