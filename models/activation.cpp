@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "models/row_math.h"
+#include "util/threads.h"
 
 namespace tunekit::models {
 
@@ -13,6 +14,9 @@ std::atomic<bool> g_fused{true};
 constexpr double kSqrt2OverPi = 0.7978845608028654, kCubic = 0.044715;
 
 using rowmath::sigmoid_of;  // sigmoid and its slope s (1 - s)
+
+// Elements per thread below which a loop stays on one thread (util/threads.h).
+constexpr int64_t kGrain = int64_t(1) << 16;
 
 // gelu_new's sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).
 template <typename T>
@@ -88,8 +92,11 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
     const auto x = x_in.contiguous();
     ctx->save_for_backward({x});
     auto y = torch::empty_like(x, at::MemoryFormat::Contiguous);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gelu_tanh",
-                               [&] { gelu_tanh_loop(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.numel()); });
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gelu_tanh", [&] {
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      scalar_t* yp = y.data_ptr<scalar_t>();
+      parallel_ranges(x.numel(), kGrain, [&](int64_t b, int64_t e) { gelu_tanh_loop(xp + b, yp + b, e - b); });
+    });
     return y;
   }
 
@@ -102,7 +109,10 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
     const auto g = go.to(x.scalar_type()).contiguous();
     auto dx = torch::empty_like(x, at::MemoryFormat::Contiguous);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gelu_tanh_backward", [&] {
-      gelu_tanh_grad_loop(x.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), x.numel());
+      const scalar_t *xp = x.data_ptr<scalar_t>(), *gp = g.data_ptr<scalar_t>();
+      scalar_t* dxp = dx.data_ptr<scalar_t>();
+      parallel_ranges(x.numel(), kGrain,
+                      [&](int64_t b, int64_t e) { gelu_tanh_grad_loop(xp + b, gp + b, dxp + b, e - b); });
     });
     return {dx};
   }
@@ -115,7 +125,10 @@ struct SiluMul : torch::autograd::Function<SiluMul> {
     ctx->save_for_backward({gate, up});
     auto y = torch::empty_like(gate, at::MemoryFormat::Contiguous);
     AT_DISPATCH_FLOATING_TYPES(gate.scalar_type(), "silu_mul", [&] {
-      silu_mul_loop(gate.data_ptr<scalar_t>(), up.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gate.numel());
+      const scalar_t *gp = gate.data_ptr<scalar_t>(), *up_p = up.data_ptr<scalar_t>();
+      scalar_t* yp = y.data_ptr<scalar_t>();
+      parallel_ranges(gate.numel(), kGrain,
+                      [&](int64_t b, int64_t e) { silu_mul_loop(gp + b, up_p + b, yp + b, e - b); });
     });
     return y;
   }
@@ -132,8 +145,11 @@ struct SiluMul : torch::autograd::Function<SiluMul> {
     const auto g = go.to(gate.scalar_type()).contiguous();
     auto dgate = torch::empty_like(gate, at::MemoryFormat::Contiguous), dup = torch::empty_like(up, at::MemoryFormat::Contiguous);
     AT_DISPATCH_FLOATING_TYPES(gate.scalar_type(), "silu_mul_backward", [&] {
-      silu_mul_grad_loop(gate.data_ptr<scalar_t>(), up.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
-                         dgate.data_ptr<scalar_t>(), dup.data_ptr<scalar_t>(), gate.numel());
+      const scalar_t *gp = gate.data_ptr<scalar_t>(), *up_p = up.data_ptr<scalar_t>(), *gop = g.data_ptr<scalar_t>();
+      scalar_t *dgp = dgate.data_ptr<scalar_t>(), *dup_p = dup.data_ptr<scalar_t>();
+      parallel_ranges(gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+        silu_mul_grad_loop(gp + b, up_p + b, gop + b, dgp + b, dup_p + b, e - b);
+      });
     });
     return {dgate, dup};
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "models/row_math.h"
+#include "util/threads.h"
 
 namespace tunekit::models {
 
@@ -276,13 +277,16 @@ CausalBlock causal_block(const CausalPlan& p, int64_t b, int64_t h, int64_t t) {
   return c;
 }
 
+// The work is split over (sample, query head) in forward and (sample, key/value head) in backward,
+// whose writes never overlap, across util/threads.h's kernel threads, each GEMM on its own thread:
+// the row blocks' products are too small (64 rows, 64 deep) for OpenBLAS to split one well.
 template <typename T>
 void causal_forward(const CausalPlan& p, const T* q, const T* k, const T* v, T* probs, T* out, double scale,
                     bool sigmoid, double bias) {
   auto g = gemm<T>();
-  for (int64_t b = 0; b < p.B; ++b)
-    for (int64_t h = 0; h < p.H; ++h)
-      for (int64_t t = 0; t < p.blocks; ++t) {
+  auto heads = [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u)
+      for (int64_t b = u / p.H, h = u % p.H, t = 0; t < p.blocks; ++t) {
         const auto c = causal_block(p, b, h, t);
         T* P = probs + c.p_off;
         const int M = int(c.rows), W = int(c.width), Dh = int(p.Dh), ldq = int(c.ldq), ldk = int(c.ldk);
@@ -301,6 +305,8 @@ void causal_forward(const CausalPlan& p, const T* q, const T* k, const T* v, T* 
         // O_block = P V[first, last row]
         g(kRowMajor, kNoTrans, kNoTrans, M, Dh, W, T(1), P, W, v + c.kv_off, ldk, T(0), out + c.q_off, ldq);
       }
+  };
+  parallel_ranges(p.B * p.H, 1, heads, /*serial_blas=*/true);
 }
 
 // dq is written, dk and dv accumulated (zeroed by the caller): the R query heads of a key/value
@@ -309,34 +315,40 @@ template <typename T>
 double causal_backward(const CausalPlan& p, const T* q, const T* k, const T* v, const T* probs, const T* dout, T* dq,
                        T* dk, T* dv, double scale, bool sigmoid) {
   auto g = gemm<T>();
-  std::vector<T> scratch(size_t(kRowBlock * p.N));
-  T* ds = scratch.data();
-  double dbias = 0;
-  for (int64_t b = 0; b < p.B; ++b)
-    for (int64_t h = 0; h < p.H; ++h)
-      for (int64_t t = 0; t < p.blocks; ++t) {
-        const auto c = causal_block(p, b, h, t);
-        const T* P = probs + c.p_off;
-        const int M = int(c.rows), W = int(c.width), Dh = int(p.Dh), ldq = int(c.ldq), ldk = int(c.ldk);
-        // dV[keys] += P^T dO_block;  dP = dO_block V[keys]^T
-        g(kRowMajor, kTrans, kNoTrans, W, Dh, M, T(1), P, W, dout + c.q_off, ldq, T(1), dv + c.kv_off, ldk);
-        g(kRowMajor, kNoTrans, kTrans, M, W, Dh, T(1), dout + c.q_off, ldq, v + c.kv_off, ldk, T(0), ds, W);
-        for (int64_t r = 0; r < c.rows; ++r) {
-          const int64_t i = c.r0 + r, lo = p.start(b, i) - c.first, n = i - c.first - lo + 1;
-          T* row = ds + r * c.width;
-          const T* pr = P + r * c.width;
-          std::fill(row, row + lo, T(0));
-          std::fill(row + lo + n, row + c.width, T(0));
-          if (sigmoid)
-            dbias += double(sigmoid_grad_row(row + lo, pr + lo, n));
-          else
-            softmax_grad_row(row + lo, pr + lo, n);
+  const int64_t group = p.H / p.KV;
+  std::vector<double> dbias(size_t(p.B * p.KV), 0.0);  // per unit, added in order after
+  auto kv_heads = [&](int64_t u0, int64_t u1) {
+    std::vector<T> scratch(size_t(kRowBlock * p.N));
+    T* ds = scratch.data();
+    for (int64_t u = u0; u < u1; ++u)
+      for (int64_t b = u / p.KV, h = (u % p.KV) * group; h < (u % p.KV + 1) * group; ++h)
+        for (int64_t t = 0; t < p.blocks; ++t) {
+          const auto c = causal_block(p, b, h, t);
+          const T* P = probs + c.p_off;
+          const int M = int(c.rows), W = int(c.width), Dh = int(p.Dh), ldq = int(c.ldq), ldk = int(c.ldk);
+          // dV[keys] += P^T dO_block;  dP = dO_block V[keys]^T
+          g(kRowMajor, kTrans, kNoTrans, W, Dh, M, T(1), P, W, dout + c.q_off, ldq, T(1), dv + c.kv_off, ldk);
+          g(kRowMajor, kNoTrans, kTrans, M, W, Dh, T(1), dout + c.q_off, ldq, v + c.kv_off, ldk, T(0), ds, W);
+          for (int64_t r = 0; r < c.rows; ++r) {
+            const int64_t i = c.r0 + r, lo = p.start(b, i) - c.first, n = i - c.first - lo + 1;
+            T* row = ds + r * c.width;
+            const T* pr = P + r * c.width;
+            std::fill(row, row + lo, T(0));
+            std::fill(row + lo + n, row + c.width, T(0));
+            if (sigmoid)
+              dbias[size_t(u)] += double(sigmoid_grad_row(row + lo, pr + lo, n));
+            else
+              softmax_grad_row(row + lo, pr + lo, n);
+          }
+          // dQ_block = scale dS K[keys];  dK[keys] += scale dS^T Q_block
+          g(kRowMajor, kNoTrans, kNoTrans, M, Dh, W, T(scale), ds, W, k + c.kv_off, ldk, T(0), dq + c.q_off, ldq);
+          g(kRowMajor, kTrans, kNoTrans, W, Dh, M, T(scale), ds, W, q + c.q_off, ldq, T(1), dk + c.kv_off, ldk);
         }
-        // dQ_block = scale dS K[keys];  dK[keys] += scale dS^T Q_block
-        g(kRowMajor, kNoTrans, kNoTrans, M, Dh, W, T(scale), ds, W, k + c.kv_off, ldk, T(0), dq + c.q_off, ldq);
-        g(kRowMajor, kTrans, kNoTrans, W, Dh, M, T(scale), ds, W, q + c.q_off, ldq, T(1), dk + c.kv_off, ldk);
-      }
-  return dbias;
+  };
+  parallel_ranges(p.B * p.KV, 1, kv_heads, /*serial_blas=*/true);
+  double total = 0;
+  for (double d : dbias) total += d;
+  return total;
 }
 
 // Inputs: q, k, v, the sigmoid bias (a dummy scalar for softmax) and the key starts (an empty

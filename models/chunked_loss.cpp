@@ -4,10 +4,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "models/linear.h"
 #include "models/row_math.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 namespace tunekit::models {
 
@@ -102,15 +104,29 @@ double cross_entropy_rows(double* x, int64_t rows, int64_t n, const int64_t* tar
   return cross_entropy_rows_impl(x, rows, n, targets, w, grad);
 }
 
-// The chunk's summed loss, and with `grad` its logits turned into d loss / d logits in place.
+// The chunk's summed loss, and with `grad` its logits turned into d loss / d logits in place. The
+// rows are split across the kernel threads (util/threads.h) in blocks of kRowsPerTask; the blocks'
+// losses are added in row order, so the sum does not depend on the number of threads.
 double chunk_cross_entropy(torch::Tensor& logits, const torch::Tensor& targets, int64_t count, bool grad) {
   TORCH_INTERNAL_ASSERT(logits.is_contiguous() && targets.is_contiguous() && targets.scalar_type() == torch::kLong);
-  const int64_t rows = logits.size(0), n = logits.size(1);
-  if (logits.scalar_type() == torch::kDouble)
-    return cross_entropy_rows(logits.data_ptr<double>(), rows, n, targets.data_ptr<int64_t>(), 1.0 / double(count), grad);
-  TORCH_INTERNAL_ASSERT(logits.scalar_type() == torch::kFloat);
-  return cross_entropy_rows(logits.data_ptr<float>(), rows, n, targets.data_ptr<int64_t>(), float(1.0 / double(count)),
-                            grad);
+  TORCH_INTERNAL_ASSERT(logits.scalar_type() == torch::kDouble || logits.scalar_type() == torch::kFloat);
+  constexpr int64_t kRowsPerTask = 8;
+  const int64_t rows = logits.size(0), n = logits.size(1), tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t* t = targets.data_ptr<int64_t>();
+  std::vector<double> losses(size_t(tasks), 0.0);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "chunk_cross_entropy", [&] {
+    scalar_t* x = logits.data_ptr<scalar_t>();
+    const auto w = scalar_t(1.0 / double(count));
+    parallel_ranges(tasks, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r0 = k * kRowsPerTask, r = std::min(kRowsPerTask, rows - r0);
+        losses[size_t(k)] = cross_entropy_rows(x + r0 * n, r, n, t + r0, w, grad);
+      }
+    });
+  });
+  double loss = 0;
+  for (double l : losses) loss += l;
+  return loss;
 }
 
 // The loss and every gradient in one pass over the chunks, in forward; backward scales them by
