@@ -1,11 +1,12 @@
 #include "src/train/fused_adamw.h"
 
-#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
+
+#include "util/threads.h"
 
 #pragma GCC optimize("fp-contract=off")
 
@@ -163,7 +164,8 @@ bool fits(const torch::Tensor& t, const torch::Tensor& p, bool maybe = false) {
          t.sizes() == p.sizes();
 }
 
-// One pass over p, its gradient (none: a zero gradient) and its moments, in parallel chunks.
+// One pass over p, its gradient (none: a zero gradient) and its moments, in chunks split over the
+// kernel threads (util/threads.h; memory-bound, so the second core still adds bandwidth).
 void fused_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& s, const AdamWOptions& o,
                   float grad_scale) {
   Coeffs<float> c = coeffs_of<float>(o, s.step());
@@ -175,7 +177,7 @@ void fused_update(torch::Tensor& p, const torch::Tensor& grad, AdamWParamState& 
   float* vp = s.exp_avg_sq().data_ptr<float>();
   float* xp = o.amsgrad() ? s.max_exp_avg_sq().data_ptr<float>() : nullptr;
   constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each of the 4-5 arrays
-  at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
+  parallel_ranges(p.numel(), kGrain, [&](int64_t begin, int64_t end) {
     kernel(pp + begin, gp ? gp + begin : nullptr, mp + begin, vp + begin, xp ? xp + begin : nullptr, end - begin, c);
   });
   p.unsafeGetTensorImpl()->bump_version();  // as the in-place ATen calls would
