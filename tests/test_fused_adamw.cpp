@@ -19,6 +19,7 @@
 #include "src/train/trainer.h"
 #include "tests/helpers.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 using namespace tunekit;
 using torch::optim::AdamWOptions;
@@ -358,6 +359,10 @@ TEST(FusedAdamWBench, DISABLED_Step) {
   in >> n >> threads >> which;
   ASSERT_TRUE(n > 0 && threads > 0 && (which == "fused" || which == "torch")) << env;
   at::set_num_threads(threads);
+  set_kernel_threads(threads);  // FusedAdamW's pass runs on tunekit's kernel threads (util/threads.h)
+  struct Restore {
+    ~Restore() { set_kernel_threads(0); }
+  } restore;
   std::vector<torch::Tensor> params;
   for (int i = 0; i < 16; ++i) {
     params.push_back(torch::randn({n / 16 + (i < n % 16)}).requires_grad_());
